@@ -1,0 +1,47 @@
+#pragma once
+// IDX files (the MNIST format), raw or gzip-compressed. Loading validates everything and
+// throws DataError naming the file and what is wrong; a dataset is never half-loaded.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace mnist {
+
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+constexpr int kImageRows = 28;
+constexpr int kImageCols = 28;
+constexpr int kPixels = kImageRows * kImageCols;
+
+struct ImageSet {
+  std::vector<std::uint8_t> pixels;  // count × 784, row-major
+  std::uint32_t count = 0;
+};
+
+struct LabeledImages {
+  std::vector<std::uint8_t> pixels;  // count × 784
+  std::vector<std::uint8_t> labels;  // count, each 0..9
+  std::uint32_t count() const { return static_cast<std::uint32_t>(labels.size()); }
+};
+
+struct Dataset {
+  LabeledImages train;  // all 60,000 training images (the validation split is carved later)
+  LabeledImages test;   // 10,000
+};
+
+// The whole file, inflated when it is gzip data (detected by its magic bytes, not its name).
+std::vector<std::uint8_t> read_maybe_gzip(const std::string& path);
+
+ImageSet load_idx_images(const std::string& path);               // magic 0x00000803, 28×28
+std::vector<std::uint8_t> load_idx_labels(const std::string& path);  // magic 0x00000801, labels 0..9
+LabeledImages load_labeled(const std::string& images_path, const std::string& labels_path);
+
+// Finds `<dir>/<name>` or `<dir>/<name>.gz` for the four standard names; a missing file is a
+// DataError that names it and the fetch command.
+Dataset load_dataset(const std::string& dir);
+
+}  // namespace mnist

@@ -1,0 +1,37 @@
+#pragma once
+// Adam and AdamW (PyTorch's formulas) over one flat parameter buffer: one launch updates
+// every weight and bias of the model. With t the step (1-based):
+//   Adam:  g += wd·θ;   AdamW: θ -= lr·wd·θ
+//   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
+//   θ -= lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace mnist {
+
+struct AdamConfig {
+  float lr = 1e-3f;
+  float beta1 = 0.9f;
+  float beta2 = 0.999f;
+  float eps = 1e-8f;
+  float weight_decay = 0.f;
+  bool decoupled = false;  // true: AdamW
+};
+
+namespace ref {
+void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
+               std::int64_t step);
+}
+
+namespace gpu {
+// `step` is the device-side step counter; bias correction is computed from it on the
+// device, so the launch has no host argument that changes per step (graph-capturable).
+void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
+               const std::int64_t* step, cudaStream_t stream);
+// ++*step on the device: the first launch of every training step.
+void advance_step(std::int64_t* step, cudaStream_t stream);
+}  // namespace gpu
+
+}  // namespace mnist

@@ -1,0 +1,34 @@
+#pragma once
+// Fused bias + ReLU + inverted dropout, forward and backward (row-major [rows, cols]):
+//   forward   y  = mask · relu(z + b) / (1 - p)        (relu optional: the output layer only adds b)
+//   backward  dz = dy · mask / (1 - p) · [z + b > 0]
+// The mask is recomputed from Philox keyed by (seed, step, layer, element index), never stored.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace mnist {
+
+struct DropoutKey {
+  std::uint64_t seed = 0;
+  std::uint32_t layer = 0;
+  float p = 0.f;  // drop probability in [0, 1); 0 disables dropout (evaluation)
+};
+
+namespace ref {
+void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int rows, int cols, bool relu,
+                               DropoutKey key, std::int64_t step);
+void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
+                                bool relu, DropoutKey key, std::int64_t step);
+}  // namespace ref
+
+namespace gpu {
+// `step` points to the device-side step counter (see adam.h), so a captured graph replays
+// with a fresh mask each step. y may alias z; dz may alias dy.
+void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int rows, int cols, bool relu,
+                               DropoutKey key, const std::int64_t* step, cudaStream_t stream);
+void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
+                                bool relu, DropoutKey key, const std::int64_t* step, cudaStream_t stream);
+}  // namespace gpu
+
+}  // namespace mnist

@@ -1,0 +1,68 @@
+#pragma once
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11),
+// the counter-based generator of Random123 and cuRAND. Pure integer arithmetic, so the
+// CPU references and the CUDA kernels draw bit-identical numbers from the same key.
+#include <cstdint>
+
+#include "mnist/hd.h"
+
+namespace mnist {
+
+struct Philox4x32 {
+  std::uint32_t v[4];
+};
+
+MNIST_HD void philox_mulhilo(std::uint32_t a, std::uint32_t b, std::uint32_t& hi, std::uint32_t& lo) {
+  const std::uint64_t product = static_cast<std::uint64_t>(a) * b;
+  hi = static_cast<std::uint32_t>(product >> 32);
+  lo = static_cast<std::uint32_t>(product);
+}
+
+// Ten rounds of the Philox S-box with the Weyl key schedule.
+MNIST_HD Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::uint32_t key1) {
+  constexpr std::uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr std::uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    std::uint32_t hi0, lo0, hi1, lo1;
+    philox_mulhilo(kMul0, counter.v[0], hi0, lo0);
+    philox_mulhilo(kMul1, counter.v[2], hi1, lo1);
+    counter = Philox4x32{{hi1 ^ counter.v[1] ^ key0, lo1, hi0 ^ counter.v[3] ^ key1, lo0}};
+    key0 += kWeyl0;
+    key1 += kWeyl1;
+  }
+  return counter;
+}
+
+// One uniformly random 32-bit word for element `index` of the stream named by
+// (seed, step, stream). Four consecutive elements share one Philox block.
+MNIST_HD std::uint32_t philox_word(std::uint64_t seed, std::uint64_t step, std::uint32_t stream,
+                                   std::uint64_t index) {
+  const std::uint64_t block = index >> 2;
+  const Philox4x32 counter{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+                            static_cast<std::uint32_t>(step), stream ^ static_cast<std::uint32_t>(step >> 32)}};
+  const Philox4x32 out =
+      philox4x32_10(counter, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+  return out.v[index & 3];
+}
+
+// Uniform float in [0, 1) with 24 random bits (exactly representable, identical everywhere).
+MNIST_HD float philox_uniform(std::uint64_t seed, std::uint64_t step, std::uint32_t stream,
+                              std::uint64_t index) {
+  return static_cast<float>(philox_word(seed, step, stream, index) >> 8) * (1.0f / 16777216.0f);
+}
+
+// Dropout decision. An element is dropped with probability p: its 24-bit draw is below
+// p * 2^24. The comparison is on integers, so CPU and GPU masks are bit-identical.
+MNIST_HD std::uint32_t dropout_threshold(float p) {
+  return static_cast<std::uint32_t>(p * 16777216.0f);
+}
+MNIST_HD bool dropout_keep(std::uint64_t seed, std::uint64_t step, std::uint32_t layer, std::uint64_t index,
+                           std::uint32_t threshold) {
+  return (philox_word(seed, step, layer, index) >> 8) >= threshold;
+}
+
+// Streams of the Philox key space that are not dropout layers.
+constexpr std::uint32_t kInitStream = 0x1000u;     // + layer: weight initialisation
+constexpr std::uint32_t kShuffleStream = 0x2000u;  // CPU epoch shuffle
+
+}  // namespace mnist

@@ -1,0 +1,62 @@
+#pragma once
+// Helpers shared by the tests: fresh random inputs (seed printed on failure), NaN poison,
+// error measures in which a NaN always fails, and the GPU skip.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace mnist::test {
+
+// A fresh seed per test, so every run draws new inputs; reported so a failure can be replayed.
+inline std::uint64_t fresh_seed() {
+  std::random_device device;
+  const std::uint64_t seed = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  ::testing::Test::RecordProperty("seed", std::to_string(seed));
+  return seed;
+}
+
+inline std::vector<float> random_floats(std::mt19937_64& rng, std::size_t n, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> out(n);
+  for (auto& x : out) x = dist(rng);
+  return out;
+}
+
+inline std::vector<std::uint8_t> random_labels(std::mt19937_64& rng, std::size_t n, int classes = 10) {
+  std::uniform_int_distribution<int> dist(0, classes - 1);
+  std::vector<std::uint8_t> out(n);
+  for (auto& x : out) x = static_cast<std::uint8_t>(dist(rng));
+  return out;
+}
+
+inline std::vector<float> nan_filled(std::size_t n) {
+  return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
+}
+
+// max_i |got_i - want_i| / max(|want_i|, floor). Any NaN or inf in `got` gives +inf.
+inline double max_rel_error(const float* got, const float* want, std::size_t n, double floor = 1e-6) {
+  double worst = 0.0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]) / std::fmax(std::fabs(want[i]), floor);
+    worst = std::fmax(worst, err);
+  }
+  return worst;
+}
+inline double max_rel_error(const std::vector<float>& got, const std::vector<float>& want, double floor = 1e-6) {
+  if (got.size() != want.size()) return std::numeric_limits<double>::infinity();
+  return max_rel_error(got.data(), want.data(), got.size(), floor);
+}
+
+}  // namespace mnist::test
+
+// GPU tests call this first: without a usable device they report SKIPPED with the reason.
+#define MNIST_REQUIRE_GPU()                                                                       \
+  do {                                                                                            \
+    if (::mnist::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device or driver on this machine"; \
+  } while (0)
