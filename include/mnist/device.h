@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstddef>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -44,18 +45,26 @@ class DeviceBuffer {
   std::size_t size() const { return count_; }
   std::size_t bytes() const { return count_ * sizeof(T); }
 
+  // upload() and fill_bytes() are set-up helpers: they return only when the device holds
+  // the data, so work launched next on any stream (even a non-blocking one) sees it.
   void upload(const std::vector<T>& host) {
     if (host.size() != count_) throw std::invalid_argument("DeviceBuffer::upload: size mismatch");
-    if (count_ > 0) MNIST_CHECK(cudaMemcpy(data_, host.data(), bytes(), cudaMemcpyHostToDevice));
+    if (count_ == 0) return;
+    MNIST_CHECK(cudaMemcpy(data_, host.data(), bytes(), cudaMemcpyHostToDevice));
+    MNIST_CHECK(cudaDeviceSynchronize());
   }
+  // Waits for all device work first, so results of kernels on other streams are included.
   std::vector<T> download() const {
     std::vector<T> host(count_);
+    if (count_ > 0) MNIST_CHECK(cudaDeviceSynchronize());
     if (count_ > 0) MNIST_CHECK(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost));
     return host;
   }
   // Fill every byte with `byte` (0xFF turns floats into NaN: the poison of the tests).
   void fill_bytes(int byte) {
-    if (count_ > 0) MNIST_CHECK(cudaMemset(data_, byte, bytes()));
+    if (count_ == 0) return;
+    MNIST_CHECK(cudaMemset(data_, byte, bytes()));
+    MNIST_CHECK(cudaDeviceSynchronize());
   }
 
  private:
