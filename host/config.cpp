@@ -1,0 +1,52 @@
+#include "mnist/config.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+namespace mnist {
+
+namespace {
+void require(bool ok, const std::string& message) {
+  if (!ok) throw ConfigError(message);
+}
+}  // namespace
+
+void validate(const TrainConfig& c) {
+  require(!c.hidden.empty(), "--hidden: give at least one hidden layer width, e.g. --hidden 512,512");
+  for (int width : c.hidden)
+    require(width >= 1 && width <= 65536, "--hidden: every width must be in 1..65536, got " + std::to_string(width));
+  require(std::isfinite(c.dropout) && c.dropout >= 0.f && c.dropout < 1.f, "--dropout must be in [0, 1)");
+  require(std::isfinite(c.lr) && c.lr > 0.f && c.lr <= 10.f, "--lr must be a finite number in (0, 10]");
+  require(std::isfinite(c.weight_decay) && c.weight_decay >= 0.f, "--weight-decay must be a finite number >= 0");
+  require(std::isfinite(c.label_smoothing) && c.label_smoothing >= 0.f && c.label_smoothing < 1.f,
+          "--label-smoothing must be in [0, 1)");
+  require(c.batch_size >= 1 && c.batch_size <= 60000, "--batch-size must be in 1..60000");
+  require(c.epochs >= 1 && c.epochs <= 100000, "--epochs must be in 1..100000");
+  require(std::isfinite(c.val_split) && c.val_split >= 0.f && c.val_split < 1.f, "--val-split must be in [0, 1)");
+  require(c.train_subset >= 0, "--train-subset must be >= 0 (0 means the whole training split)");
+  require(c.dataset == "mnist" || c.dataset == "fashion", "--dataset must be mnist or fashion, got '" + c.dataset + "'");
+  require(c.device == "auto" || c.device == "cpu" || c.device == "gpu",
+          "--device must be auto, cpu or gpu, got '" + c.device + "'");
+}
+
+nlohmann::json to_json(const TrainConfig& c) {
+  return {{"hidden", c.hidden},
+          {"dropout", c.dropout},
+          {"lr", c.lr},
+          {"weight_decay", c.weight_decay},
+          {"optimizer", c.adamw ? "adamw" : "adam"},
+          {"label_smoothing", c.label_smoothing},
+          {"batch_size", c.batch_size},
+          {"epochs", c.epochs},
+          {"val_split", c.val_split},
+          {"seed", c.seed},
+          {"dataset", c.dataset},
+          {"data_dir", c.resolved_data_dir()},
+          {"device", c.device},
+          {"train_subset", c.train_subset},
+          {"drop_last", c.drop_last},
+          {"graph", !c.no_graph},
+          {"tf32", c.tf32}};
+}
+
+}  // namespace mnist

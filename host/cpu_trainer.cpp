@@ -1,0 +1,106 @@
+// The Trainer on the CPU references: the twin of the GPU driver, with the same model,
+// initialisation, dropout masks and optimizer, run through plain C++ and OpenBLAS.
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <utility>
+
+#include "mnist/mlp.h"
+#include "mnist/ops/gather.h"
+#include "mnist/philox.h"
+#include "mnist/progress.h"
+#include "mnist/trainer.h"
+
+namespace mnist {
+
+std::vector<std::int32_t> shuffled_indices(int count, std::uint64_t seed, int epoch) {
+  std::vector<std::uint64_t> keys(count);
+  for (int i = 0; i < count; ++i) keys[i] = shuffle_key(seed, std::uint64_t(epoch), kShuffleStream, std::uint64_t(i));
+  std::vector<std::int32_t> order(count);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) { return keys[a] < keys[b]; });
+  return order;
+}
+
+namespace {
+
+constexpr int kEvalChunk = 1000;
+
+class CpuTrainer final : public Trainer {
+ public:
+  CpuTrainer(const TrainConfig& config, const DataSplit& data)
+      : config_(config),
+        data_(data),
+        model_(MlpShape(kPixels, config.hidden, kClasses), config.seed, config.dropout, config.label_smoothing,
+               std::max(config.batch_size, kEvalChunk)),
+        adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
+        x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
+        y_(std::max(config.batch_size, kEvalChunk)),
+        indices_(kEvalChunk) {}
+
+  std::string device_name() const override { return "CPU (OpenBLAS)"; }
+
+  EvalTotals train_epoch(int epoch) override {
+    const int batch = config_.batch_size;
+    const int images = data_.train.count;
+    const int steps = config_.drop_last ? images / batch : (images + batch - 1) / batch;
+    const std::vector<std::int32_t> order = shuffled_indices(images, config_.seed, epoch);
+    EvalTotals totals;
+    ProgressBar progress("epoch " + std::to_string(epoch) + "/" + std::to_string(config_.epochs),
+                         long(std::min(images, steps * batch)));
+    for (int s = 0; s < steps; ++s) {
+      const int first = s * batch;
+      const int rows = std::min(batch, images - first);  // the last batch may be partial
+      ++step_;
+      ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
+                        y_.data());
+      model_.compute_gradients(x_.data(), y_.data(), rows, step_, &totals);
+      model_.apply_adam(adam_, step_);
+      progress.update(long(first + rows));
+    }
+    return totals;
+  }
+
+  EvalTotals evaluate(const ImageSlice& slice, std::int32_t* predictions) override {
+    EvalTotals totals;
+    for (int first = 0; first < slice.count; first += kEvalChunk) {
+      const int rows = std::min(kEvalChunk, slice.count - first);
+      std::iota(indices_.begin(), indices_.begin() + rows, first);
+      ref::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
+      model_.evaluate_batch(x_.data(), y_.data(), rows, &totals, predictions ? predictions + first : nullptr);
+    }
+    return totals;
+  }
+
+  ModelState state() const override {
+    return ModelState{model_.shape().sizes, model_.params(), model_.adam_m(), model_.adam_v(), step_};
+  }
+
+  void load_state(const ModelState& state) override {
+    if (state.sizes != model_.shape().sizes || state.params.size() != model_.params().size() ||
+        state.adam_m.size() != state.params.size() || state.adam_v.size() != state.params.size())
+      throw std::invalid_argument("model state does not match the model's shape");
+    model_.params() = state.params;
+    model_.adam_m() = state.adam_m;
+    model_.adam_v() = state.adam_v;
+    step_ = state.step;
+  }
+
+ private:
+  TrainConfig config_;
+  DataSplit data_;
+  CpuMlp model_;
+  AdamConfig adam_;
+  std::int64_t step_ = 0;
+  std::vector<float> x_;
+  std::vector<std::uint8_t> y_;
+  std::vector<std::int32_t> indices_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data) {
+  return std::make_unique<CpuTrainer>(config, data);
+}
+
+}  // namespace mnist

@@ -1,0 +1,79 @@
+// `mnist`: the command line. It parses options into a TrainConfig and hands over to the
+// subcommand; every failure reaches the user as one line on stderr and a non-zero exit.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <exception>
+
+#include "mnist/check.h"
+#include "mnist/config.h"
+#include "mnist/idx.h"
+#include "mnist/train_command.h"
+
+namespace {
+
+void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
+  train.add_option("--hidden", c.hidden, "Hidden layer widths, comma-separated")->delimiter(',')->capture_default_str();
+  train.add_option("--dropout", c.dropout, "Dropout probability of the hidden layers, in [0, 1)")->capture_default_str();
+  train.add_option("--lr", c.lr, "Adam learning rate")->capture_default_str();
+  train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
+      ->capture_default_str();
+  train.add_flag("--adamw", c.adamw, "Use AdamW (decoupled weight decay) instead of Adam");
+  train.add_option("--label-smoothing", c.label_smoothing, "Label smoothing of the cross-entropy, in [0, 1)")
+      ->capture_default_str();
+  train.add_option("--batch-size", c.batch_size, "Images per training step")->capture_default_str();
+  train.add_option("--epochs", c.epochs, "Passes over the training split")->capture_default_str();
+  train.add_option("--val-split", c.val_split,
+                   "Fraction of the 60,000 training images held out for validation (the last ones), in [0, 1)")
+      ->capture_default_str();
+  train.add_option("--seed", c.seed, "Seed of initialisation, shuffling and dropout")->capture_default_str();
+  train.add_option("--dataset", c.dataset, "mnist or fashion")->capture_default_str();
+  train.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]");
+  train.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();
+  train.add_option("--out", c.out_dir, "Run directory for metrics.jsonl and report.json [default: runs/<timestamp>]");
+  train.add_option("--train-subset", c.train_subset, "Train on the first N training images only (0: all)")
+      ->capture_default_str();
+  train.add_flag("--drop-last", c.drop_last,
+                 "Drop the last partial batch of each epoch (default: train on it, averaged over its own size)");
+  train.add_flag("--force", c.force, "Reuse an --out directory that already holds a run");
+  train.add_flag("--no-graph", c.no_graph, "GPU: launch each kernel on the stream instead of replaying a CUDA graph");
+  train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs (default: full fp32)");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"mnist: train and evaluate handwritten-digit classifiers on an NVIDIA GPU (or the CPU)", "mnist"};
+  app.require_subcommand(1);
+  mnist::TrainConfig config;
+  CLI::App* train = app.add_subcommand("train", "Train the MLP and report test accuracy");
+  add_train_options(*train, config);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::CallForAllHelp& help) {
+    return app.exit(help);
+  } catch (const CLI::ParseError& error) {
+    std::fprintf(stderr, "mnist: error: %s (see mnist --help or mnist train --help)\n", error.what());
+    return 2;
+  }
+
+  try {
+    if (train->parsed()) return mnist::run_train(config);
+  } catch (const mnist::ConfigError& error) {
+    std::fprintf(stderr, "mnist: error: %s\n", error.what());
+    return 2;
+  } catch (const mnist::DataError& error) {
+    std::fprintf(stderr, "mnist: data error: %s\n", error.what());
+    return 1;
+  } catch (const mnist::CudaError& error) {
+    std::fprintf(stderr, "mnist: GPU error: %s\n", error.what());
+    return 1;
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "mnist: error: %s\n", error.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,177 @@
+#include "mnist/run_dir.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "mnist/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace mnist {
+
+namespace {
+
+std::string timestamp() {
+  const std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y%m%d-%H%M%S", &local);
+  return text;
+}
+
+// JSON has no NaN: metrics that do not exist (no validation split) are written as null.
+nlohmann::json number_or_null(double x) { return std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(); }
+
+}  // namespace
+
+RunDir::RunDir(const std::string& path, bool force) {
+  if (path.empty()) {
+    // A fresh runs/<timestamp>, with a suffix if two runs start in the same second.
+    const std::string base = "runs/" + timestamp();
+    path_ = base;
+    for (int n = 2; fs::exists(path_); ++n) path_ = base + "-" + std::to_string(n);
+  } else {
+    path_ = path;
+    std::error_code ec;
+    if (fs::exists(path_, ec) && !fs::is_directory(path_, ec))
+      throw ConfigError("--out " + path_ + " exists and is not a directory");
+    if (fs::is_directory(path_, ec) && !fs::is_empty(path_, ec) && !force)
+      throw ConfigError("--out " + path_ + " already holds a run; choose another directory or pass --force");
+  }
+  std::error_code ec;
+  fs::create_directories(path_, ec);
+  if (ec) throw ConfigError("cannot create run directory " + path_ + ": " + ec.message());
+  if (access(path_.c_str(), W_OK) != 0)
+    throw ConfigError("run directory " + path_ + " is not writable: " + std::strerror(errno));
+  // A forced re-run starts a fresh metrics log rather than appending to the old one.
+  std::ofstream(path_ + "/metrics.jsonl", std::ios::trunc);
+}
+
+void RunDir::append_epoch(const EpochMetrics& metrics) {
+  std::ofstream out(path_ + "/metrics.jsonl", std::ios::app);
+  out << epoch_json(metrics).dump() << '\n';
+  out.flush();
+  if (!out) throw ConfigError("cannot append to " + path_ + "/metrics.jsonl");
+}
+
+void RunDir::write_report(const nlohmann::json& report) {
+  write_file_atomically(path_ + "/report.json", report.dump(2) + "\n");
+}
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp";
+  std::FILE* file = std::fopen(temporary.c_str(), "wb");
+  if (!file) throw ConfigError("cannot write " + temporary + ": " + std::strerror(errno));
+  const bool written = std::fwrite(text.data(), 1, text.size(), file) == text.size() && std::fflush(file) == 0 &&
+                       fsync(fileno(file)) == 0;
+  const bool closed = std::fclose(file) == 0;
+  if (!written || !closed || std::rename(temporary.c_str(), path.c_str()) != 0) {
+    const std::string reason = std::strerror(errno);
+    std::remove(temporary.c_str());
+    throw ConfigError("cannot write " + path + ": " + reason);
+  }
+}
+
+nlohmann::json epoch_json(const EpochMetrics& m) {
+  return {{"epoch", m.epoch},
+          {"train_loss", number_or_null(m.train_loss)},
+          {"train_accuracy", number_or_null(m.train_accuracy)},
+          {"val_loss", number_or_null(m.val_loss)},
+          {"val_accuracy", number_or_null(m.val_accuracy)},
+          {"seconds", m.seconds}};
+}
+
+namespace {
+
+struct ConfusedPair {
+  int truth, predicted;
+  unsigned long long count;
+};
+
+std::vector<ConfusedPair> most_confused_pairs(const EvalTotals& t, std::size_t how_many) {
+  std::vector<ConfusedPair> pairs;
+  for (int truth = 0; truth < kClasses; ++truth)
+    for (int predicted = 0; predicted < kClasses; ++predicted)
+      if (truth != predicted && t.confusion[truth * kClasses + predicted] > 0)
+        pairs.push_back({truth, predicted, t.confusion[truth * kClasses + predicted]});
+  std::stable_sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) { return a.count > b.count; });
+  if (pairs.size() > how_many) pairs.resize(how_many);
+  return pairs;
+}
+
+}  // namespace
+
+nlohmann::json build_report(const TrainConfig& config, const TrainResult& result) {
+  const EvalTotals& t = result.test;
+  nlohmann::json confusion = nlohmann::json::array();
+  nlohmann::json per_class = nlohmann::json::array();
+  for (int c = 0; c < kClasses; ++c) {
+    nlohmann::json row = nlohmann::json::array();
+    unsigned long long true_count = 0, predicted_count = 0;
+    for (int p = 0; p < kClasses; ++p) {
+      row.push_back(t.confusion[c * kClasses + p]);
+      true_count += t.confusion[c * kClasses + p];
+      predicted_count += t.confusion[p * kClasses + c];
+    }
+    confusion.push_back(row);
+    const double hits = double(t.confusion[c * kClasses + c]);
+    per_class.push_back({{"class", c},
+                         {"support", true_count},
+                         {"precision", number_or_null(predicted_count ? hits / predicted_count : NAN)},
+                         {"recall", number_or_null(true_count ? hits / true_count : NAN)}});
+  }
+  nlohmann::json pairs = nlohmann::json::array();
+  for (const auto& p : most_confused_pairs(t, 5))
+    pairs.push_back({{"true", p.truth}, {"predicted", p.predicted}, {"count", p.count}});
+  nlohmann::json epochs = nlohmann::json::array();
+  for (const auto& e : result.epochs) epochs.push_back(epoch_json(e));
+
+  return {{"config", to_json(config)},
+          {"device", result.device_name},
+          {"epochs", epochs},
+          {"test",
+           {{"accuracy", t.count ? double(t.correct) / t.count : 0.0},
+            {"loss", t.count ? t.loss_sum / t.count : 0.0},
+            {"count", t.count},
+            {"confusion", confusion},
+            {"per_class", per_class},
+            {"most_confused", pairs}}},
+          {"timings", {{"train_seconds", result.train_seconds}}}};
+}
+
+std::string format_summary(const TrainResult& result) {
+  const EvalTotals& t = result.test;
+  std::ostringstream out;
+  char line[256];
+  std::snprintf(line, sizeof line, "test: accuracy %.4f (%llu/%llu)  loss %.4f\n",
+                t.count ? double(t.correct) / t.count : 0.0, t.correct, t.count, t.count ? t.loss_sum / t.count : 0.0);
+  out << line << "confusion matrix (rows: true digit, columns: predicted)\n      ";
+  for (int p = 0; p < kClasses; ++p) out << std::string(5, ' ') << p;
+  out << '\n';
+  for (int c = 0; c < kClasses; ++c) {
+    std::snprintf(line, sizeof line, "  %d | ", c);
+    out << line;
+    for (int p = 0; p < kClasses; ++p) {
+      std::snprintf(line, sizeof line, "%6llu", t.confusion[c * kClasses + p]);
+      out << line;
+    }
+    out << '\n';
+  }
+  out << "most confused:";
+  for (const auto& p : most_confused_pairs(t, 5)) out << "  " << p.truth << "→" << p.predicted << " (" << p.count << ")";
+  out << '\n';
+  return out.str();
+}
+
+}  // namespace mnist

@@ -1,0 +1,138 @@
+// The `mnist` program as a user meets it: --help, one clear line and a non-zero exit for
+// every bad option, and a short end-to-end training on the CPU that must learn.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Outcome {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+Outcome run_mnist(const std::string& args) {
+  const std::string command = std::string(MNIST_BINARY) + " " + args + " 2>&1";
+  Outcome outcome;
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return outcome;
+  char buffer[4096];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) outcome.output.append(buffer, n);
+  const int raw = pclose(pipe);
+  outcome.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return outcome;
+}
+
+int line_count(const std::string& text) {
+  int lines = 0;
+  for (char c : text) lines += c == '\n';
+  return lines;
+}
+
+fs::path fresh_temp_dir(const std::string& name) {
+  std::random_device device;
+  const fs::path dir = fs::temp_directory_path() / ("mnist-cli-" + name + "-" + std::to_string(device()));
+  fs::remove_all(dir);
+  return dir;
+}
+
+TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
+  const Outcome help = run_mnist("train --help");
+  EXPECT_EQ(help.status, 0);
+  for (const char* expected : {"--hidden", "512,512", "--dropout", "0.2", "--lr", "0.001", "--batch-size", "128",
+                               "--epochs", "20", "--val-split", "0.1", "--seed", "--dataset", "mnist", "--data-dir",
+                               "--device", "auto", "--out", "--train-subset", "--drop-last", "--force"})
+    EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
+  EXPECT_EQ(run_mnist("--help").status, 0);
+}
+
+TEST(Cli, MissingSubcommandIsOneLineAndNonZero) {
+  const Outcome outcome = run_mnist("");
+  EXPECT_NE(outcome.status, 0);
+  EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
+}
+
+struct BadOption {
+  const char* args;
+  const char* must_mention;
+};
+
+class CliBadOption : public ::testing::TestWithParam<BadOption> {};
+
+TEST_P(CliBadOption, IsOneClearLineAndNonZeroExit) {
+  const BadOption bad = GetParam();
+  const Outcome outcome = run_mnist(std::string("train --device cpu ") + bad.args);
+  EXPECT_NE(outcome.status, 0) << outcome.output;
+  EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
+  EXPECT_NE(outcome.output.find(bad.must_mention), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find("terminate"), std::string::npos) << outcome.output;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Options, CliBadOption,
+    ::testing::Values(BadOption{"--bogus", "--bogus"}, BadOption{"frobnicate", "frobnicate"},
+                      BadOption{"--batch-size 0", "--batch-size"}, BadOption{"--batch-size -5", "--batch-size"},
+                      BadOption{"--batch-size abc", "--batch-size"}, BadOption{"--batch-size 1000000", "--batch-size"},
+                      BadOption{"--batch-size 60000", "--batch-size"}, BadOption{"--epochs 0", "--epochs"},
+                      BadOption{"--lr 0", "--lr"}, BadOption{"--lr -1", "--lr"}, BadOption{"--lr nan", "--lr"},
+                      BadOption{"--lr inf", "--lr"}, BadOption{"--lr", "--lr"},
+                      BadOption{"--dropout 1", "--dropout"}, BadOption{"--dropout -0.1", "--dropout"},
+                      BadOption{"--val-split 1", "--val-split"}, BadOption{"--val-split -0.5", "--val-split"},
+                      BadOption{"--hidden 0", "--hidden"}, BadOption{"--hidden 512,0", "--hidden"},
+                      BadOption{"--dataset cifar", "--dataset"}, BadOption{"--device tpu", "--device"},
+                      BadOption{"--train-subset 60000", "--train-subset"},
+                      BadOption{"--data-dir /nonexistent/mnist", "data/fetch.sh"}));
+
+TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
+  // The foundation's end-to-end check: 10,000 training images, one epoch, one hidden layer
+  // of 128, must reach 90% on the 10,000 test images.
+  const fs::path out = fresh_temp_dir("e2e");
+  const Outcome outcome =
+      run_mnist("train --device cpu --train-subset 10000 --epochs 1 --hidden 128 --out " + out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+
+  std::ifstream report_file(out / "report.json");
+  ASSERT_TRUE(report_file) << "no report.json in " << out;
+  const nlohmann::json report = nlohmann::json::parse(report_file);
+  const double accuracy = report["test"]["accuracy"].get<double>();
+  EXPECT_GE(accuracy, 0.90) << outcome.output;
+  EXPECT_LE(accuracy, 1.0);
+  EXPECT_EQ(report["config"]["hidden"], nlohmann::json::array({128}));
+  unsigned long long total = 0, diagonal = 0;
+  for (int t = 0; t < 10; ++t)
+    for (int p = 0; p < 10; ++p) {
+      total += report["test"]["confusion"][t][p].get<unsigned long long>();
+      if (t == p) diagonal += report["test"]["confusion"][t][p].get<unsigned long long>();
+    }
+  EXPECT_EQ(total, 10000u);
+  EXPECT_NEAR(double(diagonal) / total, accuracy, 1e-12);
+
+  std::ifstream metrics_file(out / "metrics.jsonl");
+  std::string line;
+  int epochs = 0;
+  while (std::getline(metrics_file, line)) {
+    const nlohmann::json epoch = nlohmann::json::parse(line);
+    EXPECT_EQ(epoch["epoch"], ++epochs);
+    for (const char* key : {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"})
+      EXPECT_TRUE(epoch[key].is_number()) << key;
+  }
+  EXPECT_EQ(epochs, 1);
+  EXPECT_NE(outcome.output.find("most confused"), std::string::npos) << outcome.output;
+
+  // The same directory again is refused unless --force.
+  const Outcome again = run_mnist("train --device cpu --train-subset 1000 --epochs 1 --hidden 8 --out " + out.string());
+  EXPECT_EQ(again.status, 2) << again.output;
+  EXPECT_NE(again.output.find("--force"), std::string::npos) << again.output;
+  fs::remove_all(out);
+}
+
+}  // namespace

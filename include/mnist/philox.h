@@ -61,8 +61,16 @@ MNIST_HD bool dropout_keep(std::uint64_t seed, std::uint64_t step, std::uint32_t
   return (philox_word(seed, step, layer, index) >> 8) >= threshold;
 }
 
+// The epoch shuffle sorts image indices by a 64-bit random key per index (stable sort, so
+// the rare equal keys keep index order). CPU (std::stable_sort) and GPU (Thrust's radix
+// sort) therefore produce the same permutation for the same (seed, epoch).
+MNIST_HD std::uint64_t shuffle_key(std::uint64_t seed, std::uint64_t epoch, std::uint32_t stream, std::uint64_t index) {
+  return (static_cast<std::uint64_t>(philox_word(seed, epoch, stream, 2 * index)) << 32) |
+         philox_word(seed, epoch, stream, 2 * index + 1);
+}
+
 // Streams of the Philox key space that are not dropout layers.
 constexpr std::uint32_t kInitStream = 0x1000u;     // + layer: weight initialisation
-constexpr std::uint32_t kShuffleStream = 0x2000u;  // CPU epoch shuffle
+constexpr std::uint32_t kShuffleStream = 0x2000u;  // epoch shuffle (shuffle_key)
 
 }  // namespace mnist

@@ -1,0 +1,47 @@
+#pragma once
+// Everything a training run is asked to do, as parsed from the command line, checked once
+// by validate() before any work starts.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace mnist {
+
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainConfig {
+  std::vector<int> hidden{512, 512};
+  float dropout = 0.2f;
+  float lr = 1e-3f;
+  float weight_decay = 0.f;
+  bool adamw = false;
+  float label_smoothing = 0.f;
+  int batch_size = 128;
+  int epochs = 20;
+  float val_split = 0.1f;
+  std::uint64_t seed = 1;
+  std::string dataset = "mnist";
+  std::string data_dir;  // empty: data/<dataset>
+  std::string device = "auto";
+  std::string out_dir;   // empty: a fresh runs/<timestamp>
+  int train_subset = 0;  // 0: the whole training split
+  bool drop_last = false;
+  bool force = false;
+  bool no_graph = false;  // GPU: plain stream launches instead of a captured CUDA graph
+  bool tf32 = false;      // GPU: TF32 tensor-core GEMMs instead of fp32
+
+  std::string resolved_data_dir() const { return data_dir.empty() ? "data/" + dataset : data_dir; }
+};
+
+// Throws ConfigError with one line naming the option and the accepted range.
+void validate(const TrainConfig& config);
+
+nlohmann::json to_json(const TrainConfig& config);
+
+}  // namespace mnist

@@ -1,0 +1,74 @@
+#pragma once
+// The multilayer perceptron of the seed: 784 → hidden (ReLU, dropout)… → 10, softmax.
+// All parameters live in one flat buffer, layer by layer (W then b), so one Adam launch
+// updates the whole model and a checkpoint is one array. Layer l maps sizes[l] → sizes[l+1]
+// with W_l stored row-major [in, out].
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "mnist/ops/adam.h"
+#include "mnist/ops/eval_metrics.h"
+
+namespace mnist {
+
+struct MlpShape {
+  std::vector<int> sizes;  // input, hidden..., classes
+
+  MlpShape(int inputs, const std::vector<int>& hidden, int classes);
+  int layers() const { return static_cast<int>(sizes.size()) - 1; }
+  int in(int layer) const { return sizes[layer]; }
+  int out(int layer) const { return sizes[layer + 1]; }
+  bool is_hidden(int layer) const { return layer < layers() - 1; }
+  std::size_t weight_offset(int layer) const;
+  std::size_t bias_offset(int layer) const { return weight_offset(layer) + std::size_t(in(layer)) * out(layer); }
+  std::size_t param_count() const { return weight_offset(layers()); }
+  int max_width() const;
+};
+
+// He (Kaiming) uniform for ReLU layers: W ~ U(-sqrt(6/fan_in), sqrt(6/fan_in)), b = 0, drawn
+// from Philox so that every platform starts from the same weights for the same seed.
+std::vector<float> he_uniform_init(const MlpShape& shape, std::uint64_t seed);
+
+// The model trained on the CPU references: parameters, Adam state and the activations of
+// one batch. The GPU trainer mirrors it with device buffers.
+class CpuMlp {
+ public:
+  CpuMlp(MlpShape shape, std::uint64_t seed, float dropout, float label_smoothing, int max_batch);
+
+  // Forward and backward for one batch of `rows` images; grads() then holds d(mean loss)/dθ.
+  // Dropout masks are keyed by (seed, step, layer). Adds the batch to `totals` when given.
+  void compute_gradients(const float* x, const std::uint8_t* labels, int rows, std::int64_t step,
+                         EvalTotals* totals);
+  // One Adam/AdamW update from grads() at step `step` (1-based).
+  void apply_adam(const AdamConfig& config, std::int64_t step);
+  // Forward without dropout; per-sample losses and metrics added to `totals`.
+  void evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
+                      std::int32_t* predictions = nullptr);
+
+  const MlpShape& shape() const { return shape_; }
+  std::vector<float>& params() { return params_; }
+  const std::vector<float>& params() const { return params_; }
+  const std::vector<float>& grads() const { return grads_; }
+  std::vector<float>& adam_m() { return m_; }
+  std::vector<float>& adam_v() { return v_; }
+  const std::vector<float>& adam_m() const { return m_; }
+  const std::vector<float>& adam_v() const { return v_; }
+  const float* logits() const { return pre_activations_.back().data(); }
+
+ private:
+  void forward(const float* x, int rows, bool train, std::int64_t step);
+
+  MlpShape shape_;
+  std::uint64_t seed_;
+  float dropout_;
+  float label_smoothing_;
+  int max_batch_;
+  std::vector<float> params_, grads_, m_, v_;
+  std::vector<std::vector<float>> pre_activations_;  // z_l = a_l·W_l; the last one becomes the logits
+  std::vector<std::vector<float>> activations_;      // a_{l+1} = dropout(relu(z_l + b_l)) for hidden layers
+  std::vector<float> loss_, delta_, delta_prev_;
+  const float* input_ = nullptr;
+};
+
+}  // namespace mnist

@@ -1,0 +1,40 @@
+#pragma once
+// The run directory every training leaves behind:
+//   metrics.jsonl  one JSON object per epoch, appended and flushed as the epoch ends
+//   report.json    config, test metrics, confusion matrix, per-class precision/recall, timings
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "mnist/config.h"
+
+namespace mnist {
+
+struct EpochMetrics;
+struct TrainResult;
+
+class RunDir {
+ public:
+  // Creates `path`, or a fresh runs/<timestamp> when empty. An existing non-empty directory is
+  // refused unless `force`. Throws ConfigError with one line when it cannot be written.
+  RunDir(const std::string& path, bool force);
+  const std::string& path() const { return path_; }
+
+  void append_epoch(const EpochMetrics& metrics);
+  void write_report(const nlohmann::json& report);
+
+ private:
+  std::string path_;
+};
+
+// Writes `text` to `path` through a temporary file in the same directory, flushed and
+// renamed, so a crash never leaves a half-written file in place of a good one.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+nlohmann::json epoch_json(const EpochMetrics& metrics);
+nlohmann::json build_report(const TrainConfig& config, const TrainResult& result);
+
+// The end-of-training summary for the terminal: test metrics, confusion table, most-confused pairs.
+std::string format_summary(const TrainResult& result);
+
+}  // namespace mnist
