@@ -94,10 +94,11 @@ INSTANTIATE_TEST_SUITE_P(
 
 TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
   // The foundation's end-to-end check: 10,000 training images, one epoch, one hidden layer
-  // of 128, must reach 90% on the 10,000 test images.
+  // of 128, must reach 90% on the 10,000 test images. Batch 32 gives the epoch 313 steps
+  // (about 91-92% measured; batch 128's 79 steps stop near 89%).
   const fs::path out = fresh_temp_dir("e2e");
-  const Outcome outcome =
-      run_mnist("train --device cpu --train-subset 10000 --epochs 1 --hidden 128 --out " + out.string());
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 10000 --epochs 1 --hidden 128 --batch-size 32 --out " +
+                                    out.string());
   ASSERT_EQ(outcome.status, 0) << outcome.output;
 
   std::ifstream report_file(out / "report.json");

@@ -93,22 +93,24 @@ TEST(RefMlp, GradientMatchesFiniteDifferences) {
   EXPECT_EQ(checked, static_cast<int>(shape.param_count()));
 }
 
-TEST(RefMlp, AdamStepsLowerTheLossOfAFixedBatch) {
+TEST(RefMlp, AdamStepsMemoriseAFixedBatch) {
   std::mt19937_64 rng(test::fresh_seed());
   const MlpShape shape(20, {16}, 10);
   const int rows = 32;
   CpuMlp model(shape, rng(), 0.f, 0.f, rows);
   const std::vector<float> x = test::random_floats(rng, std::size_t(rows) * 20, 0.f, 1.f);
   const std::vector<std::uint8_t> labels = test::random_labels(rng, rows);
-  const AdamConfig adam{};
+  AdamConfig adam;
+  adam.lr = 1e-2f;
   double first = 0, last = 0;
-  for (int step = 1; step <= 50; ++step) {
+  for (int step = 1; step <= 200; ++step) {
     EvalTotals totals;
     model.compute_gradients(x.data(), labels.data(), rows, step, &totals);
     model.apply_adam(adam, step);
     (step == 1 ? first : last) = totals.loss_sum / rows;
   }
-  EXPECT_LT(last, 0.5 * first) << "50 Adam steps on one batch should at least halve its loss";
+  // 32 random labels are memorised by 16 hidden units within 200 steps at lr 1e-2.
+  EXPECT_LT(last, 0.5 * first) << "200 Adam steps on one batch should at least halve its loss";
 }
 
 TEST(RefMlp, ParameterLayoutIsWeightsThenBiasPerLayer) {
