@@ -1,6 +1,6 @@
 #pragma once
 // Bias gradient: db[c] = sum over rows r of dz[r, c] (column sums of a row-major matrix),
-// summed in row order so the result is the same run to run.
+// summed in a fixed order (no atomics) so the result is the same run to run.
 #include <cuda_runtime_api.h>
 
 namespace mnist {
