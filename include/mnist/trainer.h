@@ -64,6 +64,7 @@ class Trainer {
 };
 
 std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data);
+std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data);
 
 // The loop: for each epoch (train, validate, log) → test. Prints one line per epoch.
 TrainResult train(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run);

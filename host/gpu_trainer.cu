@@ -1,0 +1,544 @@
+// The Trainer on the GPU: the twin of CpuTrainer (host/cpu_trainer.cpp) and CpuMlp
+// (host/mlp.cpp). Same parameter layout (MlpShape), same He-uniform initialisation, same
+// shuffle, same dropout keys, same step counting and the same Adam, run through the kernels of
+// include/mnist/ops on one stream:
+//
+//   construct:   upload the dataset once (uint8, resident) and the initial parameters
+//   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam)
+//                → one copy of the epoch's totals back to the host
+//   evaluate:    chunks of up to 10,000 images through the forward pass without dropout
+//
+// Nothing inside an epoch waits for the host: the step counter lives on the device
+// (gpu::advance_step) and so do the running totals. That is what lets the steps of an epoch be
+// captured once into a CUDA graph and replayed every epoch after: a step is ~25 small launches,
+// and launching them one by one costs more than running them.
+#include <cuda_runtime_api.h>
+#include <nvtx3/nvToolsExt.h>
+#include <thrust/execution_policy.h>
+#include <thrust/iterator/counting_iterator.h>
+#include <thrust/sequence.h>
+#include <thrust/sort.h>
+#include <thrust/transform.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mnist/check.h"
+#include "mnist/device.h"
+#include "mnist/mlp.h"
+#include "mnist/ops/adam.h"
+#include "mnist/ops/bias_grad.h"
+#include "mnist/ops/bias_relu_dropout.h"
+#include "mnist/ops/eval_metrics.h"
+#include "mnist/ops/gather.h"
+#include "mnist/ops/gemm.h"
+#include "mnist/ops/softmax_ce.h"
+#include "mnist/philox.h"
+#include "mnist/trainer.h"
+
+namespace mnist {
+namespace {
+
+// Evaluation runs in chunks this large: 10,000 images need ~31 MB of float input, so the
+// whole test set is one chunk and the activation buffers stay modest for wide models.
+constexpr int kEvalChunk = 10000;
+// cuBLAS gets its own workspace so it never allocates while a graph is being captured
+// (32 MiB: what the cuBLAS documentation recommends for Hopper).
+constexpr std::size_t kCublasWorkspaceBytes = std::size_t(32) << 20;
+
+// ---------------------------------------------------------------------------------------------
+// Small owners: NVTX ranges, CUDA graphs, Thrust's scratch memory, host↔device copies.
+
+// A named range on the Nsight Systems timeline, closed when the scope ends (exceptions included).
+class NvtxRange {
+ public:
+  explicit NvtxRange(const char* name) { nvtxRangePushA(name); }
+  explicit NvtxRange(const std::string& name) : NvtxRange(name.c_str()) {}
+  ~NvtxRange() { nvtxRangePop(); }
+  NvtxRange(const NvtxRange&) = delete;
+  NvtxRange& operator=(const NvtxRange&) = delete;
+};
+
+// The graph as captured; only needed until it is instantiated.
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph() {
+    if (graph_) cudaGraphDestroy(graph_);
+  }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  cudaGraph_t* out() { return &graph_; }
+  cudaGraph_t get() const { return graph_; }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+};
+
+// An executable graph: the launches that `record` makes on `stream`, captured once and
+// replayed by launch(). The kernels' pointer arguments are frozen at capture, so every buffer
+// the recorded work touches must keep its address for the life of the graph.
+class GraphExec {
+ public:
+  GraphExec() = default;
+  ~GraphExec() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+  }
+  GraphExec(const GraphExec&) = delete;
+  GraphExec& operator=(const GraphExec&) = delete;
+  GraphExec(GraphExec&& other) noexcept : exec_(std::exchange(other.exec_, nullptr)) {}
+  GraphExec& operator=(GraphExec&& other) noexcept {
+    if (this != &other) {
+      if (exec_) cudaGraphExecDestroy(exec_);
+      exec_ = std::exchange(other.exec_, nullptr);
+    }
+    return *this;
+  }
+
+  template <class Record>
+  static GraphExec capture(cudaStream_t stream, Record&& record) {
+    // Thread-local mode: an unsafe call (cudaMalloc, a synchronisation) made by this thread
+    // while capturing fails loudly instead of silently breaking the graph.
+    MNIST_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      record();
+    } catch (...) {
+      // End the capture so the stream is usable again; the error in flight is the one to report.
+      cudaGraph_t broken = nullptr;
+      cudaStreamEndCapture(stream, &broken);
+      if (broken) cudaGraphDestroy(broken);
+      cudaGetLastError();  // the failed capture is not this error's business: clear it
+      throw;
+    }
+    Graph graph;
+    MNIST_CHECK(cudaStreamEndCapture(stream, graph.out()));
+    GraphExec exec;
+    MNIST_CHECK(cudaGraphInstantiate(&exec.exec_, graph.get(), 0));
+    return exec;
+  }
+
+  explicit operator bool() const { return exec_ != nullptr; }
+  void launch(cudaStream_t stream) const { MNIST_CHECK(cudaGraphLaunch(exec_, stream)); }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+};
+
+// Thrust's temporary storage for the shuffle, kept from epoch to epoch. Thrust would otherwise
+// cudaMalloc and cudaFree it on every sort, and cudaFree waits for the whole device. The sort
+// asks for the same blocks every epoch, so after the first epoch nothing is allocated. Reusing a
+// block is safe because all its users run in order on the one stream.
+class ScratchAllocator {
+ public:
+  using value_type = char;
+
+  char* allocate(std::ptrdiff_t bytes) {
+    const std::size_t size = std::max<std::size_t>(std::size_t(bytes), 1);
+    for (Block& block : blocks_) {
+      if (!block.in_use && block.memory.size() >= size) {
+        block.in_use = true;
+        return block.memory.data();
+      }
+    }
+    blocks_.push_back(Block{DeviceBuffer<char>(size), true});
+    return blocks_.back().memory.data();
+  }
+  void deallocate(char* pointer, std::size_t) noexcept {
+    for (Block& block : blocks_)
+      if (block.memory.data() == pointer) block.in_use = false;
+  }
+
+ private:
+  struct Block {
+    DeviceBuffer<char> memory;
+    bool in_use;
+  };
+  std::vector<Block> blocks_;
+};
+
+// Host ↔ device copies on the trainer's stream that wait for the copy: set-up, checkpoints and
+// one-off evaluation slices, never inside an epoch. Waiting also keeps pageable host memory
+// valid for as long as the copy reads it.
+template <class T>
+void copy_to_device(T* device, const T* host, std::size_t count, cudaStream_t stream) {
+  if (count == 0) return;
+  MNIST_CHECK(cudaMemcpyAsync(device, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
+  MNIST_CHECK(cudaStreamSynchronize(stream));
+}
+template <class T>
+std::vector<T> copy_to_host(const DeviceBuffer<T>& device, cudaStream_t stream) {
+  std::vector<T> host(device.size());
+  if (host.empty()) return host;
+  MNIST_CHECK(cudaMemcpyAsync(host.data(), device.data(), device.bytes(), cudaMemcpyDeviceToHost, stream));
+  MNIST_CHECK(cudaStreamSynchronize(stream));
+  return host;
+}
+
+// A slice of labelled images held on the device as uint8 (a quarter of the float size); the
+// gather kernel converts a batch to floats as it assembles it.
+struct DeviceImages {
+  DeviceBuffer<std::uint8_t> pixels, labels;
+  int count = 0;
+};
+
+DeviceImages upload_images(const ImageSlice& slice, cudaStream_t stream) {
+  DeviceImages images;
+  images.count = std::max(slice.count, 0);
+  const std::size_t n = std::size_t(images.count);
+  images.pixels = DeviceBuffer<std::uint8_t>(n * kPixels);
+  images.labels = DeviceBuffer<std::uint8_t>(n);
+  copy_to_device(images.pixels.data(), slice.pixels, n * kPixels, stream);
+  copy_to_device(images.labels.data(), slice.labels, n, stream);
+  return images;
+}
+
+// keys[i] = shuffle_key(seed, epoch, kShuffleStream, i): sorting the indices by these keys
+// (stably) is the permutation shuffled_indices() computes on the CPU.
+struct ShuffleKey {
+  std::uint64_t seed;
+  std::uint64_t epoch;
+  __host__ __device__ std::uint64_t operator()(std::int64_t i) const {
+    return shuffle_key(seed, epoch, kShuffleStream, static_cast<std::uint64_t>(i));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The model on the device: the twin of CpuMlp. Flat parameters, gradients and Adam moments
+// (one adam_step launch updates everything), and the activations of one batch. Every call only
+// enqueues work on the stream; the step counter is read on the device.
+
+class GpuMlp {
+ public:
+  GpuMlp(MlpShape shape, const TrainConfig& config, int max_batch, int max_train_batch, cublasHandle_t cublas,
+         cudaStream_t stream)
+      : shape_(std::move(shape)),
+        seed_(config.seed),
+        dropout_(config.dropout),
+        label_smoothing_(config.label_smoothing),
+        math_(config.tf32 ? GemmMath::kTf32 : GemmMath::kFp32),
+        max_batch_(max_batch),
+        max_train_batch_(max_train_batch),
+        cublas_(cublas),
+        stream_(stream),
+        params_(shape_.param_count()),
+        grads_(shape_.param_count()),
+        m_(shape_.param_count()),
+        v_(shape_.param_count()),
+        loss_(std::size_t(max_batch)),
+        delta_(std::size_t(max_train_batch) * shape_.max_width()),
+        delta_prev_(std::size_t(max_train_batch) * shape_.max_width()) {
+    for (int l = 0; l < shape_.layers(); ++l) {
+      pre_activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
+      if (shape_.is_hidden(l)) activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
+    }
+    // The same initial weights as the CPU: drawn on the host from Philox, uploaded once.
+    const std::vector<float> init = he_uniform_init(shape_, seed_);
+    copy_to_device(params_.data(), init.data(), init.size(), stream_);
+    MNIST_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_));
+    MNIST_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_));
+    MNIST_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_));
+  }
+
+  // z_l = a_l·W_l; hidden layers a_{l+1} = dropout(relu(z_l + b_l)) keyed by (seed, *step, l);
+  // the output layer adds its bias in place, so the last z holds the logits.
+  void forward(const float* x, int rows, bool train, const std::int64_t* step) {
+    if (rows > max_batch_) throw std::invalid_argument("GpuMlp: batch larger than the workspace");
+    input_ = x;
+    const float* a = x;
+    for (int l = 0; l < shape_.layers(); ++l) {
+      float* z = pre_activations_[l].data();
+      gpu::dense_forward(cublas_, a, weights(l), z, rows, shape_.in(l), shape_.out(l), math_);
+      if (shape_.is_hidden(l)) {
+        const DropoutKey key{seed_, static_cast<std::uint32_t>(l), train ? dropout_ : 0.f};
+        gpu::bias_relu_dropout_forward(z, bias(l), activations_[l].data(), rows, shape_.out(l), true, key, step,
+                                       stream_);
+        a = activations_[l].data();
+      } else {
+        gpu::bias_relu_dropout_forward(z, bias(l), z, rows, shape_.out(l), false, DropoutKey{}, step, stream_);
+      }
+    }
+  }
+
+  // Per-sample loss of the last forward pass and, for training, delta = d(mean loss)/d(logits);
+  // the batch is added to `totals` (a device pointer). The logits survive for the metrics.
+  void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions) {
+    if (gradient && rows > max_train_batch_) throw std::invalid_argument("GpuMlp: batch larger than the workspace");
+    const int last = shape_.layers() - 1;
+    const float* logits = pre_activations_[last].data();
+    gpu::softmax_cross_entropy(logits, labels, loss_.data(), gradient ? delta_.data() : nullptr, rows,
+                               shape_.out(last), label_smoothing_, stream_);
+    gpu::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions, stream_);
+  }
+
+  // grads ← d(mean loss)/dθ from delta, exactly as CpuMlp::compute_gradients does it.
+  void backward(int rows, const std::int64_t* step) {
+    for (int l = shape_.layers() - 1; l >= 0; --l) {
+      const float* a = l == 0 ? input_ : activations_[l - 1].data();
+      // delta holds dL/dz_l (for hidden layers, the fused backward already went through
+      // dropout and ReLU below).
+      gpu::dense_backward_weights(cublas_, a, delta_.data(), grads_.data() + shape_.weight_offset(l), rows,
+                                  shape_.in(l), shape_.out(l), math_);
+      gpu::bias_grad(delta_.data(), grads_.data() + shape_.bias_offset(l), rows, shape_.out(l), stream_);
+      if (l == 0) break;
+      gpu::dense_backward_input(cublas_, delta_.data(), weights(l), delta_prev_.data(), rows, shape_.in(l),
+                                shape_.out(l), math_);
+      // Through the dropout and ReLU of hidden layer l-1: dL/da_l → dL/dz_{l-1}.
+      const DropoutKey key{seed_, static_cast<std::uint32_t>(l - 1), dropout_};
+      gpu::bias_relu_dropout_backward(delta_prev_.data(), pre_activations_[l - 1].data(), bias(l - 1), delta_.data(),
+                                      rows, shape_.out(l - 1), true, key, step, stream_);
+    }
+  }
+
+  void apply_adam(const AdamConfig& config, const std::int64_t* step) {
+    gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_);
+  }
+
+  const MlpShape& shape() const { return shape_; }
+  DeviceBuffer<float>& params() { return params_; }
+  DeviceBuffer<float>& adam_m() { return m_; }
+  DeviceBuffer<float>& adam_v() { return v_; }
+  const DeviceBuffer<float>& params() const { return params_; }
+  const DeviceBuffer<float>& adam_m() const { return m_; }
+  const DeviceBuffer<float>& adam_v() const { return v_; }
+
+ private:
+  const float* weights(int l) const { return params_.data() + shape_.weight_offset(l); }
+  const float* bias(int l) const { return params_.data() + shape_.bias_offset(l); }
+
+  MlpShape shape_;
+  std::uint64_t seed_;
+  float dropout_;
+  float label_smoothing_;
+  GemmMath math_;
+  int max_batch_;        // rows of the forward buffers (training batch or evaluation chunk)
+  int max_train_batch_;  // rows of the backward buffers
+  cublasHandle_t cublas_;
+  cudaStream_t stream_;
+  DeviceBuffer<float> params_, grads_, m_, v_;
+  std::vector<DeviceBuffer<float>> pre_activations_;  // z_l; the last one becomes the logits
+  std::vector<DeviceBuffer<float>> activations_;      // a_{l+1} for hidden layers
+  DeviceBuffer<float> loss_, delta_, delta_prev_;
+  const float* input_ = nullptr;
+};
+
+// Steps of one epoch: the last batch is partial unless drop_last discards it.
+int steps_per_epoch(int images, int batch, bool drop_last) {
+  if (batch < 1) throw std::invalid_argument("GpuTrainer: batch size must be at least 1");
+  const int count = std::max(images, 0);
+  return drop_last ? count / batch : (count + batch - 1) / batch;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The trainer: data residency, the epoch (shuffle, steps, totals), evaluation, checkpoints.
+
+class GpuTrainer final : public Trainer {
+ public:
+  GpuTrainer(const TrainConfig& config, const DataSplit& data)
+      : config_(config),
+        host_data_(data),
+        adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
+        batch_(config.batch_size),
+        steps_(steps_per_epoch(data.train.count, config.batch_size, config.drop_last)),
+        cublas_workspace_(kCublasWorkspaceBytes),
+        cublas_(stream_.get()),
+        train_(upload_images(data.train, stream_.get())),
+        validation_(upload_images(data.validation, stream_.get())),
+        test_(upload_images(data.test, stream_.get())),
+        model_(MlpShape(kPixels, config.hidden, kClasses), config, std::max(config.batch_size, kEvalChunk),
+               config.batch_size, cublas_.get(), stream_.get()),
+        step_(1),
+        x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
+        y_(std::size_t(std::max(config.batch_size, kEvalChunk))),
+        keys_(std::size_t(train_.count)),
+        order_(std::size_t(train_.count)),
+        identity_(std::size_t(kEvalChunk)),
+        predictions_(std::size_t(kEvalChunk)),
+        epoch_totals_(1),
+        eval_totals_(1) {
+    // After the stream: cublasSetStream resets the handle to its default workspace pool.
+    MNIST_CHECK(cublasSetWorkspace(cublas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()));
+    int device = 0;
+    cudaDeviceProp properties{};
+    MNIST_CHECK(cudaGetDevice(&device));
+    MNIST_CHECK(cudaGetDeviceProperties(&properties, device));
+    device_name_ = std::string("GPU ") + properties.name;
+
+    const cudaStream_t stream = stream_.get();
+    MNIST_CHECK(cudaMemsetAsync(step_.data(), 0, step_.bytes(), stream));
+    thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
+                     identity_.data() + identity_.size());
+    stream_.synchronize();
+  }
+
+  std::string device_name() const override { return device_name_; }
+
+  EvalTotals train_epoch(int epoch) override {
+    NvtxRange epoch_range("epoch " + std::to_string(epoch));
+    const cudaStream_t stream = stream_.get();
+    shuffle(epoch);
+    MNIST_CHECK(cudaMemsetAsync(epoch_totals_.data(), 0, epoch_totals_.bytes(), stream));
+    {
+      NvtxRange train_range("train");
+      if (config_.no_graph || steps_ == 0) {
+        run_steps();
+      } else {
+        // The first epoch records its steps; every epoch replays them. Only the contents of
+        // order_ (and the device step counter) differ from epoch to epoch, not any address.
+        if (!epoch_graph_) epoch_graph_ = GraphExec::capture(stream, [this] { run_steps(); });
+        epoch_graph_.launch(stream);
+      }
+    }
+    // The one synchronisation of the epoch.
+    EvalTotals totals;
+    MNIST_CHECK(cudaMemcpyAsync(&totals, epoch_totals_.data(), sizeof totals, cudaMemcpyDeviceToHost, stream));
+    stream_.synchronize();
+    return totals;
+  }
+
+  EvalTotals evaluate(const ImageSlice& slice, std::int32_t* predictions) override {
+    NvtxRange range("evaluate");
+    if (slice.count <= 0) return EvalTotals{};
+    const cudaStream_t stream = stream_.get();
+    // The splits are resident; any other slice is uploaded for this call.
+    DeviceImages uploaded;
+    const DeviceImages* images = resident_copy(slice);
+    if (images == nullptr) {
+      uploaded = upload_images(slice, stream);
+      images = &uploaded;
+    }
+
+    MNIST_CHECK(cudaMemsetAsync(eval_totals_.data(), 0, eval_totals_.bytes(), stream));
+    for (int first = 0; first < slice.count; first += kEvalChunk) {
+      const int rows = std::min(kEvalChunk, slice.count - first);
+      gpu::gather_batch(images->pixels.data() + std::size_t(first) * kPixels, images->labels.data() + first,
+                        identity_.data(), rows, kPixels, x_.data(), y_.data(), stream);
+      model_.forward(x_.data(), rows, /*train=*/false, step_.data());
+      model_.loss(y_.data(), rows, /*gradient=*/false, eval_totals_.data(),
+                  predictions ? predictions_.data() : nullptr);
+      if (predictions)
+        MNIST_CHECK(cudaMemcpyAsync(predictions + first, predictions_.data(), std::size_t(rows) * sizeof(std::int32_t),
+                                    cudaMemcpyDeviceToHost, stream));
+    }
+    EvalTotals totals;
+    MNIST_CHECK(cudaMemcpyAsync(&totals, eval_totals_.data(), sizeof totals, cudaMemcpyDeviceToHost, stream));
+    stream_.synchronize();
+    return totals;
+  }
+
+  ModelState state() const override {
+    const cudaStream_t stream = stream_.get();
+    ModelState state;
+    state.sizes = model_.shape().sizes;
+    state.params = copy_to_host(model_.params(), stream);
+    state.adam_m = copy_to_host(model_.adam_m(), stream);
+    state.adam_v = copy_to_host(model_.adam_v(), stream);
+    state.step = copy_to_host(step_, stream).at(0);
+    return state;
+  }
+
+  void load_state(const ModelState& state) override {
+    const std::size_t n = model_.params().size();
+    if (state.sizes != model_.shape().sizes || state.params.size() != n || state.adam_m.size() != n ||
+        state.adam_v.size() != n)
+      throw std::invalid_argument("model state does not match the model's shape");
+    // Into the same buffers: a captured epoch graph stays valid.
+    const cudaStream_t stream = stream_.get();
+    copy_to_device(model_.params().data(), state.params.data(), n, stream);
+    copy_to_device(model_.adam_m().data(), state.adam_m.data(), n, stream);
+    copy_to_device(model_.adam_v().data(), state.adam_v.data(), n, stream);
+    copy_to_device(step_.data(), &state.step, 1, stream);
+  }
+
+ private:
+  // order_ ← the training indices stably sorted by shuffle_key(seed, epoch, i): the order the
+  // CPU trainer uses. Outside any graph: Thrust may allocate (the first time) and sorts with a
+  // size-dependent launch sequence of its own.
+  void shuffle(int epoch) {
+    const std::int64_t n = train_.count;
+    if (n == 0) return;
+    const auto policy = thrust::cuda::par_nosync(scratch_).on(stream_.get());
+    thrust::transform(policy, thrust::counting_iterator<std::int64_t>(0), thrust::counting_iterator<std::int64_t>(n),
+                      keys_.data(), ShuffleKey{config_.seed, static_cast<std::uint64_t>(epoch)});
+    thrust::sequence(policy, order_.data(), order_.data() + n);
+    thrust::stable_sort_by_key(policy, keys_.data(), keys_.data() + n, order_.data());
+  }
+
+  // Every step of one epoch, enqueued on the stream (or recorded into the epoch graph). The
+  // last batch is partial unless drop_last; its row count is part of what is recorded.
+  void run_steps() {
+    const cudaStream_t stream = stream_.get();
+    const std::int64_t* step = step_.data();
+    for (int s = 0; s < steps_; ++s) {
+      const int first = s * batch_;
+      const int rows = std::min(batch_, train_.count - first);
+      gpu::advance_step(step_.data(), stream);  // ++step before the step, as CpuTrainer does
+      {
+        NvtxRange range("forward");
+        gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order_.data() + first, rows, kPixels,
+                          x_.data(), y_.data(), stream);
+        model_.forward(x_.data(), rows, /*train=*/true, step);
+        model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr);
+      }
+      {
+        NvtxRange range("backward");
+        model_.backward(rows, step);
+      }
+      {
+        NvtxRange range("optimizer");
+        model_.apply_adam(adam_, step);
+      }
+    }
+  }
+
+  // The resident copy of `slice` when it is one of the splits the trainer was built with (the
+  // same host arrays: the loop evaluates data.validation and data.test), else null.
+  const DeviceImages* resident_copy(const ImageSlice& slice) const {
+    const auto same = [&](const ImageSlice& held) {
+      return slice.pixels == held.pixels && slice.labels == held.labels && slice.count == held.count;
+    };
+    if (same(host_data_.validation)) return &validation_;
+    if (same(host_data_.test)) return &test_;
+    if (same(host_data_.train)) return &train_;
+    return nullptr;
+  }
+
+  TrainConfig config_;
+  DataSplit host_data_;  // host pointers, only to recognise the resident slices
+  AdamConfig adam_;
+  int batch_;
+  int steps_;  // per epoch
+  std::string device_name_;
+
+  // Declaration order is construction order: the stream and the cuBLAS handle before anything
+  // that enqueues work on them, and (in reverse) the graph before the buffers it points into.
+  Stream stream_;
+  DeviceBuffer<char> cublas_workspace_;  // outlives the handle that uses it
+  CublasHandle cublas_;
+  ScratchAllocator scratch_;
+  DeviceImages train_, validation_, test_;
+  GpuMlp model_;
+  DeviceBuffer<std::int64_t> step_;  // optimizer steps taken; advanced on the device
+  DeviceBuffer<float> x_;            // the batch as floats
+  DeviceBuffer<std::uint8_t> y_;     // its labels
+  DeviceBuffer<std::uint64_t> keys_;
+  DeviceBuffer<std::int32_t> order_;       // this epoch's permutation of the training images
+  DeviceBuffer<std::int32_t> identity_;    // 0, 1, 2, …: evaluation gathers in order
+  DeviceBuffer<std::int32_t> predictions_;
+  DeviceBuffer<EvalTotals> epoch_totals_, eval_totals_;
+  GraphExec epoch_graph_;
+};
+
+}  // namespace
+
+std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data) {
+  if (cuda_device_count() == 0)
+    throw std::runtime_error("no CUDA device or driver found: the GPU trainer cannot run here (use the CPU trainer)");
+  return std::make_unique<GpuTrainer>(config, data);
+}
+
+}  // namespace mnist

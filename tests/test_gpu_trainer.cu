@@ -1,0 +1,305 @@
+// The GPU training driver against its CPU twin: one epoch on a small random dataset must give
+// the CPU trainer's parameters, Adam moments, step count and metrics (up to the rounding of
+// cuBLAS against OpenBLAS); the CUDA graph must replay bit for bit what plain stream launches
+// compute; a seed must fix the run; a checkpoint must round-trip; drop_last must drop.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mnist/device.h"
+#include "mnist/mlp.h"
+#include "mnist/trainer.h"
+#include "test_util.h"
+
+namespace mnist {
+namespace {
+
+constexpr int kTrainImages = 300;  // with batch 128: two full batches and a partial one of 44
+constexpr int kValidationImages = 100;
+constexpr int kTestImages = 100;
+
+// hidden {64, 32}, batch 128, dropout 0.2; the validation split is the last 100 of 400 images.
+TrainConfig small_config(std::uint64_t seed) {
+  TrainConfig config;
+  config.hidden = {64, 32};
+  config.batch_size = 128;
+  config.dropout = 0.2f;
+  config.epochs = 2;
+  config.val_split = float(kValidationImages) / float(kTrainImages + kValidationImages);
+  config.seed = seed;
+  return config;
+}
+
+// Random pixels and labels, split as the command line splits MNIST. Owns the host arrays the
+// DataSplit points into, so it is neither copied nor moved.
+class RandomDataset {
+ public:
+  RandomDataset(std::mt19937_64& rng, const TrainConfig& config) {
+    std::uniform_int_distribution<int> pixel(0, 255);
+    const auto fill = [&](LabeledImages& set, int count) {
+      set.pixels.resize(std::size_t(count) * kPixels);
+      for (auto& p : set.pixels) p = static_cast<std::uint8_t>(pixel(rng));
+      set.labels = test::random_labels(rng, std::size_t(count));
+    };
+    fill(data_.train, kTrainImages + kValidationImages);
+    fill(data_.test, kTestImages);
+    split_ = split_dataset(data_, config);
+  }
+  RandomDataset(const RandomDataset&) = delete;
+  RandomDataset& operator=(const RandomDataset&) = delete;
+  const DataSplit& split() const { return split_; }
+
+ private:
+  Dataset data_;
+  DataSplit split_;
+};
+
+// Values of `got` farther from `want` than rel·max|want| over the same tensor (the weights or
+// the biases of one layer), for a flat buffer in the layout of `shape`. A NaN or inf in `got`
+// counts as an outlier with an infinite distance.
+struct Disagreement {
+  std::size_t outliers = 0;
+  double worst_abs = 0;  // max |got - want|
+};
+Disagreement compare_tensors(const MlpShape& shape, const std::vector<float>& got, const std::vector<float>& want,
+                             double rel) {
+  Disagreement d;
+  if (got.size() != want.size() || got.size() != shape.param_count()) {
+    d.outliers = std::numeric_limits<std::size_t>::max();
+    d.worst_abs = std::numeric_limits<double>::infinity();
+    return d;
+  }
+  const auto tensor = [&](std::size_t begin, std::size_t end) {
+    double scale = 0;
+    for (std::size_t i = begin; i < end; ++i) scale = std::max(scale, double(std::fabs(want[i])));
+    for (std::size_t i = begin; i < end; ++i) {
+      const double diff = std::isfinite(got[i]) ? std::fabs(double(got[i]) - want[i])
+                                                : std::numeric_limits<double>::infinity();
+      d.worst_abs = std::max(d.worst_abs, diff);
+      if (!(diff <= rel * scale)) ++d.outliers;
+    }
+  };
+  for (int l = 0; l < shape.layers(); ++l) {
+    tensor(shape.weight_offset(l), shape.bias_offset(l));
+    tensor(shape.bias_offset(l), shape.weight_offset(l + 1));
+  }
+  return d;
+}
+
+void expect_totals_equal(const EvalTotals& got, const EvalTotals& want) {
+  EXPECT_EQ(got.loss_sum, want.loss_sum);
+  EXPECT_EQ(got.correct, want.correct);
+  EXPECT_EQ(got.count, want.count);
+  for (int i = 0; i < kClasses * kClasses; ++i) EXPECT_EQ(got.confusion[i], want.confusion[i]) << "cell " << i;
+}
+
+// GPU against CPU: the same predictions (counts, confusion), the loss up to rounding.
+void expect_totals_close(const EvalTotals& got, const EvalTotals& want) {
+  EXPECT_EQ(got.count, want.count);
+  EXPECT_EQ(got.correct, want.correct);
+  for (int i = 0; i < kClasses * kClasses; ++i) EXPECT_EQ(got.confusion[i], want.confusion[i]) << "cell " << i;
+  EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-5 * std::fabs(want.loss_sum));
+}
+
+void expect_states_equal(const ModelState& got, const ModelState& want) {
+  EXPECT_EQ(got.sizes, want.sizes);
+  EXPECT_EQ(got.step, want.step);
+  EXPECT_TRUE(got.params == want.params) << "parameters differ";
+  EXPECT_TRUE(got.adam_m == want.adam_m) << "Adam first moments differ";
+  EXPECT_TRUE(got.adam_v == want.adam_v) << "Adam second moments differ";
+}
+
+TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  EXPECT_EQ(gpu->device_name().rfind("GPU ", 0), 0u) << gpu->device_name();
+  // The same He-uniform draw, uploaded as it is.
+  expect_states_equal(gpu->state(), cpu->state());
+
+  // Same shuffle, same dropout masks, same steps: only the GEMMs round differently.
+  const EvalTotals cpu_train = cpu->train_epoch(1);
+  const EvalTotals gpu_train = gpu->train_epoch(1);
+  EXPECT_EQ(gpu_train.count, static_cast<unsigned long long>(kTrainImages));
+  expect_totals_close(gpu_train, cpu_train);
+
+  const ModelState want = cpu->state();
+  const ModelState got = gpu->state();
+  EXPECT_EQ(got.sizes, want.sizes);
+  EXPECT_EQ(got.step, 3);
+  EXPECT_EQ(got.step, want.step);
+  // Tolerance: 1e-4 relative to the largest magnitude in each tensor (the floor keeps values
+  // near zero from demanding more than the tensor's own rounding). A few values may exceed it:
+  // Adam divides by sqrt(v), so where a gradient is a near-cancelling sum, a rounding-size
+  // difference in it moves the update by a visible fraction of lr. Simulated on the CPU
+  // (OpenBLAS against float GEMMs summed in another order, 1,000 random runs of this setup),
+  // at most 3 of the ~160,000 values below were outside 1e-4 and no parameter was more than
+  // 0.4·lr off; 2·lr is one update of opposite sign. A real bug (wrong step, mask, layout or
+  // formula) moves most values by ~lr.
+  const MlpShape shape(kPixels, config.hidden, kClasses);
+  const Disagreement params = compare_tensors(shape, got.params, want.params, 1e-4);
+  const Disagreement m = compare_tensors(shape, got.adam_m, want.adam_m, 1e-4);
+  const Disagreement v = compare_tensors(shape, got.adam_v, want.adam_v, 1e-4);
+  EXPECT_LE(params.outliers + m.outliers + v.outliers, 8u)
+      << "parameters " << params.outliers << ", m " << m.outliers << ", v " << v.outliers << " of "
+      << shape.param_count() << " each outside 1e-4";
+  EXPECT_LE(params.worst_abs, 2.0 * config.lr);
+
+  std::vector<std::int32_t> cpu_predictions(kValidationImages, -1), gpu_predictions(kValidationImages, -2);
+  expect_totals_close(gpu->evaluate(data.split().validation, gpu_predictions.data()),
+                      cpu->evaluate(data.split().validation, cpu_predictions.data()));
+  EXPECT_EQ(gpu_predictions, cpu_predictions);
+  expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
+}
+
+TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split());
+  config.no_graph = true;
+  const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
+  // Epoch 1 captures the graph and launches it; epoch 2 replays it on a new shuffle.
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
+    expect_states_equal(graph->state(), stream->state());
+  }
+  EXPECT_EQ(graph->state().step, 6);
+  expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
+}
+
+TEST(GpuTrainer, TheSeedFixesTheRun) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const auto run = [&](const TrainConfig& c) {
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(c, data.split());
+    std::vector<EvalTotals> totals;
+    for (int epoch = 1; epoch <= 2; ++epoch) totals.push_back(trainer->train_epoch(epoch));
+    return std::make_pair(totals, trainer->state());
+  };
+  const auto first = run(config);
+  const auto again = run(config);
+  for (int e = 0; e < 2; ++e) expect_totals_equal(again.first[e], first.first[e]);
+  expect_states_equal(again.second, first.second);
+
+  config.seed += 1;  // another initialisation, shuffle and set of masks
+  const auto other = run(config);
+  EXPECT_FALSE(other.second.params == first.second.params);
+  EXPECT_NE(other.first[0].loss_sum, first.first[0].loss_sum);
+}
+
+TEST(GpuTrainer, StateRoundTripsAndLoadsACpuCheckpoint) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+
+  // GPU → GPU: the state comes back as it went in, and training goes on identically (the
+  // restored trainer captures its graph after the load, the original replays its own).
+  const std::unique_ptr<Trainer> trained = make_gpu_trainer(config, data.split());
+  trained->train_epoch(1);
+  const ModelState saved = trained->state();
+  const std::unique_ptr<Trainer> restored = make_gpu_trainer(config, data.split());
+  restored->load_state(saved);
+  expect_states_equal(restored->state(), saved);
+  expect_totals_equal(restored->train_epoch(2), trained->train_epoch(2));
+  expect_states_equal(restored->state(), trained->state());
+
+  // CPU → GPU: the same parameters evaluate to the same predictions.
+  const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
+  cpu->train_epoch(1);
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  gpu->load_state(cpu->state());
+  expect_states_equal(gpu->state(), cpu->state());
+  expect_totals_close(gpu->evaluate(data.split().validation), cpu->evaluate(data.split().validation));
+  expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
+
+  // A state of another shape is refused, as the CPU trainer refuses it.
+  ModelState wrong = saved;
+  wrong.sizes[1] += 1;
+  EXPECT_THROW(gpu->load_state(wrong), std::invalid_argument);
+  wrong = saved;
+  wrong.adam_v.pop_back();
+  EXPECT_THROW(gpu->load_state(wrong), std::invalid_argument);
+}
+
+TEST(GpuTrainer, EvaluatesAnySliceLikeTheResidentSplits) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  gpu->train_epoch(1);
+
+  // A copy of the test split in other host memory is uploaded for the call, not recognised.
+  const ImageSlice& test = data.split().test;
+  const std::vector<std::uint8_t> pixels(test.pixels, test.pixels + std::size_t(test.count) * kPixels);
+  const std::vector<std::uint8_t> labels(test.labels, test.labels + test.count);
+  const ImageSlice copy{pixels.data(), labels.data(), test.count};
+  std::vector<std::int32_t> resident_predictions(kTestImages, -1), copy_predictions(kTestImages, -2);
+  expect_totals_equal(gpu->evaluate(copy, copy_predictions.data()),
+                      gpu->evaluate(test, resident_predictions.data()));
+  EXPECT_EQ(copy_predictions, resident_predictions);
+
+  // A part of it (its predictions are those of the whole), and nothing at all.
+  const int head_count = 37;
+  const EvalTotals head = gpu->evaluate(ImageSlice{pixels.data(), labels.data(), head_count});
+  unsigned long long head_correct = 0;
+  for (int i = 0; i < head_count; ++i) head_correct += resident_predictions[i] == labels[i] ? 1 : 0;
+  EXPECT_EQ(head.count, static_cast<unsigned long long>(head_count));
+  EXPECT_EQ(head.correct, head_correct);
+  EXPECT_EQ(gpu->evaluate(ImageSlice{pixels.data(), labels.data(), 0}).count, 0u);
+}
+
+TEST(GpuTrainer, DropLastSkipsThePartialBatch) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const int full_batches = kTrainImages / config.batch_size;  // 2
+
+  config.drop_last = true;
+  const std::unique_ptr<Trainer> dropping = make_gpu_trainer(config, data.split());
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    EXPECT_EQ(dropping->train_epoch(epoch).count, static_cast<unsigned long long>(full_batches * config.batch_size));
+    EXPECT_EQ(dropping->state().step, std::int64_t(epoch) * full_batches);
+  }
+
+  config.drop_last = false;
+  const std::unique_ptr<Trainer> keeping = make_gpu_trainer(config, data.split());
+  EXPECT_EQ(keeping->train_epoch(1).count, static_cast<unsigned long long>(kTrainImages));
+  EXPECT_EQ(keeping->state().step, full_batches + 1);
+}
+
+// CPU-only (label cpu): without a device the driver refuses with a message, not a crash.
+TEST(DriverWithoutGpu, MakeGpuTrainerSaysThereIsNoDevice) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  try {
+    make_gpu_trainer(config, data.split());
+    FAIL() << "make_gpu_trainer succeeded without a CUDA device";
+  } catch (const std::runtime_error& error) {  // CudaError is a runtime_error too
+    EXPECT_NE(std::string(error.what()).find("no CUDA device"), std::string::npos) << error.what();
+  }
+}
+
+}  // namespace
+}  // namespace mnist
