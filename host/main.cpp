@@ -1,4 +1,4 @@
-// `mnist`: the command line. It parses options into a TrainConfig and hands over to the
+// `mnist`: the command line. It parses options into a config and hands over to the
 // subcommand; every failure reaches the user as one line on stderr and a non-zero exit.
 #include <CLI/CLI.hpp>
 
@@ -6,8 +6,10 @@
 #include <exception>
 
 #include "mnist/check.h"
+#include "mnist/checkpoint.h"
 #include "mnist/config.h"
 #include "mnist/idx.h"
+#include "mnist/predict.h"
 #include "mnist/train_command.h"
 
 namespace {
@@ -38,6 +40,25 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
   train.add_flag("--force", c.force, "Reuse an --out directory that already holds a run");
   train.add_flag("--no-graph", c.no_graph, "GPU: launch each kernel on the stream instead of replaying a CUDA graph");
   train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs (default: full fp32)");
+  train.add_option("--resume", c.resume,
+                   "Continue from a checkpoint (a run's last.ckpt or best.ckpt) up to --epochs, in its run directory "
+                   "unless --out is given; pass the options of the original run again");
+}
+
+void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
+  evaluate.add_option("--model", c.model, "Checkpoint to evaluate (a run's last.ckpt or best.ckpt)")->required();
+  evaluate.add_option("--dataset", c.dataset, "mnist or fashion [default: the one the model was trained on]");
+  evaluate.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]");
+  evaluate.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();
+}
+
+void add_predict_options(CLI::App& predict, std::string& model, std::vector<std::string>& files) {
+  predict.add_option("--model", model, "Checkpoint to predict with (a run's last.ckpt or best.ckpt)")->required();
+  predict.add_option("files", files,
+                     "Images of one digit each: 28x28 pixels, grayscale PGM (P2/P5) or PNG (8-bit gray, RGB or RGBA; "
+                     "colour is converted to gray, transparency shows black). Like MNIST, the digit must be white "
+                     "on a black background: invert dark-on-light drawings first")
+      ->required();
 }
 
 }  // namespace
@@ -48,6 +69,15 @@ int main(int argc, char** argv) {
   mnist::TrainConfig config;
   CLI::App* train = app.add_subcommand("train", "Train the MLP and report test accuracy");
   add_train_options(*train, config);
+  mnist::EvaluateConfig evaluate_config;
+  CLI::App* evaluate =
+      app.add_subcommand("evaluate", "Test accuracy, loss and confusion matrix of a checkpoint on the test set");
+  add_evaluate_options(*evaluate, evaluate_config);
+  std::string predict_model;
+  std::vector<std::string> predict_files;
+  CLI::App* predict = app.add_subcommand(
+      "predict", "Print the digit (and its probability) in each 28x28 image: white digit on black, like MNIST");
+  add_predict_options(*predict, predict_model, predict_files);
 
   try {
     app.parse(argc, argv);
@@ -56,15 +86,20 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForAllHelp& help) {
     return app.exit(help);
   } catch (const CLI::ParseError& error) {
-    std::fprintf(stderr, "mnist: error: %s (see mnist --help or mnist train --help)\n", error.what());
+    std::fprintf(stderr, "mnist: error: %s (see mnist --help or mnist <command> --help)\n", error.what());
     return 2;
   }
 
   try {
     if (train->parsed()) return mnist::run_train(config);
+    if (evaluate->parsed()) return mnist::run_evaluate(evaluate_config);
+    if (predict->parsed()) return mnist::run_predict(predict_model, predict_files);
   } catch (const mnist::ConfigError& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());
     return 2;
+  } catch (const mnist::CheckpointError& error) {
+    std::fprintf(stderr, "mnist: checkpoint error: %s\n", error.what());
+    return 1;
   } catch (const mnist::DataError& error) {
     std::fprintf(stderr, "mnist: data error: %s\n", error.what());
     return 1;

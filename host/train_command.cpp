@@ -1,11 +1,19 @@
+// `mnist train` and `mnist evaluate`: everything between the parsed options and the trainer.
 #include "mnist/train_command.h"
 
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 
+#include "mnist/checkpoint.h"
 #include "mnist/device.h"
+#include "mnist/mlp.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
+
+namespace fs = std::filesystem;
 
 namespace mnist {
 
@@ -32,33 +40,171 @@ DataSplit split_dataset(const Dataset& data, const TrainConfig& config) {
                    slice(data.test, 0, static_cast<int>(data.test.count()))};
 }
 
+namespace {
+
+// Decides the device before the slow work, so a wrong --device fails at once: true for the
+// GPU. --device auto takes the GPU when one is usable and otherwise says it falls back.
+bool choose_device(const std::string& device, const char* work) {
+  const int gpus = cuda_device_count();
+  if (device == "gpu" && gpus == 0)
+    throw ConfigError("--device gpu: no CUDA device or driver found; use --device cpu (or auto)");
+  if (device == "auto" && gpus == 0) std::fprintf(stderr, "no CUDA device found: %s on the CPU\n", work);
+  return device == "gpu" || (device == "auto" && gpus > 0);
+}
+
+std::unique_ptr<Trainer> make_trainer(bool on_gpu, const TrainConfig& config, const DataSplit& split) {
+  return on_gpu ? make_gpu_trainer(config, split) : make_cpu_trainer(config, split);
+}
+
+std::string join_widths(const std::vector<int>& widths) {
+  std::string text;
+  for (std::size_t i = 0; i < widths.size(); ++i) text += (i ? "," : "") + std::to_string(widths[i]);
+  return text;
+}
+
+// Loads --resume and checks it can be continued by this command line. The model's shape must
+// match --hidden; other settings may differ on purpose (a lower --lr to fine-tune), but then the
+// run no longer matches an uninterrupted one, so each difference is pointed out.
+Checkpoint load_resume_point(const TrainConfig& config) {
+  Checkpoint checkpoint = read_checkpoint(config.resume);
+  const std::vector<int> wanted = MlpShape(kPixels, config.hidden, kClasses).sizes;
+  if (checkpoint.state.sizes != wanted) {
+    const std::vector<int> stored(checkpoint.state.sizes.begin() + 1, checkpoint.state.sizes.end() - 1);
+    throw ConfigError("--resume " + config.resume + " holds a " + format_sizes(checkpoint.state.sizes) +
+                      " model but --hidden " + join_widths(config.hidden) + " asks for " + format_sizes(wanted) +
+                      "; pass --hidden " + join_widths(stored) + " to continue it");
+  }
+  if (checkpoint.epoch >= config.epochs)
+    throw ConfigError("--resume " + config.resume + " has completed epoch " + std::to_string(checkpoint.epoch) +
+                      " (--epochs is " + std::to_string(config.epochs) + "); pass --epochs larger than " +
+                      std::to_string(checkpoint.epoch) + " to train further");
+
+  const nlohmann::json now = to_json(config);
+  for (const char* key : {"dropout", "lr", "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split",
+                          "seed", "dataset", "train_subset", "drop_last"}) {
+    if (!checkpoint.config.contains(key) || checkpoint.config[key] == now[key]) continue;
+    std::string option = std::string("--") + key;
+    for (char& c : option) c = c == '_' ? '-' : c;
+    if (option == "--optimizer") option = "--adamw";
+    std::fprintf(stderr, "mnist: warning: %s is %s here but %s in %s; the resumed run will differ from an "
+                 "uninterrupted one\n", option.c_str(), now[key].dump().c_str(), checkpoint.config[key].dump().c_str(),
+                 config.resume.c_str());
+  }
+  return checkpoint;
+}
+
+// JSON has no NaN: run_dir.cpp writes missing metrics as null.
+double number_or_nan(const nlohmann::json& value) { return value.is_number() ? value.get<double>() : std::nan(""); }
+
+// The epochs an interrupted run logged up to its checkpoint: the metrics.jsonl lines verbatim
+// (to carry into the resumed log) and as metrics (for the report). A line past the checkpoint
+// (logged just before a crash, see train_loop.cpp) or one that does not parse is dropped.
+struct History {
+  std::string lines;
+  std::vector<EpochMetrics> epochs;
+};
+
+History earlier_epochs(const std::string& metrics_path, int last_epoch) {
+  History history;
+  std::ifstream in(metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("epoch") || !j["epoch"].is_number_integer()) continue;
+    EpochMetrics m;
+    m.epoch = j["epoch"].get<int>();
+    if (m.epoch < 1 || m.epoch > last_epoch) continue;
+    m.train_loss = number_or_nan(j.value("train_loss", nlohmann::json()));
+    m.train_accuracy = number_or_nan(j.value("train_accuracy", nlohmann::json()));
+    m.val_loss = number_or_nan(j.value("val_loss", nlohmann::json()));
+    m.val_accuracy = number_or_nan(j.value("val_accuracy", nlohmann::json()));
+    m.seconds = number_or_nan(j.value("seconds", nlohmann::json()));
+    history.lines += line + "\n";
+    history.epochs.push_back(m);
+  }
+  return history;
+}
+
+}  // namespace
+
 int run_train(const TrainConfig& config) {
   validate(config);
-
-  // Decide the device before the slow work, so a wrong --device fails at once.
-  const int gpus = cuda_device_count();
-  if (config.device == "gpu") {
-    if (gpus == 0) throw ConfigError("--device gpu: no CUDA device or driver found; use --device cpu");
-    throw ConfigError("--device gpu: the GPU training driver is not built yet; use --device cpu");
-  }
-  if (config.device == "auto") {
-    std::fprintf(stderr, gpus == 0 ? "no CUDA device found: training on the CPU\n"
-                                   : "a CUDA device is present, but the GPU training driver is not built yet: "
-                                     "training on the CPU\n");
-  }
+  // A bad checkpoint or a mismatched --hidden fails before the data is loaded.
+  std::optional<Checkpoint> resume;
+  if (!config.resume.empty()) resume = load_resume_point(config);
+  const bool on_gpu = choose_device(config.device, "training");
 
   const Dataset dataset = load_dataset(config.resolved_data_dir());
   const DataSplit split = split_dataset(dataset, config);
-  RunDir run(config.out_dir, config.force);
+
+  // A resumed run continues in its checkpoint's directory unless --out names another one.
+  std::string out = config.out_dir;
+  bool force = config.force;
+  History history;
+  if (resume) {
+    const fs::path parent = fs::path(config.resume).parent_path();
+    const std::string resume_dir = parent.empty() ? "." : parent.string();
+    std::error_code ec;
+    if (out.empty() || fs::equivalent(out, resume_dir, ec)) {
+      out = resume_dir;
+      force = true;  // it holds the run being continued
+    }
+    history = earlier_epochs(resume_dir + "/metrics.jsonl", resume->epoch);  // read before RunDir truncates it
+  }
+  RunDir run(out, force);
+  if (resume) write_file_atomically(run.path() + "/metrics.jsonl", history.lines);
+
   std::printf("training %d images, validating on %d, testing on %d; run directory %s\n", split.train.count,
               split.validation.count, split.test.count, run.path().c_str());
+  if (resume)
+    std::printf("resuming %s after epoch %d of %d\n", config.resume.c_str(), resume->epoch, config.epochs);
   std::fflush(stdout);
 
-  const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, split);
-  const TrainResult result = train(config, split, *trainer, run);
+  const std::unique_ptr<Trainer> trainer = make_trainer(on_gpu, config, split);
+  TrainResult result = resume ? resume_training(config, split, *trainer, run, *resume)
+                              : train(config, split, *trainer, run);
+  result.epochs.insert(result.epochs.begin(), history.epochs.begin(), history.epochs.end());
   run.write_report(build_report(config, result));
   std::printf("%s", format_summary(result).c_str());
-  std::printf("wrote %s/metrics.jsonl and %s/report.json\n", run.path().c_str(), run.path().c_str());
+  std::printf("wrote metrics.jsonl, report.json, last.ckpt and best.ckpt in %s\n", run.path().c_str());
+  return 0;
+}
+
+int run_evaluate(const EvaluateConfig& options) {
+  if (!options.dataset.empty() && options.dataset != "mnist" && options.dataset != "fashion")
+    throw ConfigError("--dataset must be mnist or fashion, got '" + options.dataset + "'");
+  if (options.device != "auto" && options.device != "cpu" && options.device != "gpu")
+    throw ConfigError("--device must be auto, cpu or gpu, got '" + options.device + "'");
+  const Checkpoint checkpoint = read_checkpoint(options.model);
+
+  // Only what the trainer needs to hold this model. The checkpoint's label smoothing is kept so
+  // the test loss is the one its run's report.json shows.
+  const std::vector<int>& sizes = checkpoint.state.sizes;
+  const nlohmann::json& stored = checkpoint.config;
+  TrainConfig config;
+  config.hidden.assign(sizes.begin() + 1, sizes.end() - 1);
+  if (stored.contains("label_smoothing") && stored["label_smoothing"].is_number())
+    config.label_smoothing = stored["label_smoothing"].get<float>();
+  config.dataset = options.dataset;
+  if (config.dataset.empty())
+    config.dataset = stored.contains("dataset") && stored["dataset"] == "fashion" ? "fashion" : "mnist";
+  config.data_dir = options.data_dir;
+  config.device = options.device;
+  const bool on_gpu = choose_device(config.device, "evaluating");
+
+  const Dataset dataset = load_dataset(config.resolved_data_dir());
+  DataSplit split;
+  split.test = ImageSlice{dataset.test.pixels.data(), dataset.test.labels.data(), static_cast<int>(dataset.test.count())};
+  const std::unique_ptr<Trainer> trainer = make_trainer(on_gpu, config, split);
+  trainer->load_state(checkpoint.state);
+  std::printf("model %s: %s MLP, %d epoch%s trained; testing on the %d images of %s\n", options.model.c_str(),
+              format_sizes(sizes).c_str(), checkpoint.epoch, checkpoint.epoch == 1 ? "" : "s", split.test.count,
+              config.resolved_data_dir().c_str());
+
+  TrainResult result;
+  result.device_name = trainer->device_name();
+  result.test = trainer->evaluate(split.test);
+  std::printf("%s", format_summary(result).c_str());
   return 0;
 }
 

@@ -50,7 +50,8 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
   EXPECT_EQ(help.status, 0);
   for (const char* expected : {"--hidden", "512,512", "--dropout", "0.2", "--lr", "0.001", "--batch-size", "128",
                                "--epochs", "20", "--val-split", "0.1", "--seed", "--dataset", "mnist", "--data-dir",
-                               "--device", "auto", "--out", "--train-subset", "--drop-last", "--force"})
+                               "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
+                               "--resume"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   EXPECT_EQ(run_mnist("--help").status, 0);
 }

@@ -35,6 +35,7 @@ struct TrainConfig {
   bool force = false;
   bool no_graph = false;  // GPU: plain stream launches instead of a captured CUDA graph
   bool tf32 = false;      // GPU: TF32 tensor-core GEMMs instead of fp32
+  std::string resume;     // a checkpoint to continue from; empty: start from scratch
 
   std::string resolved_data_dir() const { return data_dir.empty() ? "data/" + dataset : data_dir; }
 };

@@ -1,0 +1,56 @@
+// `mnist predict` (include/mnist/predict.h): the checkpoint's MLP run forward on the CPU, one
+// image at a time. A handful of images needs no GPU, and the CPU path is what CI checks.
+#include "mnist/predict.h"
+
+#include <cmath>
+#include <cstdio>
+
+#include "mnist/checkpoint.h"
+#include "mnist/idx.h"
+#include "mnist/image_io.h"
+#include "mnist/mlp.h"
+#include "mnist/ops/gather.h"
+
+namespace mnist {
+
+int run_predict(const std::string& model_path, const std::vector<std::string>& files) {
+  const Checkpoint checkpoint = read_checkpoint(model_path);
+  const std::vector<int>& sizes = checkpoint.state.sizes;
+  // Seed, dropout and label smoothing do not matter: the weights are replaced, evaluation
+  // never drops out, and the loss it computes on the way is not used.
+  CpuMlp model(MlpShape(sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()), 0, 0.f,
+               0.f, 1);
+  model.params() = checkpoint.state.params;
+
+  int failures = 0;
+  std::vector<float> x(kPixels);
+  for (const std::string& file : files) {
+    std::vector<std::uint8_t> pixels;
+    try {
+      pixels = read_digit_image(file);
+    } catch (const ImageError& error) {
+      std::fflush(stdout);  // keep the lines in order when both streams go to one terminal
+      std::fprintf(stderr, "mnist: error: %s\n", error.what());
+      ++failures;
+      continue;
+    }
+    // The same scaling as training (x = pixel / 255), through the same function.
+    const std::int32_t first = 0;
+    std::uint8_t label = 0, unused_label = 0;
+    ref::gather_batch(pixels.data(), &unused_label, &first, 1, kPixels, x.data(), &label);
+    EvalTotals unused;
+    std::int32_t digit = 0;
+    model.evaluate_batch(x.data(), &label, 1, &unused, &digit);
+
+    // Softmax of the logits, shifted by their maximum so exp() cannot overflow.
+    const float* logits = model.logits();
+    double largest = logits[0], sum = 0.0;
+    for (int c = 1; c < kClasses; ++c) largest = std::fmax(largest, logits[c]);
+    for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - largest);
+    const double p = std::exp(double(logits[digit]) - largest) / sum;
+    std::printf("%s: %d (p=%.3f)\n", file.c_str(), digit, p);
+  }
+  return failures ? 1 : 0;
+}
+
+}  // namespace mnist

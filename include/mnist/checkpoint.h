@@ -1,0 +1,74 @@
+#pragma once
+// Checkpoints: everything needed to evaluate a trained model or to continue its training
+// exactly where it stopped (weights, Adam moments, step, epoch, best validation accuracy and
+// the configuration that produced it).
+//
+// File format, version 1. All integers and floats little-endian; no padding.
+//   offset  type         field
+//   0       char[8]      magic "MNISTCKP"
+//   8       u32          format version (1)
+//   12      u32          model kind (1 = MLP; 2 is reserved for a CNN)
+//   16      u32          S, the number of layer sizes (dense layers + 1)
+//   20      u32[S]       layer sizes: 784, hidden..., 10
+//           u32          dtype of the arrays (0 = f32)
+//           u64          P, the parameter count (must equal what the sizes imply)
+//           f32[P]       parameters, layer by layer (W row-major [in, out], then b), as in mlp.h
+//           f32[P]       Adam first moment m
+//           f32[P]       Adam second moment v
+//           i64          optimizer steps taken
+//           u32          epochs completed
+//           f64          best validation accuracy so far (NaN: no validation split)
+//           u32          C, then C bytes: the training configuration as JSON (to_json(TrainConfig))
+//           u32          CRC-32 (zlib's crc32) of every preceding byte
+// Every future version keeps the magic, the version field and the trailing CRC-32, so any
+// reader can tell "damaged" from "newer" before it understands the layout.
+//
+// Reading checks everything before allocating or returning: a file is either a complete,
+// intact checkpoint or a CheckpointError "<path>: <what is wrong>" on one line.
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "mnist/trainer.h"
+
+namespace mnist {
+
+class CheckpointError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+constexpr std::uint32_t kCheckpointVersion = 1;
+constexpr std::uint32_t kModelKindMlp = 1;
+
+struct Checkpoint {
+  ModelState state;
+  int epoch = 0;                   // epochs completed
+  double best_val_accuracy = 0;    // NaN when the run has no validation split
+  nlohmann::json config;           // to_json(TrainConfig) of the run that wrote it
+};
+
+// The file's bytes (format above).
+std::string serialize_checkpoint(const Checkpoint& checkpoint);
+// Writes through write_file_atomically: `path` holds either the old or the new checkpoint,
+// never a mix. Throws CheckpointError when it cannot be written.
+void write_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+// Throws CheckpointError naming `path` and the problem: missing, not a checkpoint, newer
+// format, truncated, checksum mismatch, impossible sizes, unknown model kind or dtype.
+Checkpoint read_checkpoint(const std::string& path);
+// The same checks on bytes already in memory; `path` only names them in messages.
+Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::string& path);
+
+// "784-512-512-10"
+std::string format_sizes(const std::vector<int>& sizes);
+
+// The training loop of trainer.h continued from a checkpoint: loads its state into `trainer`
+// and runs epochs from.epoch+1 .. config.epochs, writing last.ckpt/best.ckpt as train() does.
+// The result holds only the epochs run here.
+TrainResult resume_training(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run,
+                            const Checkpoint& from);
+
+}  // namespace mnist
