@@ -1,8 +1,9 @@
 #pragma once
-// RAII owners for device memory, streams, events and the cuBLAS handle. Nothing on the
+// RAII owners for device memory, streams, events and the cuBLAS and cuDNN handles. Nothing on the
 // device is freed by hand: every owner releases what it holds in its destructor.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <cudnn.h>
 
 #include <cstddef>
 #include <stdexcept>
@@ -122,6 +123,23 @@ class CublasHandle {
 
  private:
   cublasHandle_t handle_ = nullptr;
+};
+
+// Owns a cuDNN handle (the cuDNN twin of CublasHandle). The handle carries
+// the stream that every cuDNN call made with it runs on.
+class CudnnHandle {
+ public:
+  CudnnHandle() { MNIST_CHECK(cudnnCreate(&handle_)); }
+  explicit CudnnHandle(cudaStream_t stream) : CudnnHandle() { MNIST_CHECK(cudnnSetStream(handle_, stream)); }
+  ~CudnnHandle() {
+    if (handle_) cudnnDestroy(handle_);
+  }
+  CudnnHandle(const CudnnHandle&) = delete;
+  CudnnHandle& operator=(const CudnnHandle&) = delete;
+  cudnnHandle_t get() const { return handle_; }
+
+ private:
+  cudnnHandle_t handle_ = nullptr;
 };
 
 }  // namespace mnist

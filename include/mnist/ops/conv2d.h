@@ -1,0 +1,127 @@
+#pragma once
+// 2-D convolution layer, stride 1, zero padding `pad` on every side (pad = k/2 keeps the size
+// of the image for odd k: 'same'). With o an output channel, c an input channel, (u, v) a
+// position in the k×k kernel and x read as 0 outside the image:
+//   forward          y[n,o,i,j]  = b[o] + sum_{c,u,v} w[o,c,u,v] · x[n,c, i+u-pad, j+v-pad]
+//   backward data    dx[n,c,p,q] = sum_{o,u,v} dy[n,o, p-u+pad, q-v+pad] · w[o,c,u,v]
+//   backward filter  dw[o,c,u,v] = sum_{n,i,j} dy[n,o,i,j] · x[n,c, i+u-pad, j+v-pad]
+//   backward bias    db[o]       = sum_{n,i,j} dy[n,o,i,j]
+// Cross-correlation (no kernel flip), as PyTorch's Conv2d and cuDNN's CUDNN_CROSS_CORRELATION;
+// w is [out_channels, in_channels, k, k], the layout PyTorch stores, so weights carry over.
+// Output size: (H + 2·pad - k + 1) × (W + 2·pad - k + 1).
+//
+// Layout: NCHW (x[n,c,h,w], row-major). The fp32 path runs on CUDA cores (CUDNN_FMA_MATH), where
+// cuDNN is as fast in NCHW as in NHWC; NHWC pays off for tensor cores (TF32/FP16), not here.
+// NCHW makes the CPU twin plain loops over contiguous rows, a gathered MNIST batch [N, 784] is
+// already an NCHW tensor with C = 1, and the flatten into the dense layer ([N, C·H·W]) is a no-op
+// in PyTorch's flatten order.
+//
+// CPU twin (namespace ref): direct loops; every sum in double (float × float products are exact
+// in double) and rounded once to float, so the twin is within half an ulp of the exact result
+// (up to a negligible double error): a reference more accurate than any float algorithm.
+//
+// GPU (namespace gpu): cuDNN 9's legacy convolution API (cudnnConvolutionForward,
+// cudnnConvolutionBackwardData, cudnnConvolutionBackwardFilter, cudnnConvolutionBackwardBias,
+// cudnnAddTensor for the bias). It is deprecated in cuDNN 9 but present and supported there
+// (cudnn_cnn.h / cudnn_ops.h; the deprecation warnings only show with CUDNN_WARN_DEPRECATED), and
+// it says what we need in a few calls; the graph API needs the cudnn-frontend C++ library, which
+// is not installed here, or many lines of backend descriptors. A future cuDNN 10 may drop it.
+//
+// Algorithms are chosen once, when a gpu::Conv2d plan is built, with cudnnGetConvolution*
+// Algorithm_v7 (cuDNN's heuristics: no benchmark runs, so the choice depends only on the shape,
+// the GPU and the cuDNN version; cudnnFind*AlgorithmEx times the candidates, and timing noise could
+// pick a different algorithm, with different rounding, from one run to the next). Of the ranked
+// candidates the plan takes the first that succeeded, is CUDNN_DETERMINISTIC (no atomics: the
+// backward passes give the same bits every run; this excludes BWD_DATA_ALGO_0 and
+// BWD_FILTER_ALGO_0/3) and fits the workspace limit. One workspace, the largest of the three, is
+// allocated then and reused by every call.
+#include <cudnn.h>
+
+#include <cstddef>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "mnist/check.h"
+#include "mnist/device.h"  // CudnnHandle
+#include "mnist/ops/gemm.h"  // GemmMath: the same fp32/TF32 switch as the dense layers
+
+namespace mnist {
+
+struct Conv2dShape {
+  int batch = 1;
+  int in_channels = 1;
+  int height = 1;
+  int width = 1;
+  int out_channels = 1;
+  int kernel = 1;  // k: the kernel is k × k
+  int pad = 0;     // zero padding on each side; k/2 for 'same'
+
+  int out_height() const { return height + 2 * pad - kernel + 1; }
+  int out_width() const { return width + 2 * pad - kernel + 1; }
+  std::size_t x_size() const { return static_cast<std::size_t>(batch) * in_channels * height * width; }
+  std::size_t w_size() const { return static_cast<std::size_t>(out_channels) * in_channels * kernel * kernel; }
+  std::size_t y_size() const { return static_cast<std::size_t>(batch) * out_channels * out_height() * out_width(); }
+};
+
+// Throws std::invalid_argument unless every size is at least 1 and 0 <= pad < kernel (a pad of
+// k or more only adds outputs that see nothing but zeros).
+inline void validate(const Conv2dShape& s) {
+  if (s.batch < 1 || s.in_channels < 1 || s.height < 1 || s.width < 1 || s.out_channels < 1 || s.kernel < 1 ||
+      s.pad < 0 || s.pad >= s.kernel || s.out_height() < 1 || s.out_width() < 1)
+    throw std::invalid_argument(
+        "conv2d: bad shape (batch " + std::to_string(s.batch) + ", channels " + std::to_string(s.in_channels) +
+        " -> " + std::to_string(s.out_channels) + ", image " + std::to_string(s.height) + "x" +
+        std::to_string(s.width) + ", kernel " + std::to_string(s.kernel) + ", pad " + std::to_string(s.pad) + ")");
+}
+
+namespace ref {
+// b may be null: no bias. Outputs are written, never read.
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& shape);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dShape& shape);
+void conv2d_backward_filter(const float* x, const float* dy, float* dw, const Conv2dShape& shape);
+void conv2d_backward_bias(const float* dy, float* db, const Conv2dShape& shape);
+}  // namespace ref
+
+
+namespace gpu {
+
+// A convolution layer's plan for one shape (batch size included: a last partial batch or an
+// evaluation batch of another size needs its own plan). It owns the cuDNN descriptors and the
+// workspace; the handle (and so the stream) is borrowed and must outlive the plan. The calls
+// enqueue work on the handle's stream and allocate nothing. Calls on one plan share its
+// workspace, so they must run in stream order, not concurrently.
+class Conv2d {
+ public:
+  static constexpr std::size_t kDefaultWorkspaceLimit = std::size_t{256} << 20;
+
+  // math: kFp32 asks cuDNN for CUDNN_FMA_MATH (fp32 products and sums, no TF32 even on
+  // Ampere/Hopper); kTf32 for CUDNN_DEFAULT_MATH, which lets it use TF32 tensor cores.
+  // Throws std::invalid_argument for a bad shape, std::runtime_error when cuDNN offers no
+  // deterministic algorithm within workspace_limit bytes, CudaError for a failed cuDNN call.
+  Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math = GemmMath::kFp32,
+         std::size_t workspace_limit = kDefaultWorkspaceLimit);
+  ~Conv2d();
+  Conv2d(Conv2d&&) noexcept;
+  Conv2d& operator=(Conv2d&&) noexcept;
+  Conv2d(const Conv2d&) = delete;
+  Conv2d& operator=(const Conv2d&) = delete;
+
+  // Device pointers, sizes as in Conv2dShape; outputs are overwritten (never accumulated) and
+  // must not alias inputs. b may be null: no bias.
+  void forward(const float* x, const float* w, const float* b, float* y);
+  void backward_data(const float* dy, const float* w, float* dx);
+  void backward_filter(const float* x, const float* dy, float* dw);
+  void backward_bias(const float* dy, float* db);
+
+  const Conv2dShape& shape() const;
+  // The chosen algorithms, their math and the workspace size, e.g. for a run's log.
+  std::string describe() const;
+
+ private:
+  struct Plan;  // descriptors, algorithms, workspace: kernels/conv2d.cu
+  std::unique_ptr<Plan> plan_;
+};
+
+}  // namespace gpu
+}  // namespace mnist
