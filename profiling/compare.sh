@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# One-run comparison on this GPU: our trainer (bench_train) against PyTorch (eager and
+# torch.compile) and JAX training the same model on the same data, printed as one markdown table.
+#
+#   profiling/compare.sh [--epochs 10] [--rounds 2] [--tf32]
+#
+# The systems run one after another, interleaved over the rounds (ours, torch eager, torch
+# compile, jax, then again), so a drift of the GPU's clocks or temperature shows in every
+# system's spread instead of in one system's number. Each run trains one warm-up epoch and then
+# --epochs timed epochs and reports the median epoch; the table gives, per system, the median
+# over the rounds, the images/s at that median, the test accuracy after the epochs+1 epochs of
+# each round, and the time relative to ours (above 1: slower than ours). Every system times an
+# epoch the same way: device synchronized, host clock, the epoch including its one copy of the
+# loss to the host, device synchronized, host clock.
+#
+# The peers run with $PYTHON (default python3 on PATH: the one that has torch and jax). A peer
+# that cannot run (no torch, no jax, torch too old to compile, ...) gets a row saying why and
+# never fails the script. Logs and every RESULT line: runs/compare-<time>/. Without a GPU: one
+# line, exit 1. Exit 0 when our row has numbers.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+epochs=10
+rounds=2
+tf32=()
+math=fp32
+while (($#)); do
+  case $1 in
+    --epochs) epochs=${2:?--epochs needs a number}; shift 2 ;;
+    --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
+    --tf32) tf32=(--tf32); math=tf32; shift ;;
+    -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) echo "compare.sh: unknown option $1 (see compare.sh --help)" >&2; exit 2 ;;
+  esac
+done
+if ! [[ $epochs =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]]; then
+  echo "compare.sh: --epochs and --rounds must be positive integers" >&2
+  exit 2
+fi
+
+require_gpu compare.sh
+python=${PYTHON:-python3}
+cd "$repo"
+out_dir=runs/compare-$(timestamp)
+mkdir -p "$out_dir"
+results=$out_dir/results.tsv  # system, round, ms_per_epoch, images_per_s, test_accuracy, error
+: >"$results"
+
+our_build_error=""
+if ! build_targets bench_train 2>"$out_dir/build.log"; then
+  our_build_error="bench_train did not build (see $out_dir/build.log)"
+fi
+
+# field LINE KEY: the value of KEY=VALUE in a RESULT line (values have no spaces).
+field() { sed -n "s/.* $2=\\([^ ]*\\).*/\\1/p" <<<"$1"; }
+# json_number JSON KEY: a top-level number of bench_train's one-line JSON object.
+json_number() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -n 1 | cut -d: -f2; }
+
+record() {  # record SYSTEM ROUND MS IMAGES_PER_S ACCURACY ERROR
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"
+}
+
+run_ours() {  # run_ours ROUND
+  local log=$out_dir/mnist-cuda.$1 json status=0
+  if [[ -n $our_build_error ]]; then
+    record mnist-cuda "$1" "" "" "" "$our_build_error"
+    return
+  fi
+  echo ">>> round $1: mnist-cuda (bench_train)" >&2
+  "$build_dir/profiling/bench_train" --json --epochs "$epochs" "${tf32[@]}" >"$log.json" 2>"$log.err" || status=$?
+  json=$(tail -n 1 "$log.json")
+  if ((status != 0)) || [[ $json != \{* ]]; then
+    record mnist-cuda "$1" "" "" "" "exit $status: $(cat "$log.json" "$log.err" | grep . | tail -n 1)"
+    return
+  fi
+  record mnist-cuda "$1" "$(json_number "$json" ms_per_epoch)" "$(json_number "$json" images_per_s)" \
+    "$(json_number "$json" test_accuracy)" ""
+}
+
+run_peer() {  # run_peer SYSTEM ROUND SCRIPT ARG...
+  local system=$1 round=$2 log=$out_dir/$1.$2 line status=0 error
+  shift 2
+  if ! command -v "$python" >/dev/null 2>&1; then
+    record "$system" "$round" "" "" "" "$python not found"
+    return
+  fi
+  echo ">>> round $round: $system" >&2
+  "$python" "$@" --epochs "$epochs" "${tf32[@]}" >"$log.out" 2>"$log.err" || status=$?
+  line=$(grep '^RESULT ' "$log.out" | tail -n 1 || true)
+  if [[ -z $line ]]; then
+    record "$system" "$round" "" "" "" "exit $status without a RESULT line (see $log.err)"
+    return
+  fi
+  error=$(sed -n 's/.* error="\(.*\)"$/\1/p' <<<"$line")
+  if [[ -n $error ]]; then
+    record "$system" "$round" "" "" "" "$error"
+    return
+  fi
+  record "$system" "$round" "$(field "$line" ms_per_epoch)" "$(field "$line" images_per_s)" \
+    "$(field "$line" test_accuracy)" ""
+}
+
+peers=profiling/peers
+for ((round = 1; round <= rounds; ++round)); do
+  run_ours "$round"
+  run_peer torch-eager "$round" "$peers/torch_mlp.py" --mode eager
+  run_peer torch-compile "$round" "$peers/torch_mlp.py" --mode compile
+  run_peer jax "$round" "$peers/jax_mlp.py"
+done
+
+gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)
+echo
+echo "## mnist-cuda against PyTorch and JAX on ${gpu:-this GPU}"
+echo
+echo "Default model 784-512-512-10, batch 128, Adam 1e-3, dropout 0.2, $math GEMMs; $epochs timed"
+echo "epochs after 1 warm-up, $rounds round(s) interleaved; ms/epoch is the median over the rounds of each"
+echo "run's median epoch (host clock, device synchronized at both ends). Logs: $out_dir/"
+echo
+awk -F'\t' -v epochs="$epochs" '
+  function median(list,    v, n, i, j, t) {
+    n = split(list, v, " ")
+    for (i = 2; i <= n; ++i) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; --j) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  {
+    if (!($1 in seen)) { seen[$1] = 1; order[++count] = $1 }
+    if ($3 != "") {
+      ms[$1] = ms[$1] " " $3
+      images[$1] = $4 * $3 / 1000  # images trained per epoch
+      rounds_text[$1] = rounds_text[$1] (rounds_text[$1] == "" ? "" : " / ") sprintf("%.2f", $3)
+      accuracy[$1] = accuracy[$1] (accuracy[$1] == "" ? "" : " / ") sprintf("%.2f%%", 100 * $5)
+    } else if (!($1 in error)) {
+      error[$1] = $6
+    }
+  }
+  END {
+    ours = ("mnist-cuda" in ms) ? median(ms["mnist-cuda"]) : ""
+    printf "| system | ms/epoch (median) | images/s | test accuracy after %d epochs | time vs ours | note |\n", epochs + 1
+    print "|---|---:|---:|---:|---:|---|"
+    for (i = 1; i <= count; ++i) {
+      s = order[i]
+      name = s == "mnist-cuda" ? "mnist-cuda (ours)" : s
+      if (s in ms) {
+        m = median(ms[s])
+        note = "rounds: " rounds_text[s] " ms" (s in error ? "; a round failed: " error[s] : "")
+        ratio = ours != "" ? sprintf("%.2fx", m / ours) : "n/a"
+        printf "| %s | %.3f | %.0f | %s | %s | %s |\n", name, m, images[s] / (m / 1000), accuracy[s], ratio, note
+      } else {
+        printf "| %s | n/a | n/a | n/a | n/a | %s |\n", name, error[s]
+      }
+    }
+  }' "$results"
+
+[[ -n $(awk -F'\t' '$1 == "mnist-cuda" && $3 != ""' "$results") ]]
