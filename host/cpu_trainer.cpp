@@ -72,6 +72,20 @@ class CpuTrainer final : public Trainer {
     return totals;
   }
 
+  std::vector<float> logits(const ImageSlice& slice) override {
+    std::vector<float> out(std::size_t(std::max(slice.count, 0)) * kClasses);
+    EvalTotals unused;
+    for (int first = 0; first < slice.count; first += kEvalChunk) {
+      const int rows = std::min(kEvalChunk, slice.count - first);
+      std::iota(indices_.begin(), indices_.begin() + rows, first);
+      ref::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
+      model_.evaluate_batch(x_.data(), y_.data(), rows, &unused);
+      std::copy(model_.logits(), model_.logits() + std::size_t(rows) * kClasses,
+                out.begin() + std::size_t(first) * kClasses);
+    }
+    return out;
+  }
+
   ModelState state() const override {
     return ModelState{model_.shape().sizes, model_.params(), model_.adam_m(), model_.adam_v(), step_};
   }

@@ -7,6 +7,7 @@
 //   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam)
 //                → one copy of the epoch's totals back to the host
 //   evaluate:    chunks of up to 10,000 images through the forward pass without dropout
+//   logits:      the same forward pass, each chunk's logits copied back to the host
 //
 // Nothing inside an epoch waits for the host: the step counter lives on the device
 // (gpu::advance_step) and so do the running totals. That is what lets the steps of an epoch be
@@ -299,6 +300,8 @@ class GpuMlp {
   }
 
   const MlpShape& shape() const { return shape_; }
+  // The logits of the last forward pass, [rows, classes] on the device.
+  const float* logits() const { return pre_activations_.back().data(); }
   DeviceBuffer<float>& params() { return params_; }
   DeviceBuffer<float>& adam_m() { return m_; }
   DeviceBuffer<float>& adam_v() { return v_; }
@@ -428,6 +431,32 @@ class GpuTrainer final : public Trainer {
     MNIST_CHECK(cudaMemcpyAsync(&totals, eval_totals_.data(), sizeof totals, cudaMemcpyDeviceToHost, stream));
     stream_.synchronize();
     return totals;
+  }
+
+  // The forward pass of evaluate(), chunk by chunk, each chunk's logits copied to the host.
+  std::vector<float> logits(const ImageSlice& slice) override {
+    NvtxRange range("logits");
+    std::vector<float> out(std::size_t(std::max(slice.count, 0)) * kClasses);
+    if (slice.count <= 0) return out;
+    const cudaStream_t stream = stream_.get();
+    DeviceImages uploaded;
+    const DeviceImages* images = resident_copy(slice);
+    if (images == nullptr) {
+      uploaded = upload_images(slice, stream);
+      images = &uploaded;
+    }
+
+    for (int first = 0; first < slice.count; first += kEvalChunk) {
+      const int rows = std::min(kEvalChunk, slice.count - first);
+      gpu::gather_batch(images->pixels.data() + std::size_t(first) * kPixels, images->labels.data() + first,
+                        identity_.data(), rows, kPixels, x_.data(), y_.data(), stream);
+      model_.forward(x_.data(), rows, /*train=*/false, step_.data());
+      // The next chunk's forward pass overwrites the logits, but only after this copy: one stream.
+      MNIST_CHECK(cudaMemcpyAsync(out.data() + std::size_t(first) * kClasses, model_.logits(),
+                                  std::size_t(rows) * kClasses * sizeof(float), cudaMemcpyDeviceToHost, stream));
+    }
+    stream_.synchronize();
+    return out;
   }
 
   ModelState state() const override {

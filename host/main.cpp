@@ -10,6 +10,7 @@
 #include "mnist/config.h"
 #include "mnist/idx.h"
 #include "mnist/predict.h"
+#include "mnist/report_command.h"
 #include "mnist/train_command.h"
 
 namespace {
@@ -38,6 +39,9 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
   train.add_flag("--drop-last", c.drop_last,
                  "Drop the last partial batch of each epoch (default: train on it, averaged over its own size)");
   train.add_flag("--force", c.force, "Reuse an --out directory that already holds a run");
+  train.add_flag("--no-report", c.no_report,
+                 "Do not draw the report (curves.png, confusion.png, errors.png, report.md) at the end; "
+                 "`mnist report RUN_DIR` draws it later");
   train.add_flag("--no-graph", c.no_graph, "GPU: launch each kernel on the stream instead of replaying a CUDA graph");
   train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs (default: full fp32)");
   train.add_option("--resume", c.resume,
@@ -78,6 +82,11 @@ int main(int argc, char** argv) {
   CLI::App* predict = app.add_subcommand(
       "predict", "Print the digit (and its probability) in each 28x28 image: white digit on black, like MNIST");
   add_predict_options(*predict, predict_model, predict_files);
+  std::string report_dir;
+  CLI::App* report = app.add_subcommand(
+      "report", "Draw a run's learning curves, confusion matrix and misclassified digits (PNGs and "
+                "report.md in the run directory); needs python3-matplotlib");
+  report->add_option("run_dir", report_dir, "Run directory of a finished training (holds report.json)")->required();
 
   try {
     app.parse(argc, argv);
@@ -94,6 +103,7 @@ int main(int argc, char** argv) {
     if (train->parsed()) return mnist::run_train(config);
     if (evaluate->parsed()) return mnist::run_evaluate(evaluate_config);
     if (predict->parsed()) return mnist::run_predict(predict_model, predict_files);
+    if (report->parsed()) return mnist::run_report(report_dir);
   } catch (const mnist::ConfigError& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());
     return 2;

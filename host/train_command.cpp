@@ -9,7 +9,9 @@
 
 #include "mnist/checkpoint.h"
 #include "mnist/device.h"
+#include "mnist/errors.h"
 #include "mnist/mlp.h"
+#include "mnist/report_command.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 
@@ -125,6 +127,22 @@ History earlier_epochs(const std::string& metrics_path, int last_epoch) {
   return history;
 }
 
+// The pictures and report.md at the end of `mnist train`. The run is already saved, so a report
+// that cannot be drawn is one warning line (the script may have said why just before), not a
+// failed training.
+void draw_report(const std::string& run_dir) {
+  std::string problem;
+  try {
+    const int status = run_report(run_dir);
+    if (status == 0) return;
+    problem = "the report script failed (exit status " + std::to_string(status) + ")";
+  } catch (const std::exception& error) {
+    problem = error.what();
+  }
+  std::fprintf(stderr, "mnist: warning: no report drawn: %s; the run is saved, retry with: mnist report %s\n",
+               problem.c_str(), run_dir.c_str());
+}
+
 }  // namespace
 
 int run_train(const TrainConfig& config) {
@@ -165,8 +183,13 @@ int run_train(const TrainConfig& config) {
                               : train(config, split, *trainer, run);
   result.epochs.insert(result.epochs.begin(), history.epochs.begin(), history.epochs.end());
   run.write_report(build_report(config, result));
+  const std::vector<float> logits = trainer->logits(split.test);
+  write_file_atomically(run.path() + "/errors.json",
+                        errors_json(most_confident_errors(logits.data(), split.test.labels, split.test.count),
+                                    split.test, config.dataset));
   std::printf("%s", format_summary(result).c_str());
-  std::printf("wrote metrics.jsonl, report.json, last.ckpt and best.ckpt in %s\n", run.path().c_str());
+  std::printf("wrote metrics.jsonl, report.json, errors.json, last.ckpt and best.ckpt in %s\n", run.path().c_str());
+  if (!config.no_report) draw_report(run.path());
   return 0;
 }
 

@@ -51,9 +51,11 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
   for (const char* expected : {"--hidden", "512,512", "--dropout", "0.2", "--lr", "0.001", "--batch-size", "128",
                                "--epochs", "20", "--val-split", "0.1", "--seed", "--dataset", "mnist", "--data-dir",
                                "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
-                               "--resume"})
+                               "--resume", "--no-report"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
-  EXPECT_EQ(run_mnist("--help").status, 0);
+  const Outcome top = run_mnist("--help");
+  EXPECT_EQ(top.status, 0);
+  EXPECT_NE(top.output.find("\n  report "), std::string::npos) << top.output;  // the subcommand
 }
 
 TEST(Cli, MissingSubcommandIsOneLineAndNonZero) {
@@ -129,6 +131,11 @@ TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
   }
   EXPECT_EQ(epochs, 1);
   EXPECT_NE(outcome.output.find("most confused"), std::string::npos) << outcome.output;
+
+  // What `mnist train` draws at the end (tests/test_report_command.cu checks the contents).
+  for (const char* name : {"errors.json", "curves.png", "confusion.png", "errors.png", "report.md"})
+    EXPECT_TRUE(fs::is_regular_file(out / name)) << name << " missing; output:\n" << outcome.output;
+  EXPECT_EQ(outcome.output.find("mnist: warning"), std::string::npos) << outcome.output;
 
   // The same directory again is refused unless --force.
   const Outcome again = run_mnist("train --device cpu --train-subset 1000 --epochs 1 --hidden 8 --out " + out.string());

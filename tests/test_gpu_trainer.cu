@@ -267,6 +267,46 @@ TEST(GpuTrainer, EvaluatesAnySliceLikeTheResidentSplits) {
   EXPECT_EQ(gpu->evaluate(ImageSlice{pixels.data(), labels.data(), 0}).count, 0u);
 }
 
+TEST(GpuTrainer, LogitsMatchTheCpuTrainer) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
+  cpu->train_epoch(1);
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  gpu->load_state(cpu->state());
+
+  // A resident split, and 10,050 other images: uploaded for the call, two evaluation chunks.
+  const int many = 10050;
+  std::vector<std::uint8_t> pixels(std::size_t(many) * kPixels);
+  for (auto& p : pixels) p = static_cast<std::uint8_t>(rng());
+  const std::vector<std::uint8_t> labels = test::random_labels(rng, std::size_t(many));
+  for (const ImageSlice& slice : {data.split().test, ImageSlice{pixels.data(), labels.data(), many}}) {
+    SCOPED_TRACE(std::to_string(slice.count) + " images");
+    const std::vector<float> want = cpu->logits(slice);
+    const std::vector<float> got = gpu->logits(slice);
+    ASSERT_EQ(got.size(), std::size_t(slice.count) * kClasses);
+    ASSERT_EQ(want.size(), got.size());
+    // 1e-4 relative to the largest logit: the GEMMs of cuBLAS and OpenBLAS round differently.
+    double scale = 0, worst = 0;
+    for (float w : want) scale = std::max(scale, double(std::fabs(w)));
+    for (std::size_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, std::isfinite(got[i]) ? std::fabs(double(got[i]) - want[i])
+                                                    : std::numeric_limits<double>::infinity());
+    EXPECT_LE(worst, 1e-4 * scale) << "largest |logit| " << scale;
+
+    // The same forward pass as evaluate(): its predictions are the argmax of these logits.
+    std::vector<std::int32_t> predictions(std::size_t(slice.count), -1);
+    gpu->evaluate(slice, predictions.data());
+    for (int i = 0; i < slice.count; ++i) {
+      const float* z = got.data() + std::size_t(i) * kClasses;
+      ASSERT_EQ(std::max_element(z, z + kClasses) - z, predictions[std::size_t(i)]) << "image " << i;
+    }
+  }
+  EXPECT_TRUE(gpu->logits(ImageSlice{pixels.data(), labels.data(), 0}).empty());
+}
+
 TEST(GpuTrainer, DropLastSkipsThePartialBatch) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());

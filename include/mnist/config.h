@@ -36,6 +36,7 @@ struct TrainConfig {
   bool no_graph = false;  // GPU: plain stream launches instead of a captured CUDA graph
   bool tf32 = false;      // GPU: TF32 tensor-core GEMMs instead of fp32
   std::string resume;     // a checkpoint to continue from; empty: start from scratch
+  bool no_report = false;  // skip drawing the report at the end (not part of the run: to_json leaves it out)
 
   std::string resolved_data_dir() const { return data_dir.empty() ? "data/" + dataset : data_dir; }
 };

@@ -7,7 +7,8 @@
 namespace mnist {
 
 // `mnist train`: validate → (load the --resume checkpoint) → load → split → pick the device →
-// train, checkpointing every epoch → write the report. Returns the process exit status.
+// train, checkpointing every epoch → write report.json and errors.json → draw the report
+// (report_command.h) unless config.no_report. Returns the process exit status.
 int run_train(const TrainConfig& config);
 
 struct EvaluateConfig {

@@ -59,6 +59,9 @@ class Trainer {
   virtual EvalTotals train_epoch(int epoch) = 0;
   // Loss and metrics without dropout; predictions (one per image) may be null.
   virtual EvalTotals evaluate(const ImageSlice& slice, std::int32_t* predictions = nullptr) = 0;
+  // The logits of every image of `slice` without dropout, row-major [count, 10]: the same
+  // forward pass as evaluate(), for what needs more than the predicted digit (errors.json).
+  virtual std::vector<float> logits(const ImageSlice& slice) = 0;
   virtual ModelState state() const = 0;
   virtual void load_state(const ModelState& state) = 0;
 };
