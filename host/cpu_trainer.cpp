@@ -1,11 +1,13 @@
 // The Trainer on the CPU references: the twin of the GPU driver, with the same model,
 // initialisation, dropout masks and optimizer, run through plain C++ and OpenBLAS.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <utility>
 
 #include "mnist/mlp.h"
+#include "mnist/ops/finite_check.h"
 #include "mnist/ops/gather.h"
 #include "mnist/philox.h"
 #include "mnist/progress.h"
@@ -40,23 +42,32 @@ class CpuTrainer final : public Trainer {
 
   std::string device_name() const override { return "CPU (OpenBLAS)"; }
 
+  // Each step is checked: the batch's loss (its sum stays finite while every sample's loss is)
+  // and, after Adam, every parameter. The scan of the flat buffer is cheap: ~0.14 ms for the
+  // 670k parameters of 784-512-512-10, against ~24 ms for a step of 128 on a 2-core machine.
   EvalTotals train_epoch(int epoch) override {
     const int batch = config_.batch_size;
     const int images = data_.train.count;
-    const int steps = config_.drop_last ? images / batch : (images + batch - 1) / batch;
+    const int steps = steps_per_epoch(images, batch, config_.drop_last);
     const std::vector<std::int32_t> order = shuffled_indices(images, config_.seed, epoch);
     EvalTotals totals;
     ProgressBar progress("epoch " + std::to_string(epoch) + "/" + std::to_string(config_.epochs),
                          long(std::min(images, steps * batch)));
-    for (int s = 0; s < steps; ++s) {
+    for (int s = take_first_step(); s < steps; ++s) {
       const int first = s * batch;
       const int rows = std::min(batch, images - first);  // the last batch may be partial
       ++step_;
       ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
                         y_.data());
       model_.compute_gradients(x_.data(), y_.data(), rows, step_, &totals);
+      if (!std::isfinite(totals.loss_sum))
+        throw TrainingDiverged(describe_non_finite(std::isnan(totals.loss_sum) ? kLossNaN : kLossInf), epoch, s + 1,
+                               step_);
       model_.apply_adam(adam_, step_);
+      const std::int64_t flag = ref::finite_check(nullptr, 0, model_.params().data(), model_.params().size(), step_);
+      if (flag != kAllFinite) throw TrainingDiverged(describe_non_finite(non_finite_code(flag)), epoch, s + 1, step_);
       progress.update(long(first + rows));
+      if (stop_requested()) break;  // Ctrl-C: this step is done; the loop saves it
     }
     return totals;
   }

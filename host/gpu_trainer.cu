@@ -4,8 +4,8 @@
 // include/mnist/ops on one stream:
 //
 //   construct:   upload the dataset once (uint8, resident) and the initial parameters
-//   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam)
-//                → one copy of the epoch's totals back to the host
+//   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam,
+//                finite check) → one copy of the epoch's totals and divergence flag to the host
 //   evaluate:    chunks of up to 10,000 images through the forward pass without dropout
 //   logits:      the same forward pass, each chunk's logits copied back to the host
 //
@@ -36,6 +36,7 @@
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/ops/eval_metrics.h"
+#include "mnist/ops/finite_check.h"
 #include "mnist/ops/gather.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/softmax_ce.h"
@@ -300,6 +301,8 @@ class GpuMlp {
   }
 
   const MlpShape& shape() const { return shape_; }
+  // The per-sample losses of the last loss() call, [rows] on the device.
+  const float* losses() const { return loss_.data(); }
   // The logits of the last forward pass, [rows, classes] on the device.
   const float* logits() const { return pre_activations_.back().data(); }
   DeviceBuffer<float>& params() { return params_; }
@@ -329,13 +332,6 @@ class GpuMlp {
   const float* input_ = nullptr;
 };
 
-// Steps of one epoch: the last batch is partial unless drop_last discards it.
-int steps_per_epoch(int images, int batch, bool drop_last) {
-  if (batch < 1) throw std::invalid_argument("GpuTrainer: batch size must be at least 1");
-  const int count = std::max(images, 0);
-  return drop_last ? count / batch : (count + batch - 1) / batch;
-}
-
 // ---------------------------------------------------------------------------------------------
 // The trainer: data residency, the epoch (shuffle, steps, totals), evaluation, checkpoints.
 
@@ -362,7 +358,8 @@ class GpuTrainer final : public Trainer {
         identity_(std::size_t(kEvalChunk)),
         predictions_(std::size_t(kEvalChunk)),
         epoch_totals_(1),
-        eval_totals_(1) {
+        eval_totals_(1),
+        first_bad_(1) {
     // After the stream: cublasSetStream resets the handle to its default workspace pool.
     MNIST_CHECK(cublasSetWorkspace(cublas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()));
     int device = 0;
@@ -373,6 +370,7 @@ class GpuTrainer final : public Trainer {
 
     const cudaStream_t stream = stream_.get();
     MNIST_CHECK(cudaMemsetAsync(step_.data(), 0, step_.bytes(), stream));
+    copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
     thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
                      identity_.data() + identity_.size());
     stream_.synchronize();
@@ -380,26 +378,38 @@ class GpuTrainer final : public Trainer {
 
   std::string device_name() const override { return device_name_; }
 
+  // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the whole epoch is
+  // one graph. A divergence is found then too, from the flag the steps' finite checks left.
   EvalTotals train_epoch(int epoch) override {
     NvtxRange epoch_range("epoch " + std::to_string(epoch));
     const cudaStream_t stream = stream_.get();
+    const int first_step = std::min(take_first_step(), steps_);
     shuffle(epoch);
     MNIST_CHECK(cudaMemsetAsync(epoch_totals_.data(), 0, epoch_totals_.bytes(), stream));
     {
       NvtxRange train_range("train");
-      if (config_.no_graph || steps_ == 0) {
-        run_steps();
+      if (config_.no_graph || steps_ == 0 || first_step > 0) {
+        run_steps(first_step);  // a resume mid-epoch runs the rest of that epoch outside the graph
       } else {
         // The first epoch records its steps; every epoch replays them. Only the contents of
         // order_ (and the device step counter) differ from epoch to epoch, not any address.
-        if (!epoch_graph_) epoch_graph_ = GraphExec::capture(stream, [this] { run_steps(); });
+        if (!epoch_graph_) epoch_graph_ = GraphExec::capture(stream, [this] { run_steps(0); });
         epoch_graph_.launch(stream);
       }
     }
     // The one synchronisation of the epoch.
     EvalTotals totals;
+    std::int64_t first_bad = kAllFinite;
     MNIST_CHECK(cudaMemcpyAsync(&totals, epoch_totals_.data(), sizeof totals, cudaMemcpyDeviceToHost, stream));
+    MNIST_CHECK(cudaMemcpyAsync(&first_bad, first_bad_.data(), sizeof first_bad, cudaMemcpyDeviceToHost, stream));
     stream_.synchronize();
+    const std::int64_t epoch_start_step = host_step_;
+    host_step_ += steps_ - first_step;
+    if (first_bad != kAllFinite) {
+      const std::int64_t step = non_finite_step(first_bad);
+      throw TrainingDiverged(describe_non_finite(non_finite_code(first_bad)), epoch,
+                             static_cast<int>(first_step + (step - epoch_start_step)), step);
+    }
     return totals;
   }
 
@@ -481,6 +491,8 @@ class GpuTrainer final : public Trainer {
     copy_to_device(model_.adam_m().data(), state.adam_m.data(), n, stream);
     copy_to_device(model_.adam_v().data(), state.adam_v.data(), n, stream);
     copy_to_device(step_.data(), &state.step, 1, stream);
+    copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
+    host_step_ = state.step;
   }
 
  private:
@@ -497,12 +509,13 @@ class GpuTrainer final : public Trainer {
     thrust::stable_sort_by_key(policy, keys_.data(), keys_.data() + n, order_.data());
   }
 
-  // Every step of one epoch, enqueued on the stream (or recorded into the epoch graph). The
-  // last batch is partial unless drop_last; its row count is part of what is recorded.
-  void run_steps() {
+  // The steps of one epoch from `first_step` on, enqueued on the stream (or recorded into the
+  // epoch graph). The last batch is partial unless drop_last; its row count is part of what
+  // is recorded.
+  void run_steps(int first_step) {
     const cudaStream_t stream = stream_.get();
     const std::int64_t* step = step_.data();
-    for (int s = 0; s < steps_; ++s) {
+    for (int s = first_step; s < steps_; ++s) {
       const int first = s * batch_;
       const int rows = std::min(batch_, train_.count - first);
       gpu::advance_step(step_.data(), stream);  // ++step before the step, as CpuTrainer does
@@ -520,6 +533,8 @@ class GpuTrainer final : public Trainer {
       {
         NvtxRange range("optimizer");
         model_.apply_adam(adam_, step);
+        gpu::finite_check(model_.losses(), std::size_t(rows), model_.params().data(), model_.params().size(), step,
+                          first_bad_.data(), stream);
       }
     }
   }
@@ -559,6 +574,8 @@ class GpuTrainer final : public Trainer {
   DeviceBuffer<std::int32_t> identity_;    // 0, 1, 2, …: evaluation gathers in order
   DeviceBuffer<std::int32_t> predictions_;
   DeviceBuffer<EvalTotals> epoch_totals_, eval_totals_;
+  DeviceBuffer<std::int64_t> first_bad_;  // kAllFinite, or step·4 + code of the first NaN/inf (finite_check.h)
+  std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
   GraphExec epoch_graph_;
 };
 

@@ -3,7 +3,9 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstring>
 #include <exception>
+#include <string>
 
 #include "mnist/check.h"
 #include "mnist/checkpoint.h"
@@ -12,6 +14,7 @@
 #include "mnist/predict.h"
 #include "mnist/report_command.h"
 #include "mnist/train_command.h"
+#include "mnist/trainer.h"
 
 namespace {
 
@@ -46,7 +49,10 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
   train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs (default: full fp32)");
   train.add_option("--resume", c.resume,
                    "Continue from a checkpoint (a run's last.ckpt or best.ckpt) up to --epochs, in its run directory "
-                   "unless --out is given; pass the options of the original run again");
+                   "unless --out is given; pass the options of the original run again. After Ctrl-C, last.ckpt "
+                   "continues at the very step it stopped at and ends with the same weights as an uninterrupted "
+                   "run; only the train loss/accuracy logged for that one epoch cover just the steps run after "
+                   "the resume");
 }
 
 void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
@@ -63,6 +69,31 @@ void add_predict_options(CLI::App& predict, std::string& model, std::vector<std:
                      "colour is converted to gray, transparency shows black). Like MNIST, the digit must be white "
                      "on a black background: invert dark-on-light drawings first")
       ->required();
+}
+
+// An argument as the shell must see it: bare when it is plainly safe, else single-quoted.
+std::string shell_quoted(const std::string& arg) {
+  const bool plain = !arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                           "0123456789_-+=.,:/@%") == std::string::npos;
+  if (plain) return arg;
+  std::string quoted = "'";
+  for (char c : arg) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+// The command that continues an interrupted `mnist train`: the same arguments, with --resume
+// (replaced if it was given) naming the checkpoint just saved.
+std::string resume_command(int argc, char** argv, const std::string& checkpoint) {
+  std::string command = shell_quoted(argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--resume") == 0) {
+      ++i;  // and its value
+      continue;
+    }
+    if (std::strncmp(argv[i], "--resume=", 9) == 0) continue;
+    command += " " + shell_quoted(argv[i]);
+  }
+  return command + " --resume " + shell_quoted(checkpoint);
 }
 
 }  // namespace
@@ -113,8 +144,18 @@ int main(int argc, char** argv) {
   } catch (const mnist::DataError& error) {
     std::fprintf(stderr, "mnist: data error: %s\n", error.what());
     return 1;
+  } catch (const mnist::TrainingDiverged& error) {
+    std::fprintf(stderr, "mnist: training diverged: %s\n", error.what());
+    return 1;
+  } catch (const mnist::TrainingInterrupted& error) {
+    std::fprintf(stderr, "mnist: %s; resume with: %s\n", error.what(),
+                 resume_command(argc, argv, error.checkpoint()).c_str());
+    return 130;
   } catch (const mnist::CudaError& error) {
-    std::fprintf(stderr, "mnist: GPU error: %s\n", error.what());
+    std::string advice;
+    if (error.out_of_memory())
+      advice = "; " + (train->parsed() ? mnist::out_of_memory_advice(config.batch_size) : "try --device cpu");
+    std::fprintf(stderr, "mnist: GPU error: %s%s\n", error.what(), advice.c_str());
     return 1;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());

@@ -1,6 +1,10 @@
 // `mnist train` and `mnist evaluate`: everything between the parsed options and the trainer.
 #include "mnist/train_command.h"
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -42,7 +46,73 @@ DataSplit split_dataset(const Dataset& data, const TrainConfig& config) {
                    slice(data.test, 0, static_cast<int>(data.test.count()))};
 }
 
+std::string out_of_memory_advice(int batch_size) {
+  const std::string smaller =
+      batch_size > 1 ? "a smaller --batch-size, e.g. " + std::to_string(batch_size / 2) + ", or " : "";
+  return "try " + smaller + "narrower --hidden layers, or --device cpu";
+}
+
 namespace {
+
+// --- Ctrl-C ---------------------------------------------------------------------------------
+// Before training starts there is nothing to save, so SIGINT exits at once. While training, it
+// only asks the trainer to stop after the current step; the loop then saves last.ckpt and
+// `mnist train` says how to resume (exit 130). A second Ctrl-C exits at once: the checkpoint
+// is written atomically, so last.ckpt is still the previous one or the new one, never a mix.
+// These two lock-free flags are all the handler touches.
+std::atomic<bool> g_training{false};
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "a signal handler may only touch lock-free atomics");
+
+template <std::size_t N>
+void write_stderr(const char (&text)[N]) {
+  const ssize_t ignored = write(STDERR_FILENO, text, N - 1);  // async-signal-safe, unlike stdio
+  (void)ignored;
+}
+
+extern "C" void on_interrupt(int) {
+  if (!g_training.load()) {
+    write_stderr("mnist: interrupted before training started; nothing was saved\n");
+    _exit(130);
+  }
+  if (g_stop.exchange(true)) {
+    write_stderr("mnist: interrupted again: stopped without saving the current step\n");
+    _exit(130);
+  }
+}
+
+// Installs on_interrupt for its lifetime (SA_RESTART: interrupted reads and writes carry on),
+// then puts back what was there. A SIGINT that was ignored when mnist started (a background job
+// of a non-interactive shell) stays ignored.
+class InterruptHandler {
+ public:
+  InterruptHandler() {
+    g_training = false;
+    g_stop = false;
+    struct sigaction action {};
+    action.sa_handler = on_interrupt;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGINT, nullptr, &previous_);
+    if (previous_.sa_handler != SIG_IGN) sigaction(SIGINT, &action, nullptr);
+  }
+  ~InterruptHandler() {
+    sigaction(SIGINT, &previous_, nullptr);
+    g_training = false;
+    g_stop = false;
+  }
+  InterruptHandler(const InterruptHandler&) = delete;
+  InterruptHandler& operator=(const InterruptHandler&) = delete;
+
+  // From here on a Ctrl-C stops the trainer instead of the process.
+  void training_started(Trainer& trainer) {
+    trainer.set_stop_flag(&g_stop);
+    g_training = true;
+  }
+
+ private:
+  struct sigaction previous_ {};
+};
 
 // Decides the device before the slow work, so a wrong --device fails at once: true for the
 // GPU. --device auto takes the GPU when one is usable and otherwise says it falls back.
@@ -146,6 +216,7 @@ void draw_report(const std::string& run_dir) {
 }  // namespace
 
 int run_train(const TrainConfig& config) {
+  std::optional<InterruptHandler> interrupts(std::in_place);
   validate(config);
   // A bad checkpoint or a mismatched --hidden fails before the data is loaded.
   std::optional<Checkpoint> resume;
@@ -174,13 +245,21 @@ int run_train(const TrainConfig& config) {
 
   std::printf("training %d images, validating on %d, testing on %d; run directory %s\n", split.train.count,
               split.validation.count, split.test.count, run.path().c_str());
-  if (resume)
-    std::printf("resuming %s after epoch %d of %d\n", config.resume.c_str(), resume->epoch, config.epochs);
+  if (resume) {
+    const int step = resume_step_in_epoch(config, split, *resume);
+    if (step > 0)
+      std::printf("resuming %s at epoch %d, step %d of %d\n", config.resume.c_str(), resume->epoch + 1, step,
+                  steps_per_epoch(split.train.count, config.batch_size, config.drop_last));
+    else
+      std::printf("resuming %s after epoch %d of %d\n", config.resume.c_str(), resume->epoch, config.epochs);
+  }
   std::fflush(stdout);
 
   const std::unique_ptr<Trainer> trainer = make_trainer(on_gpu, config, split);
+  interrupts->training_started(*trainer);
   TrainResult result = resume ? resume_training(config, split, *trainer, run, *resume)
                               : train(config, split, *trainer, run);
+  interrupts.reset();  // training is over: Ctrl-C is the default again
   result.epochs.insert(result.epochs.begin(), history.epochs.begin(), history.epochs.end());
   run.write_report(build_report(config, result));
   const std::vector<float> logits = trainer->logits(split.test);

@@ -1,8 +1,11 @@
 // The training loop shared by every device: for each epoch (train, validate, log, checkpoint)
-// → test. A resumed run is the same loop entered at a later epoch with the checkpoint's state.
+// → test. A resumed run is the same loop entered at a later epoch (or mid-epoch, after a
+// Ctrl-C) with the checkpoint's state.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
 
 #include "mnist/checkpoint.h"
 #include "mnist/run_dir.h"
@@ -13,11 +16,25 @@ namespace mnist {
 double mean_loss(const EvalTotals& t) { return t.count ? t.loss_sum / double(t.count) : std::nan(""); }
 double accuracy(const EvalTotals& t) { return t.count ? double(t.correct) / double(t.count) : std::nan(""); }
 
+int steps_per_epoch(int images, int batch_size, bool drop_last) {
+  if (batch_size < 1) throw std::invalid_argument("steps_per_epoch: batch size must be at least 1");
+  const int count = std::max(images, 0);
+  return drop_last ? count / batch_size : (count + batch_size - 1) / batch_size;
+}
+
 namespace {
 
-// Epochs first_epoch..config.epochs. `best` is the best validation accuracy so far (NaN: none yet).
-TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run,
-                       int first_epoch, double best) {
+// Where the loop starts: epoch `epoch` at its 0-based step `step`, with `global_step` optimizer
+// steps taken before and `best` the best validation accuracy so far (NaN: none yet).
+struct Start {
+  int epoch = 1;
+  int step = 0;
+  std::int64_t global_step = 0;
+  double best = std::nan("");
+  bool resumed = false;
+};
+
+TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run, Start start) {
   using Clock = std::chrono::steady_clock;
   const auto seconds_since = [](Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
@@ -25,11 +42,44 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
   TrainResult result;
   result.device_name = trainer.device_name();
   const auto training_start = Clock::now();
+  const std::string last_path = run.path() + "/last.ckpt";
+  const int steps = steps_per_epoch(data.train.count, config.batch_size, config.drop_last);
 
   const bool has_validation = data.validation.count > 0;
-  for (int epoch = first_epoch; epoch <= config.epochs; ++epoch) {
+  double best = start.best;
+  int saved_epoch = 0;  // the epoch this loop last wrote to last.ckpt
+  std::int64_t global_step = start.global_step;
+  int first_step = start.step;
+  for (int epoch = start.epoch; epoch <= config.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
-    const EvalTotals train_totals = trainer.train_epoch(epoch);
+    trainer.start_next_epoch_at(first_step);
+    EvalTotals train_totals;
+    try {
+      train_totals = trainer.train_epoch(epoch);
+    } catch (const TrainingDiverged& diverged) {
+      // Checkpoints are written only after a clean epoch: say which one is still there.
+      const std::string kept = saved_epoch > 0 ? last_path + " still holds epoch " + std::to_string(saved_epoch)
+                               : start.resumed ? "nothing was saved since resuming"
+                                               : "no checkpoint was written";
+      throw TrainingDiverged(diverged.problem(), diverged.epoch(), diverged.step(), diverged.global_step(),
+                             kept + "; try a lower --lr");
+    }
+
+    // Ctrl-C in the middle of the epoch: save where it stopped, as "epochs completed" plus the
+    // optimizer step (resume_step_in_epoch() finds the place again); best.ckpt and the log
+    // only ever hold whole epochs.
+    if (trainer.stop_requested()) {
+      ModelState state = trainer.state();
+      const std::int64_t done = first_step + (state.step - global_step);
+      if (done < steps) {
+        write_checkpoint(last_path, Checkpoint{std::move(state), epoch - 1, best, to_json(config)});
+        throw TrainingInterrupted("interrupted at epoch " + std::to_string(epoch) + ", step " + std::to_string(done) +
+                                      " of " + std::to_string(steps) + "; saved " + last_path,
+                                  last_path);
+      }
+    }
+    global_step += steps - first_step;
+    first_step = 0;
     const EvalTotals validation = trainer.evaluate(data.validation);
 
     EpochMetrics metrics;
@@ -51,8 +101,15 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     const bool improved = !has_validation || std::isnan(best) || metrics.val_accuracy > best;
     if (has_validation && improved) best = metrics.val_accuracy;
     const Checkpoint checkpoint{trainer.state(), epoch, best, to_json(config)};
-    write_checkpoint(run.path() + "/last.ckpt", checkpoint);
+    write_checkpoint(last_path, checkpoint);
     if (improved) write_checkpoint(run.path() + "/best.ckpt", checkpoint);
+    saved_epoch = epoch;
+
+    // Ctrl-C while the epoch was finishing (or on the GPU, during it): it is saved whole.
+    if (trainer.stop_requested() && epoch < config.epochs)
+      throw TrainingInterrupted("interrupted after epoch " + std::to_string(epoch) + " of " +
+                                    std::to_string(config.epochs) + "; saved " + last_path,
+                                last_path);
   }
 
   result.train_seconds = seconds_since(training_start);
@@ -63,13 +120,30 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
 }  // namespace
 
 TrainResult train(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run) {
-  return run_epochs(config, data, trainer, run, 1, std::nan(""));
+  return run_epochs(config, data, trainer, run, Start{});
+}
+
+int resume_step_in_epoch(const TrainConfig& config, const DataSplit& data, const Checkpoint& from) {
+  const std::int64_t steps = steps_per_epoch(data.train.count, config.batch_size, config.drop_last);
+  const std::int64_t into = from.state.step - std::int64_t(from.epoch) * steps;
+  if (into <= 0 || into >= steps) return 0;
+  // The step count only places the resume if the epoch is cut into the same batches.
+  const nlohmann::json now = to_json(config);
+  for (const char* key : {"batch_size", "train_subset", "val_split", "drop_last", "dataset"})
+    if (from.config.contains(key) && from.config[key] != now[key]) return 0;
+  return static_cast<int>(into);
 }
 
 TrainResult resume_training(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run,
                             const Checkpoint& from) {
   trainer.load_state(from.state);
-  return run_epochs(config, data, trainer, run, from.epoch + 1, from.best_val_accuracy);
+  Start start;
+  start.epoch = from.epoch + 1;
+  start.step = resume_step_in_epoch(config, data, from);
+  start.global_step = from.state.step;
+  start.best = from.best_val_accuracy;
+  start.resumed = true;
+  return run_epochs(config, data, trainer, run, start);
 }
 
 }  // namespace mnist

@@ -67,8 +67,14 @@ std::string format_sizes(const std::vector<int>& sizes);
 
 // The training loop of trainer.h continued from a checkpoint: loads its state into `trainer`
 // and runs epochs from.epoch+1 .. config.epochs, writing last.ckpt/best.ckpt as train() does.
-// The result holds only the epochs run here.
+// A checkpoint saved mid-epoch (Ctrl-C) continues at resume_step_in_epoch(). The result holds
+// only the epochs run here.
 TrainResult resume_training(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run,
                             const Checkpoint& from);
+
+// The 0-based step of epoch from.epoch+1 at which a resume starts: from.state.step less the
+// steps of the completed epochs, when that lies inside the epoch and the epoch is cut into the
+// same batches as when it was saved (same batch size, subset, split and drop-last); else 0.
+int resume_step_in_epoch(const TrainConfig& config, const DataSplit& data, const Checkpoint& from);
 
 }  // namespace mnist

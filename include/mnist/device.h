@@ -6,7 +6,9 @@
 #include <cudnn.h>
 
 #include <cstddef>
+#include <cstdio>
 #include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -17,12 +19,31 @@ namespace mnist {
 // Number of usable CUDA devices; 0 when there is no device, no driver or a driver too old.
 int cuda_device_count();
 
+// "out of device memory allocating 1.2 GiB": the CudaError of a failed DeviceBuffer allocation.
+inline std::string out_of_memory_message(std::size_t bytes) {
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB", "PiB"};
+  if (bytes < 1024) return "out of device memory allocating " + std::to_string(bytes) + " bytes";
+  double size = double(bytes) / 1024.0;
+  int unit = 0;
+  while (size >= 1024.0 && unit < 4) size /= 1024.0, ++unit;
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f %s", size, units[unit]);
+  return std::string("out of device memory allocating ") + text;
+}
+
 template <class T>
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
+  // Out of memory is a CudaError with out_of_memory() and the size in its message.
   explicit DeviceBuffer(std::size_t count) : count_(count) {
-    if (count_ > 0) MNIST_CHECK(cudaMalloc(reinterpret_cast<void**>(&data_), count_ * sizeof(T)));
+    if (count_ == 0) return;
+    const cudaError_t status = cudaMalloc(reinterpret_cast<void**>(&data_), bytes());
+    if (status == cudaErrorMemoryAllocation) {
+      cudaGetLastError();  // not sticky: clear it so the next checked launch does not report it again
+      throw CudaError(out_of_memory_message(bytes()), true);
+    }
+    MNIST_CHECK(status);
   }
   explicit DeviceBuffer(const std::vector<T>& host) : DeviceBuffer(host.size()) { upload(host); }
   ~DeviceBuffer() {

@@ -8,7 +8,9 @@ namespace mnist {
 
 // `mnist train`: validate → (load the --resume checkpoint) → load → split → pick the device →
 // train, checkpointing every epoch → write report.json and errors.json → draw the report
-// (report_command.h) unless config.no_report. Returns the process exit status.
+// (report_command.h) unless config.no_report. Returns the process exit status. Ctrl-C before
+// training exits 130 at once; during training it saves last.ckpt and throws TrainingInterrupted
+// (trainer.h). A divergence throws TrainingDiverged and saves nothing.
 int run_train(const TrainConfig& config);
 
 struct EvaluateConfig {
@@ -20,5 +22,9 @@ struct EvaluateConfig {
 
 // `mnist evaluate`: a checkpoint's test accuracy, loss and confusion matrix.
 int run_evaluate(const EvaluateConfig& config);
+
+// What to try after the GPU ran out of memory while training with `batch_size`:
+// "try a smaller --batch-size, e.g. 64, or narrower --hidden layers, or --device cpu".
+std::string out_of_memory_advice(int batch_size);
 
 }  // namespace mnist

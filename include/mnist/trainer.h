@@ -1,8 +1,11 @@
 #pragma once
 // The training loop: load → split → for each epoch (shuffle, steps, evaluate) → report.
+#include <atomic>
 #include <cstdint>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "mnist/config.h"
@@ -48,6 +51,40 @@ struct ModelState {
   std::int64_t step = 0;  // optimizer steps taken so far
 };
 
+// The training loss or a parameter became NaN or infinite. Thrown by train_epoch at the first
+// such step (the GPU trainer finds out at the end of the epoch); the training loop adds what
+// the run directory still holds, and `mnist train` prints it and exits 1.
+class TrainingDiverged : public std::runtime_error {
+ public:
+  // problem: "loss is NaN", ...; step: 1-based within the epoch; global_step: optimizer steps.
+  TrainingDiverged(std::string problem, int epoch, int step, std::int64_t global_step, const std::string& advice = "")
+      : std::runtime_error(problem + " at epoch " + std::to_string(epoch) + ", step " + std::to_string(step) +
+                           " (global step " + std::to_string(global_step) + ")" +
+                           (advice.empty() ? "" : "; " + advice)),
+        problem_(std::move(problem)), epoch_(epoch), step_(step), global_step_(global_step) {}
+  const std::string& problem() const { return problem_; }
+  int epoch() const { return epoch_; }
+  int step() const { return step_; }
+  std::int64_t global_step() const { return global_step_; }
+
+ private:
+  std::string problem_;
+  int epoch_, step_;
+  std::int64_t global_step_;
+};
+
+// Training stopped on request (Ctrl-C) after last.ckpt was saved; `mnist train` prints how to
+// resume and exits 130. what(): "interrupted at epoch 3, step 120 of 400; saved DIR/last.ckpt".
+class TrainingInterrupted : public std::runtime_error {
+ public:
+  TrainingInterrupted(const std::string& what, std::string checkpoint)
+      : std::runtime_error(what), checkpoint_(std::move(checkpoint)) {}
+  const std::string& checkpoint() const { return checkpoint_; }  // the file to --resume from
+
+ private:
+  std::string checkpoint_;
+};
+
 // What the training loop needs from a device: the steps of one epoch, evaluation, and the
 // model state for checkpoints. The CPU references and the CUDA driver each implement it.
 class Trainer {
@@ -55,7 +92,8 @@ class Trainer {
   virtual ~Trainer() = default;
   virtual std::string device_name() const = 0;
   // Shuffles the training split with (seed, epoch) and runs every step of the epoch;
-  // returns the loss and accuracy of the training batches as they were trained on.
+  // returns the loss and accuracy of the training batches as they were trained on. Throws
+  // TrainingDiverged when the loss or a parameter stops being finite.
   virtual EvalTotals train_epoch(int epoch) = 0;
   // Loss and metrics without dropout; predictions (one per image) may be null.
   virtual EvalTotals evaluate(const ImageSlice& slice, std::int32_t* predictions = nullptr) = 0;
@@ -64,12 +102,35 @@ class Trainer {
   virtual std::vector<float> logits(const ImageSlice& slice) = 0;
   virtual ModelState state() const = 0;
   virtual void load_state(const ModelState& state) = 0;
+
+  // Ctrl-C: once *stop is true, train_epoch returns after the step it is running (the CPU
+  // trainer) or at the end of the epoch (the GPU trainer, one graph per epoch), with the totals
+  // of the steps it ran; state().step tells how far it got. Null (the default): never stops.
+  void set_stop_flag(const std::atomic<bool>* stop) { stop_ = stop; }
+  bool stop_requested() const { return stop_ != nullptr && stop_->load(); }
+  // The next train_epoch starts at this 0-based step of its epoch, skipping the batches before
+  // it in the epoch's shuffle: how a checkpoint saved mid-epoch is continued.
+  void start_next_epoch_at(int step) { next_first_step_ = step; }
+
+ protected:
+  // For train_epoch: where this epoch starts (then 0 again for the epochs after it).
+  int take_first_step() { return std::exchange(next_first_step_, 0); }
+
+ private:
+  const std::atomic<bool>* stop_ = nullptr;
+  int next_first_step_ = 0;
 };
 
 std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data);
 std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data);
 
-// The loop: for each epoch (train, validate, log) → test. Prints one line per epoch.
+// Steps of one epoch: the last batch is partial unless drop_last discards it.
+int steps_per_epoch(int images, int batch_size, bool drop_last);
+
+// The loop: for each epoch (train, validate, log, checkpoint) → test. Prints one line per
+// epoch. Throws TrainingDiverged (nothing saved for the failed epoch) or, when the trainer's
+// stop flag is set, TrainingInterrupted after saving last.ckpt (mid-epoch: the optimizer step
+// tells where; its `epoch` stays the number of epochs completed).
 TrainResult train(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run);
 
 double mean_loss(const EvalTotals& totals);  // NaN when empty

@@ -1,0 +1,162 @@
+// Divergence watch (kernels/finite_check.{cu,cpp}): flag = min(flag, step·4 + code) for the first
+// NaN or infinity in the losses (codes 0, 1) or the parameters (codes 2, 3). The CPU twin is
+// checked against hand-made cases; the kernel against the twin with NaN and infinities planted
+// at random positions, and for the ordering that makes its answer deterministic.
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "mnist/device.h"
+#include "mnist/ops/finite_check.h"
+#include "test_util.h"
+
+namespace mnist {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// Finite values of every kind: ordinary, huge, tiny, subnormal, signed zeros.
+std::vector<float> finite_values(std::mt19937_64& rng, std::size_t n) {
+  std::vector<float> values = test::random_floats(rng, n, -3.f, 3.f);
+  const float extremes[] = {std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::min(), std::numeric_limits<float>::denorm_min(), -0.f, 0.f};
+  for (std::size_t i = 0; i < n && i < 6; ++i) values[(i * 7919) % n] = extremes[i];
+  return values;
+}
+
+// A NaN of either sign and any payload, or an infinity of either sign.
+float non_finite(std::mt19937_64& rng, bool nan) {
+  if (!nan) return rng() % 2 ? kInf : -kInf;
+  const std::uint32_t bits = 0x7f800000u | (1u + std::uint32_t(rng() % 0x7fffffu)) | (rng() % 2 ? 0x80000000u : 0u);
+  float x;
+  std::memcpy(&x, &bits, sizeof x);
+  return x;
+}
+
+// ---- CPU twin ----------------------------------------------------------------------------------
+
+TEST(RefFiniteCheck, FiniteValuesAreAllFinite) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const std::vector<float> losses = finite_values(rng, 100), params = finite_values(rng, 10000);
+  EXPECT_EQ(ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), 17), kAllFinite);
+  EXPECT_EQ(ref::finite_check(nullptr, 0, nullptr, 0, 17), kAllFinite);
+}
+
+TEST(RefFiniteCheck, CodeSaysWhereAndWhatFoldedWithTheStep) {
+  const std::vector<float> fine(5, 1.f);
+  struct Case {
+    std::vector<float> losses, params;
+    int code;
+  };
+  const Case cases[] = {
+      {{1, kNaN, 1}, fine, kLossNaN},
+      {{1, kInf, 1}, fine, kLossInf},
+      {{-kInf, 1}, fine, kLossInf},
+      {fine, {1, 2, kNaN}, kParamNaN},
+      {fine, {-kInf, 2, 3}, kParamInf},
+      {{kInf, 1}, {kNaN}, kLossInf},        // losses rank before parameters
+      {{kInf, kNaN}, fine, kLossNaN},       // NaN before infinity, wherever it is
+      {fine, {kInf, 0, kNaN, kInf}, kParamNaN},
+  };
+  for (const Case& c : cases) {
+    const std::int64_t flag =
+        ref::finite_check(c.losses.data(), c.losses.size(), c.params.data(), c.params.size(), 812);
+    EXPECT_EQ(flag, 812 * kNonFiniteCodes + c.code);
+    EXPECT_EQ(non_finite_step(flag), 812);
+    EXPECT_EQ(non_finite_code(flag), c.code);
+  }
+}
+
+TEST(RefFiniteCheck, DescribesEveryCode) {
+  EXPECT_STREQ(describe_non_finite(kLossNaN), "loss is NaN");
+  EXPECT_STREQ(describe_non_finite(kLossInf), "loss is infinite");
+  EXPECT_STREQ(describe_non_finite(kParamNaN), "a parameter is NaN");
+  EXPECT_STREQ(describe_non_finite(kParamInf), "a parameter is infinite");
+}
+
+// One NaN or infinity at a random position of one array: found, with its code, whatever the
+// position and the payload.
+TEST(RefFiniteCheck, FindsOnePlantedValueAnywhere) {
+  std::mt19937_64 rng(test::fresh_seed());
+  for (int trial = 0; trial < 200; ++trial) {
+    std::vector<float> losses = finite_values(rng, 1 + rng() % 300), params = finite_values(rng, 1 + rng() % 5000);
+    const bool in_loss = rng() % 2, nan = rng() % 2;
+    std::vector<float>& target = in_loss ? losses : params;
+    target[rng() % target.size()] = non_finite(rng, nan);
+    const int code = (in_loss ? kLossNaN : kParamNaN) + (nan ? 0 : 1);
+    EXPECT_EQ(ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), trial + 1),
+              std::int64_t(trial + 1) * kNonFiniteCodes + code);
+  }
+}
+
+// ---- GPU against the CPU twin --------------------------------------------------------------------
+
+// One launch at `step` on a flag that holds `flag_before`; returns the flag after.
+std::int64_t run_gpu(const std::vector<float>& losses, const std::vector<float>& params, std::size_t param_offset,
+                     std::int64_t step, std::int64_t flag_before = kAllFinite) {
+  DeviceBuffer<float> d_losses(losses);
+  std::vector<float> padded(param_offset, 0.f);
+  padded.insert(padded.end(), params.begin(), params.end());
+  DeviceBuffer<float> d_params(padded);
+  DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{step}), d_flag(std::vector<std::int64_t>{flag_before});
+  gpu::finite_check(d_losses.data(), losses.size(), d_params.data() + param_offset, params.size(), d_step.data(),
+                    d_flag.data(), nullptr);
+  MNIST_CHECK(cudaDeviceSynchronize());
+  return d_flag.download()[0];
+}
+
+// Sizes around the block (256) and around the grid cap (1024 blocks), up to a 784-512-512-10
+// model's 669,706 parameters; up to four values planted at random, of random kinds, in either
+// array; parameters aligned or not. The flag must be the twin's exactly.
+TEST(GpuFiniteCheck, MatchesReferenceWithValuesPlantedAtRandom) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const std::size_t sizes[] = {0, 1, 7, 255, 256, 257, 4096, 262143, 262145, 669706};
+  for (std::size_t losses_n : {std::size_t(0), std::size_t(1), std::size_t(128), std::size_t(10000)}) {
+    for (std::size_t params_n : sizes) {
+      for (int plants = 0; plants <= 4; ++plants) {
+        std::vector<float> losses = finite_values(rng, losses_n), params = finite_values(rng, params_n);
+        for (int p = 0; p < plants; ++p) {
+          std::vector<float>& target = (rng() % 2 && !losses.empty()) || params.empty() ? losses : params;
+          if (!target.empty()) target[rng() % target.size()] = non_finite(rng, rng() % 2);
+        }
+        const std::int64_t step = 1 + std::int64_t(rng() % 100000);
+        const std::size_t offset = rng() % 4;
+        EXPECT_EQ(run_gpu(losses, params, offset, step),
+                  ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), step))
+            << losses_n << " losses, " << params_n << " params, " << plants << " planted, offset " << offset;
+      }
+    }
+  }
+}
+
+// The earliest step wins: a flag already set by an earlier step stays as it is, even if this
+// step's code would be lower; a later flag (never happens in training) is lowered.
+TEST(GpuFiniteCheck, EarliestStepWins) {
+  MNIST_REQUIRE_GPU();
+  const std::vector<float> losses{1.f, kNaN}, params{kInf, 2.f};
+  const std::int64_t earlier = 3 * kNonFiniteCodes + kParamInf;
+  EXPECT_EQ(run_gpu(losses, params, 0, 4, earlier), earlier);
+  EXPECT_EQ(run_gpu(losses, params, 0, 4, 9 * kNonFiniteCodes + kParamNaN), 4 * kNonFiniteCodes + kLossNaN);
+  EXPECT_EQ(run_gpu({1.f}, {1.f}, 0, 4, earlier), earlier);  // all finite: untouched
+}
+
+// Many NaNs and infinities spread over many blocks: the same answer on every launch (integers
+// under atomicMin, lowest code wins), and it is the twin's.
+TEST(GpuFiniteCheck, ManyPlantsGiveTheSameAnswerEveryTime) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  std::vector<float> losses = finite_values(rng, 512), params = finite_values(rng, 669706);
+  for (int p = 0; p < 1000; ++p) params[rng() % params.size()] = non_finite(rng, p % 3 == 0);
+  const std::int64_t want = ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), 1656);
+  ASSERT_EQ(want, 1656 * kNonFiniteCodes + kParamNaN);
+  for (int repeat = 0; repeat < 20; ++repeat) EXPECT_EQ(run_gpu(losses, params, 0, 1656), want) << repeat;
+}
+
+}  // namespace
+}  // namespace mnist

@@ -1,0 +1,591 @@
+// Every way a training can go wrong at run time is answered with one clear line and loses
+// nothing: a loss or parameter that turns NaN or infinite (TrainingDiverged, checkpoints left
+// as they were), Ctrl-C (last.ckpt saved mid-epoch, a resume that ends with the very bytes of
+// an uninterrupted run, exit 130), running out of device memory (the size named, a smaller
+// batch suggested) and an output directory that cannot be written (exit 2).
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <memory>
+#include <random>
+#include <regex>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "cli_util.h"
+#include "mnist/checkpoint.h"
+#include "mnist/check.h"
+#include "mnist/config.h"
+#include "mnist/device.h"
+#include "mnist/mlp.h"
+#include "mnist/run_dir.h"
+#include "mnist/train_command.h"
+#include "mnist/trainer.h"
+#include "test_util.h"
+
+namespace mnist {
+namespace {
+
+namespace fs = std::filesystem;
+using test::fresh_temp_dir;
+using test::line_count;
+using test::Outcome;
+using test::read_text;
+using test::run_mnist;
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+// Random images and labels: 600 to train (batch 64: 9 full steps and a partial one), 100 to
+// validate, 200 to test. Owns the arrays the split points into, so it is neither copied nor moved.
+class SyntheticData {
+ public:
+  SyntheticData(std::mt19937_64& rng, const TrainConfig& config) {
+    for (LabeledImages* set : {&data_.train, &data_.test}) {
+      const int count = set == &data_.train ? 700 : 200;
+      set->pixels.resize(std::size_t(count) * kPixels);
+      for (auto& p : set->pixels) p = std::uint8_t(rng());
+      set->labels = test::random_labels(rng, count);
+    }
+    split_ = split_dataset(data_, config);
+  }
+  SyntheticData(const SyntheticData&) = delete;
+  SyntheticData& operator=(const SyntheticData&) = delete;
+  const DataSplit& split() const { return split_; }
+
+ private:
+  Dataset data_;
+  DataSplit split_;
+};
+
+TrainConfig small_config(std::uint64_t seed) {
+  TrainConfig config;
+  config.hidden = {24, 12};
+  config.dropout = 0.3f;  // masks are keyed by the step: a resume at the wrong step shows
+  config.batch_size = 64;
+  config.val_split = 100.f / 700.f;
+  config.epochs = 2;
+  config.seed = seed;
+  return config;
+}
+
+ModelState poisoned(ModelState state, std::vector<float> ModelState::*array, std::size_t index) {
+  (state.*array)[index] = kNaN;
+  return state;
+}
+
+std::string diverged_message(Trainer& trainer, int epoch) {
+  try {
+    trainer.train_epoch(epoch);
+  } catch (const TrainingDiverged& diverged) {
+    return diverged.what();
+  }
+  return "(no TrainingDiverged)";
+}
+
+// --- divergence ------------------------------------------------------------------------------
+
+// A NaN output bias makes every logit and so the first batch's loss NaN; a NaN in Adam's second
+// moment leaves the loss finite but turns the parameters NaN at the first update. Either stops
+// the epoch at that step, named within the epoch and globally.
+void expect_divergence_found(Trainer& trainer, const ModelState& clean, const std::string& device) {
+  SCOPED_TRACE(device);
+  const std::size_t last = clean.params.size() - 1;  // the output layer's last bias
+  trainer.load_state(poisoned(clean, &ModelState::params, last));
+  EXPECT_EQ(diverged_message(trainer, 2), "loss is NaN at epoch 2, step 1 (global step 11)");
+
+  trainer.load_state(poisoned(clean, &ModelState::adam_v, 0));
+  EXPECT_EQ(diverged_message(trainer, 2), "a parameter is NaN at epoch 2, step 1 (global step 11)");
+
+  // Resumed mid-epoch at step 4 of 10: the fifth step of the epoch is the first one run.
+  trainer.load_state(poisoned(clean, &ModelState::params, last));
+  trainer.start_next_epoch_at(4);
+  EXPECT_EQ(diverged_message(trainer, 2), "loss is NaN at epoch 2, step 5 (global step 11)");
+
+  // A clean state trains on: nothing is left over from the divergence.
+  trainer.load_state(clean);
+  EXPECT_NO_THROW(trainer.train_epoch(2));
+}
+
+TEST(Divergence, CpuTrainerStopsAtTheFirstNonFiniteStep) {
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const TrainConfig config = small_config(seed);
+  const SyntheticData data(rng, config);
+  const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, data.split());
+  trainer->train_epoch(1);
+  const ModelState clean = trainer->state();
+  ASSERT_EQ(clean.step, 10);
+  expect_divergence_found(*trainer, clean, "CPU");
+}
+
+TEST(GpuDivergence, GpuTrainerFindsTheFirstNonFiniteStepAtTheEpochEnd) {
+  MNIST_REQUIRE_GPU();
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const TrainConfig config = small_config(seed);
+  const SyntheticData data(rng, config);
+  for (bool graph : {true, false}) {
+    TrainConfig c = config;
+    c.no_graph = !graph;
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(c, data.split());
+    trainer->train_epoch(1);  // captures the epoch graph: the poisoned epochs replay it
+    const ModelState clean = trainer->state();
+    ASSERT_EQ(clean.step, 10);
+    expect_divergence_found(*trainer, clean, graph ? "GPU, graph" : "GPU, stream launches");
+  }
+}
+
+// Poisons the model at the start of one epoch, as a too-high learning rate would.
+class PoisonedAtEpoch final : public Trainer {
+ public:
+  PoisonedAtEpoch(std::unique_ptr<Trainer> inner, int epoch) : inner_(std::move(inner)), epoch_(epoch) {}
+  std::string device_name() const override { return inner_->device_name(); }
+  EvalTotals train_epoch(int epoch) override {
+    if (epoch == epoch_) {
+      const ModelState clean = inner_->state();
+      inner_->load_state(poisoned(clean, &ModelState::params, clean.params.size() - 1));
+    }
+    return inner_->train_epoch(epoch);
+  }
+  EvalTotals evaluate(const ImageSlice& slice, std::int32_t* predictions) override {
+    return inner_->evaluate(slice, predictions);
+  }
+  std::vector<float> logits(const ImageSlice& slice) override { return inner_->logits(slice); }
+  ModelState state() const override { return inner_->state(); }
+  void load_state(const ModelState& state) override { inner_->load_state(state); }
+
+ private:
+  std::unique_ptr<Trainer> inner_;
+  int epoch_;
+};
+
+// The loop writes nothing for the diverged epoch and says which checkpoint is still good.
+TEST(Divergence, TheLoopKeepsTheLastGoodCheckpointAndSaysSo) {
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  TrainConfig config = small_config(seed);
+  config.epochs = 3;
+  const SyntheticData data(rng, config);
+  const fs::path dir = fresh_temp_dir("diverge-loop");
+  RunDir run(dir.string(), true);
+  PoisonedAtEpoch trainer(make_cpu_trainer(config, data.split()), 2);
+  try {
+    train(config, data.split(), trainer, run);
+    ADD_FAILURE() << "no TrainingDiverged";
+  } catch (const TrainingDiverged& diverged) {
+    EXPECT_EQ(std::string(diverged.what()), "loss is NaN at epoch 2, step 1 (global step 11); " + dir.string() +
+                                                "/last.ckpt still holds epoch 1; try a lower --lr");
+    EXPECT_EQ(diverged.epoch(), 2);
+    EXPECT_EQ(diverged.step(), 1);
+    EXPECT_EQ(diverged.global_step(), 11);
+  }
+  const Checkpoint last = read_checkpoint((dir / "last.ckpt").string());
+  EXPECT_EQ(last.epoch, 1);
+  EXPECT_EQ(last.state.step, 10);
+  for (float p : last.state.params) ASSERT_TRUE(std::isfinite(p));
+  EXPECT_EQ(read_checkpoint((dir / "best.ckpt").string()).epoch, 1);
+  EXPECT_EQ(line_count(read_text(dir / "metrics.jsonl")), 1);
+
+  // Diverging in the first epoch: nothing was ever saved.
+  const fs::path first = fresh_temp_dir("diverge-first");
+  RunDir first_run(first.string(), true);
+  PoisonedAtEpoch at_once(make_cpu_trainer(config, data.split()), 1);
+  try {
+    train(config, data.split(), at_once, first_run);
+    ADD_FAILURE() << "no TrainingDiverged";
+  } catch (const TrainingDiverged& diverged) {
+    EXPECT_EQ(std::string(diverged.what()),
+              "loss is NaN at epoch 1, step 1 (global step 1); no checkpoint was written; try a lower --lr");
+  }
+  EXPECT_FALSE(fs::exists(first / "last.ckpt"));
+  EXPECT_FALSE(fs::exists(first / "best.ckpt"));
+  fs::remove_all(dir);
+  fs::remove_all(first);
+}
+
+// Through the command line: one line, exit 1, and the run directory exactly as it was.
+TEST(DivergenceCli, IsOneLineAndLeavesTheRunDirectoryUntouched) {
+  const fs::path dir = fresh_temp_dir("diverge-cli");
+  const std::string options = "train --device cpu --train-subset 1000 --hidden 16 --batch-size 100 --no-report ";
+  const Outcome first = run_mnist(options + "--epochs 1 --out " + dir.string());
+  ASSERT_EQ(first.status, 0) << first.output;
+
+  // A NaN output bias in last.ckpt: the resumed epoch 2 diverges at its first step.
+  Checkpoint checkpoint = read_checkpoint((dir / "last.ckpt").string());
+  ASSERT_EQ(checkpoint.state.step, 10);
+  checkpoint.state.params.back() = kNaN;
+  write_checkpoint((dir / "last.ckpt").string(), checkpoint);
+  std::vector<std::pair<fs::path, std::string>> before;
+  for (const auto& entry : fs::directory_iterator(dir)) before.emplace_back(entry.path(), read_text(entry.path()));
+
+  const Outcome resumed = run_mnist(options + "--epochs 3 --resume " + (dir / "last.ckpt").string());
+  EXPECT_EQ(resumed.status, 1) << resumed.output;
+  const std::string want = "mnist: training diverged: loss is NaN at epoch 2, step 1 (global step 11); nothing was "
+                           "saved since resuming; try a lower --lr\n";
+  ASSERT_GE(resumed.output.size(), want.size()) << resumed.output;
+  EXPECT_EQ(resumed.output.substr(resumed.output.size() - want.size()), want) << resumed.output;
+  EXPECT_EQ(resumed.output.find("terminate"), std::string::npos) << resumed.output;
+  for (const auto& [path, text] : before) EXPECT_TRUE(read_text(path) == text) << path << " changed";
+  std::size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(dir)) files += entry.is_regular_file();
+  EXPECT_EQ(files, before.size()) << "a file was added to " << dir;
+  fs::remove_all(dir);
+}
+
+// --- interruption, in process ----------------------------------------------------------------
+
+// A stop flag that is already set: the CPU trainer runs exactly one step and stops, so the
+// chain below passes every step boundary of the run, mid-epoch and at the epoch ends.
+TEST(Interrupt, StoppingAfterEveryStepEndsWithTheBytesOfAnUninterruptedRun) {
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const TrainConfig config = small_config(seed);  // 2 epochs of 10 steps
+  const SyntheticData data(rng, config);
+  const fs::path whole = fresh_temp_dir("interrupt-whole"), part = fresh_temp_dir("interrupt-part");
+  {
+    RunDir run(whole.string(), true);
+    const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, data.split());
+    train(config, data.split(), *trainer, run);
+  }
+
+  const std::atomic<bool> stop{true};
+  const std::string last = (part / "last.ckpt").string();
+  std::vector<std::string> messages;
+  bool finished = false;
+  for (int round = 0; round < 25 && !finished; ++round) {
+    RunDir run(part.string(), true);
+    const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, data.split());
+    trainer->set_stop_flag(&stop);
+    try {
+      if (round == 0) {
+        train(config, data.split(), *trainer, run);
+      } else {
+        const Checkpoint from = read_checkpoint(last);
+        resume_training(config, data.split(), *trainer, run, from);
+      }
+      finished = true;  // the stop on the run's very last step changes nothing
+    } catch (const TrainingInterrupted& interrupted) {
+      messages.push_back(interrupted.what());
+      EXPECT_EQ(interrupted.checkpoint(), last);
+    }
+  }
+  ASSERT_TRUE(finished);
+  // Steps 1..9 of epoch 1, its last step (a whole epoch: saved as such), steps 1..9 of epoch 2,
+  // then the final step finishes the run.
+  ASSERT_EQ(messages.size(), 19u);
+  EXPECT_EQ(messages[0], "interrupted at epoch 1, step 1 of 10; saved " + last);
+  EXPECT_EQ(messages[8], "interrupted at epoch 1, step 9 of 10; saved " + last);
+  EXPECT_EQ(messages[9], "interrupted after epoch 1 of 2; saved " + last);
+  EXPECT_EQ(messages[10], "interrupted at epoch 2, step 1 of 10; saved " + last);
+  EXPECT_EQ(messages[18], "interrupted at epoch 2, step 9 of 10; saved " + last);
+  EXPECT_TRUE(read_text(part / "last.ckpt") == read_text(whole / "last.ckpt")) << "last.ckpt differs";
+  EXPECT_TRUE(read_text(part / "best.ckpt") == read_text(whole / "best.ckpt")) << "best.ckpt differs";
+  fs::remove_all(whole);
+  fs::remove_all(part);
+}
+
+// A checkpoint saved mid-epoch holds the epochs completed and the optimizer step; the resume
+// point is found from them only while the epoch is cut into the same batches.
+TEST(Interrupt, ResumePointComesFromTheStepAndTheBatching) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(1);  // 600 images, batch 64: 10 steps an epoch
+  const SyntheticData data(rng, config);
+  Checkpoint from;
+  from.epoch = 2;
+  from.config = to_json(config);
+  const std::pair<int, int> cases[] = {{20, 0}, {21, 1}, {27, 7}, {29, 9}, {30, 0}, {5, 0}};  // step → place
+  for (const auto& [step, want] : cases) {
+    from.state.step = step;
+    EXPECT_EQ(resume_step_in_epoch(config, data.split(), from), want) << "step " << step;
+  }
+  from.state.step = 27;
+  TrainConfig other = config;
+  other.batch_size = 100;  // 6 steps an epoch: step 27 is no place in epoch 3 of this run
+  EXPECT_EQ(resume_step_in_epoch(other, data.split(), from), 0);
+  other = config;
+  other.lr = 0.01f;  // the batches do not depend on it
+  EXPECT_EQ(resume_step_in_epoch(other, data.split(), from), 7);
+}
+
+// The GPU trainer runs its epoch (one graph) to the end and the loop saves it whole; a resume
+// from a CPU checkpoint saved mid-epoch runs the rest of that epoch outside the graph.
+TEST(GpuInterrupt, StopsAtTheEpochEndAndContinuesMidEpoch) {
+  MNIST_REQUIRE_GPU();
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const TrainConfig config = small_config(seed);
+  const SyntheticData data(rng, config);
+  const fs::path whole = fresh_temp_dir("gpu-interrupt-whole"), part = fresh_temp_dir("gpu-interrupt-part");
+  {
+    RunDir run(whole.string(), true);
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+    train(config, data.split(), *trainer, run);
+  }
+  const std::atomic<bool> stop{true};
+  {
+    RunDir run(part.string(), true);
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+    trainer->set_stop_flag(&stop);
+    try {
+      train(config, data.split(), *trainer, run);
+      ADD_FAILURE() << "no TrainingInterrupted";
+    } catch (const TrainingInterrupted& interrupted) {
+      EXPECT_EQ(std::string(interrupted.what()),
+                "interrupted after epoch 1 of 2; saved " + (part / "last.ckpt").string());
+    }
+  }
+  {
+    RunDir run(part.string(), true);
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+    resume_training(config, data.split(), *trainer, run, read_checkpoint((part / "last.ckpt").string()));
+  }
+  // The GPU is deterministic too.
+  EXPECT_TRUE(read_text(part / "last.ckpt") == read_text(whole / "last.ckpt")) << "last.ckpt differs";
+
+  // CPU: epoch 1, then 3 steps of epoch 2. The GPU and the CPU each run the 7 steps left.
+  const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
+  cpu->train_epoch(1);
+  cpu->set_stop_flag(&stop);
+  for (int s = 0; s < 3; ++s) {
+    cpu->start_next_epoch_at(s);
+    cpu->train_epoch(2);
+  }
+  cpu->set_stop_flag(nullptr);
+  const ModelState mid = cpu->state();
+  ASSERT_EQ(mid.step, 13);
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  gpu->load_state(mid);
+  gpu->start_next_epoch_at(3);
+  cpu->start_next_epoch_at(3);
+  const EvalTotals gpu_totals = gpu->train_epoch(2);
+  const EvalTotals cpu_totals = cpu->train_epoch(2);
+  EXPECT_EQ(gpu_totals.count, 600u - 3 * 64);
+  EXPECT_EQ(gpu_totals.count, cpu_totals.count);
+  EXPECT_NEAR(gpu_totals.loss_sum, cpu_totals.loss_sum, 1e-4 * std::fabs(cpu_totals.loss_sum));
+  const ModelState got = gpu->state(), want = cpu->state();
+  EXPECT_EQ(got.step, 20);
+  double worst = 0;
+  for (std::size_t i = 0; i < want.params.size(); ++i)
+    worst = std::max(worst, std::isfinite(got.params[i]) ? std::fabs(double(got.params[i]) - want.params[i])
+                                                         : std::numeric_limits<double>::infinity());
+  EXPECT_LE(worst, 2.0 * config.lr);  // a wrong batch or step moves parameters by ~lr everywhere
+  fs::remove_all(whole);
+  fs::remove_all(part);
+}
+
+// --- interruption, through the command line ----------------------------------------------------
+
+// `mnist ARGS` as a child process with its stdout and stderr on one pipe, as a terminal user
+// would run it (and press Ctrl-C).
+class Child {
+ public:
+  explicit Child(const std::string& args) {
+    std::vector<std::string> words{MNIST_BINARY};
+    std::istringstream in(args);
+    for (std::string word; in >> word;) words.push_back(word);
+    std::vector<char*> argv;  // built before fork: the child may only make async-signal-safe calls
+    for (std::string& word : words) argv.push_back(word.data());
+    argv.push_back(nullptr);
+    int fds[2];
+    if (pipe(fds) != 0) throw std::runtime_error("pipe failed");
+    pid_ = fork();
+    if (pid_ == 0) {
+      ::signal(SIGINT, SIG_DFL);  // as from a terminal, even if this test runs as a background job
+      dup2(fds[1], STDOUT_FILENO);
+      dup2(fds[1], STDERR_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    out_ = fds[0];
+  }
+  ~Child() {
+    if (out_ >= 0) close(out_);
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // Reads until `marker` has appeared (true) or the output ends (false).
+  bool read_until(const std::string& marker) {
+    char buffer[4096];
+    while (output_.find(marker) == std::string::npos) {
+      const ssize_t n = read(out_, buffer, sizeof buffer);
+      if (n <= 0) return false;
+      output_.append(buffer, std::size_t(n));
+    }
+    return true;
+  }
+  // Whether the child has installed a handler for `signal` (Linux: SigCgt in /proc/PID/status).
+  bool catches(int signal) const {
+    std::ifstream status("/proc/" + std::to_string(pid_) + "/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("SigCgt:", 0) == 0) return (std::stoull(line.substr(7), nullptr, 16) >> (signal - 1)) & 1;
+    return false;
+  }
+  void send(int signal) const { kill(pid_, signal); }
+  // Reads the rest of the output and waits: the exit status, or 1000 + the signal that killed it.
+  int wait() {
+    read_until("\x01never");
+    int raw = 0;
+    waitpid(pid_, &raw, 0);
+    reaped_ = true;
+    return WIFEXITED(raw) ? WEXITSTATUS(raw) : 1000 + WTERMSIG(raw);
+  }
+  const std::string& output() const { return output_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  bool reaped_ = false;
+  std::string output_;
+};
+
+std::string last_line(const std::string& text) {
+  const std::size_t end = text.size() && text.back() == '\n' ? text.size() - 1 : text.size();
+  const std::size_t start = text.rfind('\n', end == 0 ? 0 : end - 1);
+  return text.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1));
+}
+
+// Ctrl-C once epoch 1 is logged: the current step finishes, last.ckpt is saved, the message
+// says where and gives the command to resume; that command ends the run with the very bytes
+// of an uninterrupted run. --hidden 128 makes an epoch long (~0.2 s) next to the checkpoint
+// write, so the signal nearly always lands mid-epoch; landing between epochs is also correct.
+TEST(InterruptCli, CtrlCSavesAndTheResumeCommandFinishesTheSameRun) {
+  const fs::path whole = fresh_temp_dir("sigint-whole"), part = fresh_temp_dir("sigint-part");
+  const std::string options = "train --device cpu --train-subset 3000 --epochs 3 --hidden 128 --batch-size 32 "
+                              "--no-report --out ";
+  const Outcome uninterrupted = run_mnist(options + whole.string());
+  ASSERT_EQ(uninterrupted.status, 0) << uninterrupted.output;
+
+  Child child(options + part.string());
+  ASSERT_TRUE(child.read_until("epoch   1/3")) << child.output();
+  child.send(SIGINT);
+  const int status = child.wait();
+  ASSERT_EQ(status, 130) << child.output();
+  const std::string message = last_line(child.output());
+  const std::regex expected("mnist: interrupted (at epoch [23], step [0-9]+ of 94|after epoch [12] of 3); saved " +
+                            part.string() + "/last\\.ckpt; resume with: (.*)");
+  std::smatch match;
+  ASSERT_TRUE(std::regex_match(message, match, expected)) << child.output();
+  EXPECT_EQ(child.output().find("report.json"), std::string::npos) << child.output();
+  EXPECT_FALSE(fs::exists(part / "report.json"));
+  const Checkpoint saved = read_checkpoint((part / "last.ckpt").string());  // loads
+  EXPECT_GE(saved.epoch, 1);
+  EXPECT_LT(saved.state.step, 3 * 94);
+
+  const std::string resume = match[2].str();
+  EXPECT_NE(resume.find(" train "), std::string::npos) << resume;
+  EXPECT_NE(resume.find(" --resume " + part.string() + "/last.ckpt"), std::string::npos) << resume;
+  FILE* pipe = popen((resume + " 2>&1").c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string resumed_output;
+  char buffer[4096];
+  for (std::size_t n; (n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0;) resumed_output.append(buffer, n);
+  const int raw = pclose(pipe);
+  ASSERT_TRUE(WIFEXITED(raw) && WEXITSTATUS(raw) == 0) << resumed_output;
+  EXPECT_NE(resumed_output.find("resuming"), std::string::npos) << resumed_output;
+
+  const Checkpoint a = read_checkpoint((whole / "last.ckpt").string());
+  const Checkpoint b = read_checkpoint((part / "last.ckpt").string());
+  EXPECT_EQ(b.epoch, 3);
+  EXPECT_EQ(b.state.step, a.state.step);
+  EXPECT_TRUE(b.state.params == a.state.params) << "parameters differ from the uninterrupted run";
+  EXPECT_TRUE(b.state.adam_m == a.state.adam_m && b.state.adam_v == a.state.adam_v) << "Adam moments differ";
+  EXPECT_TRUE(read_text(part / "last.ckpt") == read_text(whole / "last.ckpt")) << "last.ckpt differs";
+  EXPECT_EQ(line_count(read_text(part / "metrics.jsonl")), 3);
+  fs::remove_all(whole);
+  fs::remove_all(part);
+}
+
+// Ctrl-C while the data is loading: nothing to save, so one line and exit 130 at once.
+TEST(InterruptCli, CtrlCBeforeTrainingIsOneLineAndExit130) {
+  const fs::path dir = fresh_temp_dir("sigint-early");
+  Child child("train --device cpu --epochs 1 --hidden 8 --out " + (dir / "run").string());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!child.catches(SIGINT) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(child.catches(SIGINT)) << "the train command installed no SIGINT handler";
+  child.send(SIGINT);
+  EXPECT_EQ(child.wait(), 130) << child.output();
+  EXPECT_EQ(line_count(child.output()), 1) << child.output();
+  EXPECT_NE(child.output().find("mnist: interrupted before training started; nothing was saved"), std::string::npos)
+      << child.output();
+  EXPECT_FALSE(fs::exists(dir / "run" / "last.ckpt"));
+  fs::remove_all(dir);
+}
+
+// --- out of device memory -----------------------------------------------------------------------
+
+TEST(OutOfMemory, MessageNamesTheSizeThatFailed) {
+  EXPECT_EQ(out_of_memory_message(512), "out of device memory allocating 512 bytes");
+  EXPECT_EQ(out_of_memory_message(1536), "out of device memory allocating 1.5 KiB");
+  EXPECT_EQ(out_of_memory_message(std::size_t(300) << 20), "out of device memory allocating 300.0 MiB");
+  EXPECT_EQ(out_of_memory_message(std::size_t(1288490189)), "out of device memory allocating 1.2 GiB");
+  EXPECT_EQ(out_of_memory_message(std::size_t(4) << 40), "out of device memory allocating 4.0 TiB");
+}
+
+TEST(OutOfMemory, AdviceHalvesTheBatch) {
+  EXPECT_EQ(out_of_memory_advice(128),
+            "try a smaller --batch-size, e.g. 64, or narrower --hidden layers, or --device cpu");
+  EXPECT_EQ(out_of_memory_advice(1), "try narrower --hidden layers, or --device cpu");
+}
+
+TEST(GpuOutOfMemory, DeviceBufferSaysOutOfMemoryAndTheDeviceStaysUsable) {
+  MNIST_REQUIRE_GPU();
+  try {
+    DeviceBuffer<float> huge(std::size_t(1) << 40);  // 4 TiB
+    ADD_FAILURE() << "a 4 TiB allocation succeeded";
+  } catch (const CudaError& error) {
+    EXPECT_TRUE(error.out_of_memory());
+    EXPECT_EQ(std::string(error.what()), "out of device memory allocating 4.0 TiB");
+  }
+  DeviceBuffer<float> small(std::vector<float>{1.f, 2.f, 3.f});
+  MNIST_CHECK(cudaGetLastError());  // cleared: the next checked launch does not see it
+  EXPECT_EQ(small.download(), (std::vector<float>{1.f, 2.f, 3.f}));
+}
+
+// --- output directory ---------------------------------------------------------------------------
+
+TEST(OutputDirectoryCli, UnwritableOutIsOneLineAndExit2) {
+  const fs::path dir = fresh_temp_dir("out-file");
+  const fs::path file = dir / "file";
+  test::write_text(file, "not a directory\n");
+  struct Case {
+    std::string out, must_mention;
+  };
+  for (const Case& c : {Case{file.string() + "/sub", "cannot create run directory " + file.string() + "/sub"},
+                        Case{file.string(), file.string() + " exists and is not a directory"},
+                        Case{"/etc/passwd/sub", "/etc/passwd/sub"}}) {
+    const Outcome outcome = run_mnist("train --device cpu --epochs 1 --hidden 8 --out " + c.out);
+    EXPECT_EQ(outcome.status, 2) << c.out << ": " << outcome.output;
+    EXPECT_EQ(line_count(outcome.output), 1) << c.out << ": " << outcome.output;
+    EXPECT_NE(outcome.output.find(c.must_mention), std::string::npos) << c.out << ": " << outcome.output;
+  }
+  EXPECT_EQ(read_text(file), "not a directory\n");
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mnist
