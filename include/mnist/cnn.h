@@ -1,0 +1,136 @@
+#pragma once
+// The convolutional network of the issue "CNN model on cuDNN", NCHW fp32:
+//
+//   x [N, 1, 28, 28]  (a gathered [N, 784] batch is already this tensor)
+//   conv 5×5, 32 filters, pad 2 → ReLU → max-pool 2×2     [N, 32, 14, 14]
+//   conv 5×5, 64 filters, pad 2 → ReLU → max-pool 2×2     [N, 64, 7, 7] = [N, 3136] (flatten: a no-op)
+//   dense 3136 → 1024, fused bias + ReLU + dropout (p = 0.5 in the issue)
+//   dense 1024 → 10 → softmax cross-entropy
+//
+// Four parameter layers, numbered 0..3 (conv1, conv2, dense1, dense2). All parameters live in one
+// flat buffer, layer by layer, weights then bias, so that one Adam launch updates the whole model
+// and a checkpoint is one array, as for the MLP (mlp.h):
+//   conv l:   W [C_out, C_in, k, k] (PyTorch's layout), b [C_out]
+//   dense l:  W [in, out] row-major (the MLP's layout), b [out]
+// The dropout mask of dense1 is keyed by DropoutKey{seed, layer 2, p} and the element index
+// r·hidden + c, as the fused op draws it. The ReLUs after the convolutions have no dropout.
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "mnist/ops/adam.h"
+#include "mnist/ops/conv2d.h"
+#include "mnist/ops/eval_metrics.h"
+
+namespace mnist {
+
+struct CnnShape {
+  int in_channels = 1;  // the input image: [in_channels, height, width]
+  int height = 28;
+  int width = 28;
+  std::array<int, 2> channels{{32, 64}};  // filters of conv1 and conv2
+  int kernel = 5;                         // k×k kernels, odd; pad k/2 keeps the image size ('same')
+  int hidden = 1024;                      // units of dense1
+  int classes = 10;
+
+  static constexpr int kLayers = 4;        // conv1, conv2, dense1, dense2
+  static constexpr int kDropoutLayer = 2;  // dense1: the layer of the dropout key
+
+  // Throws std::invalid_argument unless every size is at least 1, the kernel is odd and each
+  // pooled map is at least 1×1.
+  void validate() const;
+
+  int pad() const { return kernel / 2; }
+  int inputs() const { return in_channels * height * width; }  // floats per image
+  // Convolution l (0 or 1) over `batch` images: its input is the image (l = 0) or the pooled
+  // output of conv1 (l = 1).
+  Conv2dShape conv(int l, int batch) const;
+  int pooled_height(int l) const { return conv(l, 1).out_height() / 2; }
+  int pooled_width(int l) const { return conv(l, 1).out_width() / 2; }
+  int flat() const { return channels[1] * pooled_height(1) * pooled_width(1); }  // inputs of dense1
+
+  bool is_conv(int layer) const { return layer < 2; }
+  int fan_in(int layer) const;  // C_in·k·k for a convolution, in for a dense layer
+  std::size_t weight_size(int layer) const;
+  std::size_t bias_size(int layer) const;
+  std::size_t weight_offset(int layer) const;
+  std::size_t bias_offset(int layer) const { return weight_offset(layer) + weight_size(layer); }
+  std::size_t param_count() const { return weight_offset(kLayers); }
+};
+
+// He (Kaiming) uniform for ReLU layers: W ~ U(-sqrt(6/fan_in), sqrt(6/fan_in)), b = 0, weight i of
+// layer l drawn as philox_uniform(seed, 0, kInitStream + l, i), as he_uniform_init does for the MLP.
+std::vector<float> he_uniform_init(const CnnShape& shape, std::uint64_t seed);
+
+// The convolution of ref::conv2d_* (same shapes, same formulas: include/mnist/ops/conv2d.h)
+// computed as im2col + one OpenBLAS GEMM per image, the fast path of the CPU model; ref::conv2d's
+// direct double loops are what it is tested against. Sums are float (BLAS), not double.
+// `scratch` holds one image's column matrix [C_in·k·k, OH·OW] and a [C_out, C_in·k·k] product;
+// it grows on first use and is reused.
+namespace im2col {
+void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& shape,
+                    std::vector<float>& scratch);
+void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dShape& shape,
+                          std::vector<float>& scratch);
+void conv2d_backward_filter(const float* x, const float* dy, float* dw, const Conv2dShape& shape,
+                            std::vector<float>& scratch);
+}  // namespace im2col
+
+// The CNN trained on the CPU: parameters, Adam state and the activations of one batch, with the
+// API of CpuMlp. The GPU twin is GpuCnn (gpu_cnn.h).
+class CpuCnn {
+ public:
+  // Forward buffers are allocated for max_batch images; the backward buffers grow to the largest
+  // batch compute_gradients has seen (an evaluation chunk may be much larger than a training batch).
+  CpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_smoothing, int max_batch);
+
+  // Forward and backward for one batch of `rows` images ([rows, inputs()] floats); grads() then
+  // holds d(mean loss)/dθ. The dense1 dropout mask is keyed by (seed, step, layer 2). Adds the
+  // batch to `totals` when given.
+  void compute_gradients(const float* x, const std::uint8_t* labels, int rows, std::int64_t step,
+                         EvalTotals* totals);
+  // One Adam/AdamW update from grads() at step `step` (1-based).
+  void apply_adam(const AdamConfig& config, std::int64_t step);
+  // Forward without dropout; per-sample losses and metrics added to `totals`.
+  void evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
+                      std::int32_t* predictions = nullptr);
+
+  const CnnShape& shape() const { return shape_; }
+  std::vector<float>& params() { return params_; }
+  const std::vector<float>& params() const { return params_; }
+  const std::vector<float>& grads() const { return grads_; }
+  std::vector<float>& adam_m() { return m_; }
+  std::vector<float>& adam_v() { return v_; }
+  const std::vector<float>& adam_m() const { return m_; }
+  const std::vector<float>& adam_v() const { return v_; }
+  const float* logits() const { return logits_.data(); }  // [rows, classes] of the last forward pass
+  // For tests and debugging, from the last compute_gradients: d(mean loss)/d(output of conv l)
+  // [rows, C_l, H_l, W_l], 0 wherever its ReLU or max-pool passed nothing back, and d(mean loss)/dz
+  // of dense1 [rows, hidden], 0 wherever its ReLU or dropout did. Their zeros are the routing
+  // decisions of the backward pass.
+  const float* conv_delta(int l) const { return l == 0 ? d_c1_.data() : d_c2_.data(); }
+  const float* hidden_delta() const { return d_a3_.data(); }
+
+ private:
+  void forward(const float* x, int rows, bool train, std::int64_t step);
+  const float* weights(int l) const { return params_.data() + shape_.weight_offset(l); }
+  const float* bias(int l) const { return params_.data() + shape_.bias_offset(l); }
+
+  CnnShape shape_;
+  std::uint64_t seed_;
+  float dropout_;
+  float label_smoothing_;
+  int max_batch_;
+  std::vector<float> params_, grads_, m_, v_;
+  // Forward: conv outputs after ReLU (c), pooled (p), dense1 before (z3) and after (a3) its fused
+  // bias-ReLU-dropout, the logits. The ReLU runs in place: relu(z) > 0 exactly where z > 0, so its
+  // backward needs only the output.
+  std::vector<float> c1_, p1_, c2_, p2_, z3_, a3_, logits_, loss_;
+  // Backward: d(mean loss)/d(...) of the same tensors (grown on demand).
+  std::vector<float> d_logits_, d_a3_, d_p2_, d_c2_, d_p1_, d_c1_;
+  std::vector<float> zeros_;    // the zero bias of the ReLU-only use of the fused op
+  std::vector<float> scratch_;  // im2col
+};
+
+}  // namespace mnist
