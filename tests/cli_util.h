@@ -17,8 +17,9 @@ struct Outcome {
   std::string output;  // stdout and stderr together
 };
 
-inline Outcome run_mnist(const std::string& args) {
-  const std::string command = std::string(MNIST_BINARY) + " " + args + " 2>&1";
+// Runs `binary args` through the shell, stdout and stderr together.
+inline Outcome run_program(const std::string& binary, const std::string& args) {
+  const std::string command = binary + " " + args + " 2>&1";
   Outcome outcome;
   FILE* pipe = popen(command.c_str(), "r");
   if (!pipe) return outcome;
@@ -29,6 +30,8 @@ inline Outcome run_mnist(const std::string& args) {
   outcome.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return outcome;
 }
+
+inline Outcome run_mnist(const std::string& args) { return run_program(MNIST_BINARY, args); }
 
 inline int line_count(const std::string& text) {
   int lines = 0;

@@ -347,18 +347,7 @@ TEST(TrainReport, AFailingReportIsOneWarningNotAFailedTraining) {
   const fs::path binary = dir / "mnist";
   fs::copy_file(MNIST_BINARY, binary);
   test::write_text(dir / "report.py", "import sys\nprint('report: broken on purpose', file=sys.stderr)\nsys.exit(3)\n");
-  const auto run = [&](const std::string& args) {
-    const std::string command = binary.string() + " " + args + " 2>&1";
-    Outcome outcome;
-    FILE* pipe = popen(command.c_str(), "r");
-    if (!pipe) return outcome;
-    char buffer[4096];
-    std::size_t n;
-    while ((n = std::fread(buffer, 1, sizeof buffer, pipe)) > 0) outcome.output.append(buffer, n);
-    const int raw = pclose(pipe);
-    outcome.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-    return outcome;
-  };
+  const auto run = [&](const std::string& args) { return test::run_program(binary.string(), args); };
   const fs::path out = dir / "run";
   const Outcome training = run(kQuickTraining + out.string());
   EXPECT_EQ(training.status, 0) << training.output;
