@@ -215,7 +215,9 @@ std::vector<float> f32s_at(const std::vector<std::uint8_t>& bytes, std::size_t a
 
 void check_magic(const std::vector<std::uint8_t>& bytes, const std::string& path) {
   const std::size_t n = std::min(bytes.size(), sizeof kMagic);
-  if (std::memcmp(bytes.data(), kMagic, n) != 0)
+  // std::equal, not memcmp: an empty vector's data() may be null, which memcmp must not get.
+  const auto same = [](std::uint8_t byte, char c) { return byte == static_cast<std::uint8_t>(c); };
+  if (!std::equal(bytes.begin(), bytes.begin() + n, kMagic, same))
     fail(path, "not an mnist checkpoint (it does not start with \"MNISTCKP\"); give the last.ckpt or best.ckpt "
                "of a run directory");
   if (n < sizeof kMagic)

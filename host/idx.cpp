@@ -65,82 +65,20 @@ bool is_gzip(const std::vector<std::uint8_t>& bytes) {
   return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
 }
 
-// Inflates a whole gzip file held in memory. zlib checks each member's CRC-32 and length, so
-// bit rot shows up as Z_DATA_ERROR; running out of input before a member's end marker is a
-// truncated download. Several concatenated members (what `cat a.gz b.gz` makes) are one
-// stream, as for gzip -d; anything else after the last member is an error, not ignored.
-std::vector<std::uint8_t> gunzip(const std::string& path, const std::vector<std::uint8_t>& in) {
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) fail(path, "zlib inflateInit2 failed");
-  // Ends the stream on every exit, including the throws below.
-  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&zs, &inflateEnd);
-
-  std::vector<std::uint8_t> out;
-  // The gzip trailer holds the length mod 2^32: a good first guess for the buffer size. A
-  // damaged trailer can say anything, so the guess is capped by deflate's best ratio (~1032:1)
-  // and by 64 MiB (MNIST's largest file is 47 MB); the buffer doubles past that as needed.
-  std::size_t guess = in.size() * 4;
-  if (in.size() >= 18) {
-    const std::uint8_t* t = in.data() + in.size() - 4;
-    guess = std::size_t{t[0]} | std::size_t{t[1]} << 8 | std::size_t{t[2]} << 16 | std::size_t{t[3]} << 24;
-  }
-  guess = std::min({guess, in.size() * 1032, std::size_t{1} << 26});
-  out.resize(std::max<std::size_t>(guess, 1 << 16));
-
-  zs.next_in = const_cast<Bytef*>(in.data());  // zlib's API is not const-correct
-  std::size_t in_left = in.size();
-  std::size_t produced = 0;
-  for (;;) {
-    if (produced == out.size()) out.resize(out.size() * 2);
-    // avail_in/avail_out are 32-bit: feed at most 1 GiB per call.
-    const uInt in_now = static_cast<uInt>(std::min<std::size_t>(in_left, 1u << 30));
-    const uInt out_now = static_cast<uInt>(std::min<std::size_t>(out.size() - produced, 1u << 30));
-    zs.avail_in = in_now;
-    zs.next_out = out.data() + produced;
-    zs.avail_out = out_now;
-    const int rc = inflate(&zs, Z_NO_FLUSH);
-    in_left -= in_now - zs.avail_in;
-    produced += out_now - zs.avail_out;
-
-    if (rc == Z_STREAM_END) {
-      if (in_left == 0) break;
-      const std::size_t at = in.size() - in_left;
-      if (in_left >= 2 && in[at] == 0x1f && in[at + 1] == 0x8b) {  // another member follows
-        inflateReset(&zs);
-        continue;
-      }
-      fail(path, "corrupt gzip data: " + std::to_string(in_left) + " stray bytes after the compressed stream");
-    }
-    if (rc == Z_DATA_ERROR) {
-      fail(path, std::string("corrupt gzip data (") + (zs.msg ? zs.msg : "invalid deflate stream") +
-                     "); delete it and fetch it again");
-    }
-    if (rc == Z_MEM_ERROR) fail(path, "out of memory while inflating gzip data");
-    // Z_BUF_ERROR (or Z_OK) with nothing left to read: the stream stops before its end.
-    if (in_left == 0 && zs.avail_out != 0) {
-      fail(path, "truncated gzip data (compressed stream ends early after " + std::to_string(produced) +
-                     " bytes); delete it and fetch it again");
-    }
-    if (rc != Z_OK && rc != Z_BUF_ERROR) fail(path, "zlib inflate failed with code " + std::to_string(rc));
-  }
-  out.resize(produced);
-  return out;
-}
-
+// A file's contents as the parsers see them: `bytes` is the caller's buffer, or the inflated
+// copy when that buffer is gzip data.
 struct FileBytes {
-  std::vector<std::uint8_t> bytes;
-  bool was_gzip = false;
-};
+  FileBytes(const std::vector<std::uint8_t>& contents, const std::string& path)
+      : was_gzip(is_gzip(contents)),
+        inflated(was_gzip ? gunzip(contents, path) : std::vector<std::uint8_t>()),
+        bytes(was_gzip ? inflated : contents) {}
+  FileBytes(const FileBytes&) = delete;
+  FileBytes& operator=(const FileBytes&) = delete;
 
-FileBytes read_bytes(const std::string& path) {
-  FileBytes f;
-  f.bytes = read_file(path);
-  if (is_gzip(f.bytes)) {
-    f.bytes = gunzip(path, f.bytes);
-    f.was_gzip = true;
-  }
-  return f;
-}
+  const bool was_gzip;
+  const std::vector<std::uint8_t> inflated;
+  const std::vector<std::uint8_t>& bytes;
+};
 
 std::uint32_t be32(const std::uint8_t* p) {
   return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | std::uint32_t{p[3]};
@@ -188,10 +126,85 @@ std::string dataset_hint(const fs::path& dir) {
 
 }  // namespace
 
-std::vector<std::uint8_t> read_maybe_gzip(const std::string& path) { return read_bytes(path).bytes; }
+// Inflates a whole gzip file held in memory. zlib checks each member's CRC-32 and length, so
+// bit rot shows up as Z_DATA_ERROR; running out of input before a member's end marker is a
+// truncated download. Several concatenated members (what `cat a.gz b.gz` makes) are one
+// stream, as for gzip -d; anything else after the last member is an error, not ignored.
+std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std::string& path, std::size_t max_bytes) {
+  z_stream zs{};
+  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) fail(path, "zlib inflateInit2 failed");
+  // Ends the stream on every exit, including the throws below.
+  std::unique_ptr<z_stream, int (*)(z_stream*)> guard(&zs, &inflateEnd);
 
-ImageSet load_idx_images(const std::string& path) {
-  FileBytes f = read_bytes(path);
+  std::vector<std::uint8_t> out;
+  // The gzip trailer holds the length mod 2^32: a good first guess for the buffer size. A
+  // damaged trailer can say anything, so the guess is capped by deflate's best ratio (~1032:1)
+  // and by 64 MiB (MNIST's largest file is 47 MB); the buffer doubles past that as needed, up to
+  // max_bytes + 1.
+  std::size_t guess = in.size() * 4;
+  if (in.size() >= 18) {
+    const std::uint8_t* t = in.data() + in.size() - 4;
+    guess = std::size_t{t[0]} | std::size_t{t[1]} << 8 | std::size_t{t[2]} << 16 | std::size_t{t[3]} << 24;
+  }
+  guess = std::min({guess, in.size() * 1032, std::size_t{1} << 26, max_bytes});
+  out.resize(std::min(std::max<std::size_t>(guess, 1 << 16), max_bytes + 1));
+
+  zs.next_in = const_cast<Bytef*>(in.data());  // zlib's API is not const-correct
+  std::size_t in_left = in.size();
+  std::size_t produced = 0;
+  for (;;) {
+    if (produced == out.size()) out.resize(std::min(out.size() * 2, max_bytes + 1));
+    // avail_in/avail_out are 32-bit: feed at most 1 GiB per call.
+    const uInt in_now = static_cast<uInt>(std::min<std::size_t>(in_left, 1u << 30));
+    const uInt out_now = static_cast<uInt>(std::min<std::size_t>(out.size() - produced, 1u << 30));
+    zs.avail_in = in_now;
+    zs.next_out = out.data() + produced;
+    zs.avail_out = out_now;
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    in_left -= in_now - zs.avail_in;
+    produced += out_now - zs.avail_out;
+    // The buffer never grows past max_bytes + 1: one byte over is enough to know.
+    if (produced > max_bytes)
+      fail(path, "gzip data inflates to more than " + std::to_string(max_bytes) +
+                     " bytes, far beyond any MNIST-format file; it is not an IDX file");
+
+    if (rc == Z_STREAM_END) {
+      if (in_left == 0) break;
+      const std::size_t at = in.size() - in_left;
+      if (in_left >= 2 && in[at] == 0x1f && in[at + 1] == 0x8b) {  // another member follows
+        inflateReset(&zs);
+        continue;
+      }
+      fail(path, "corrupt gzip data: " + std::to_string(in_left) + " stray bytes after the compressed stream");
+    }
+    if (rc == Z_DATA_ERROR) {
+      fail(path, std::string("corrupt gzip data (") + (zs.msg ? zs.msg : "invalid deflate stream") +
+                     "); delete it and fetch it again");
+    }
+    if (rc == Z_MEM_ERROR) fail(path, "out of memory while inflating gzip data");
+    // Z_BUF_ERROR (or Z_OK) with nothing left to read: the stream stops before its end.
+    if (in_left == 0 && zs.avail_out != 0) {
+      fail(path, "truncated gzip data (compressed stream ends early after " + std::to_string(produced) +
+                     " bytes); delete it and fetch it again");
+    }
+    if (rc != Z_OK && rc != Z_BUF_ERROR) fail(path, "zlib inflate failed with code " + std::to_string(rc));
+  }
+  out.resize(produced);
+  return out;
+}
+
+std::vector<std::uint8_t> read_maybe_gzip(const std::string& path) {
+  std::vector<std::uint8_t> bytes = read_file(path);
+  if (is_gzip(bytes)) return gunzip(bytes, path);
+  return bytes;
+}
+
+ImageSet load_idx_images(const std::string& path) { return parse_idx_images(read_file(path), path); }
+
+std::vector<std::uint8_t> load_idx_labels(const std::string& path) { return parse_idx_labels(read_file(path), path); }
+
+ImageSet parse_idx_images(const std::vector<std::uint8_t>& contents, const std::string& path) {
+  const FileBytes f(contents, path);
   // Dimensions are checked before the length so that a 27x28 file says so, instead of
   // tripping the length check with a misleading byte count.
   if (f.bytes.size() >= kImagesHeaderBytes && be32(f.bytes.data()) == kImagesMagic) {
@@ -209,8 +222,8 @@ ImageSet load_idx_images(const std::string& path) {
   return set;
 }
 
-std::vector<std::uint8_t> load_idx_labels(const std::string& path) {
-  FileBytes f = read_bytes(path);
+std::vector<std::uint8_t> parse_idx_labels(const std::vector<std::uint8_t>& contents, const std::string& path) {
+  const FileBytes f(contents, path);
   check_header(path, f, kLabelsMagic, kLabelsHeaderBytes, "labels", 1, "labels");
   std::vector<std::uint8_t> labels(f.bytes.begin() + kLabelsHeaderBytes, f.bytes.end());
   const auto bad = std::find_if(labels.begin(), labels.end(), [](std::uint8_t l) { return l >= kClasses; });

@@ -222,6 +222,12 @@ TEST(Checkpoint, EveryTruncationIsReportedAsTruncated) {
   fs::remove_all(dir);
 }
 
+// Found by tests/fuzz/fuzz_checkpoint: the magic check passed an empty vector's null data() to
+// memcmp, undefined behaviour even for zero bytes (UBSan: nonnull-attribute).
+TEST(Checkpoint, NoBytesAtAllIsTruncated) {
+  EXPECT_EQ(error_of(Bytes{}), "test.ckpt: truncated: the file has 0 bytes, not even the 8-byte magic");
+}
+
 TEST(Checkpoint, EveryFlippedBitIsAChecksumMismatch) {
   std::mt19937_64 rng(test::fresh_seed());
   const Bytes good = to_bytes(serialize_checkpoint(random_checkpoint(rng, {1})));

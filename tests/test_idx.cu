@@ -301,6 +301,38 @@ TEST_F(Idx, TrailingGarbageAfterGzip) {
   expect_data_error([&] { mnist::load_idx_labels(path("tail.gz")); }, {"tail.gz", "corrupt gzip data", "4 stray bytes"});
 }
 
+// A cap drawn at random around the 64 KiB first buffer; data of exactly cap bytes inflates,
+// one byte more is refused (random bytes barely compress, so the buffer must grow to get there).
+TEST_F(Idx, GzipInflatesUpToTheCapAndNotOneByteMore) {
+  const std::size_t cap = std::uniform_int_distribution<std::size_t>(50000, 300000)(rng_);
+  const Bytes at_cap = random_bytes(rng_, cap);
+  write_gz(path("at-cap.gz"), at_cap);
+  EXPECT_EQ(mnist::gunzip(read_raw(path("at-cap.gz")), "at-cap.gz", cap), at_cap) << "cap " << cap;
+
+  Bytes over = at_cap;
+  over.push_back(0x5a);
+  write_gz(path("over.gz"), over);
+  expect_data_error([&] { mnist::gunzip(read_raw(path("over.gz")), "over.gz", cap); },
+                    {"over.gz", "inflates to more than " + std::to_string(cap) + " bytes"});
+}
+
+// A "zip bomb" through the real loader and its default cap: a few MiB of gzip that inflate to
+// kMaxInflatedBytes + 1 MiB of zeros. It must be refused once the cap is passed, not inflated
+// into whatever memory it claims.
+TEST_F(Idx, GzipBombIsRefusedByTheLoader) {
+  gzFile gz = gzopen(path("bomb.gz").c_str(), "wb1");  // fastest; zeros compress ~1000:1 anyway
+  ASSERT_NE(gz, nullptr);
+  const Bytes zeros(std::size_t{1} << 20, 0);
+  const Bytes header = idx_images(100000000, {});  // claims 100 million images
+  ASSERT_EQ(gzwrite(gz, header.data(), static_cast<unsigned>(header.size())), static_cast<int>(header.size()));
+  for (std::size_t written = 0; written <= mnist::kMaxInflatedBytes; written += zeros.size())
+    ASSERT_EQ(gzwrite(gz, zeros.data(), static_cast<unsigned>(zeros.size())), static_cast<int>(zeros.size()));
+  ASSERT_EQ(gzclose(gz), Z_OK);
+  ASSERT_LT(fs::file_size(path("bomb.gz")), std::uintmax_t{8} << 20);  // ~4.5 MiB at level 1
+  expect_data_error([&] { mnist::load_idx_images(path("bomb.gz")); },
+                    {"bomb.gz", "inflates to more than " + std::to_string(mnist::kMaxInflatedBytes) + " bytes"});
+}
+
 // --- whole dataset directories ----------------------------------------------------------------
 
 TEST_F(Idx, DatasetLoadsFromMixedRawAndGzip) {

@@ -1,0 +1,96 @@
+// libFuzzer harness for the checkpoint reader (decode_checkpoint in host/checkpoint.cpp, which
+// read_checkpoint calls on a file's bytes). Each input is decoded twice:
+//   1. as it is: mostly the checks before and around the CRC-32 (truncated or damaged files);
+//   2. "resealed", its last four bytes replaced by the CRC-32 of the rest, as a writer of those
+//      bytes would have made them: this reaches the layout parser behind the checksum, which a
+//      fuzzer could otherwise only enter by guessing a 32-bit checksum.
+// Every decode must either return a checkpoint consistent with itself, which serializes and
+// decodes back to the same thing, or throw CheckpointError with a one-line "<path>: <what>"
+// message; anything else (a sanitizer report, another exception) is a crash.
+//
+// Build and run: see tests/fuzz/CMakeLists.txt.
+#include <zlib.h>
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "mnist/checkpoint.h"
+
+namespace {
+
+const std::string kPath = "fuzz.ckpt";
+
+[[noreturn]] void broken(const char* what, const std::string& detail = "") {
+  std::fprintf(stderr, "fuzz_checkpoint: %s %s\n", what, detail.c_str());
+  std::abort();
+}
+
+std::uint64_t implied_params(const std::vector<int>& sizes) {
+  std::uint64_t n = 0;
+  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) n += std::uint64_t(sizes[l]) * sizes[l + 1] + sizes[l + 1];
+  return n;
+}
+
+bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+}
+
+bool same(const mnist::Checkpoint& a, const mnist::Checkpoint& b) {
+  return a.state.sizes == b.state.sizes && same_bits(a.state.params, b.state.params) &&
+         same_bits(a.state.adam_m, b.state.adam_m) && same_bits(a.state.adam_v, b.state.adam_v) &&
+         a.state.step == b.state.step && a.epoch == b.epoch &&
+         std::memcmp(&a.best_val_accuracy, &b.best_val_accuracy, sizeof(double)) == 0 && a.config == b.config;
+}
+
+void check(const mnist::Checkpoint& c) {
+  const mnist::ModelState& s = c.state;
+  if (s.sizes.size() < 2 || s.sizes.front() != 784 || s.sizes.back() != 10) broken("accepted impossible layer sizes");
+  for (int width : s.sizes)
+    if (width < 1) broken("accepted a layer of width", std::to_string(width));
+  const std::uint64_t n = implied_params(s.sizes);
+  if (s.params.size() != n || s.adam_m.size() != n || s.adam_v.size() != n) broken("arrays do not match the sizes");
+  if (s.step < 0 || c.epoch < 0) broken("accepted a negative step or epoch");
+  if (!std::isnan(c.best_val_accuracy) && !(c.best_val_accuracy >= 0 && c.best_val_accuracy <= 1))
+    broken("accepted best validation accuracy", std::to_string(c.best_val_accuracy));
+  if (!c.config.is_object()) broken("accepted a configuration that is not a JSON object");
+
+  // What was read can be written and read back unchanged.
+  const std::string text = mnist::serialize_checkpoint(c);
+  const mnist::Checkpoint again = mnist::decode_checkpoint(std::vector<std::uint8_t>(text.begin(), text.end()), kPath);
+  if (!same(c, again)) broken("serialize/decode round trip changed the checkpoint");
+}
+
+void decode(const std::vector<std::uint8_t>& bytes) {
+  try {
+    check(mnist::decode_checkpoint(bytes, kPath));
+  } catch (const mnist::CheckpointError& error) {
+    const std::string message = error.what();
+    if (message.rfind(kPath + ": ", 0) != 0) broken("message does not start with the path:", message);
+    if (message.find('\n') != std::string::npos) broken("message is not one line:", message);
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  std::vector<std::uint8_t> bytes(data, data + size);
+  decode(bytes);
+
+  if (size >= 12) {  // magic + CRC at least
+    const std::uint32_t crc = static_cast<std::uint32_t>(crc32(0L, bytes.data(), static_cast<uInt>(size - 4)));
+    bool changed = false;
+    for (int i = 0; i < 4; ++i) {
+      const std::uint8_t byte = static_cast<std::uint8_t>(crc >> (8 * i));
+      changed |= bytes[size - 4 + i] != byte;
+      bytes[size - 4 + i] = byte;
+    }
+    if (changed) decode(bytes);
+  }
+  return 0;
+}
