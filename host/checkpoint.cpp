@@ -16,7 +16,8 @@
 #include <system_error>
 
 #include "mnist/idx.h"
-#include "mnist/mlp.h"
+#include "mnist/cnn.h"
+#include "mnist/model.h"
 #include "mnist/run_dir.h"
 
 namespace fs = std::filesystem;
@@ -28,6 +29,7 @@ constexpr char kMagic[8] = {'M', 'N', 'I', 'S', 'T', 'C', 'K', 'P'};
 constexpr std::uint32_t kDtypeF32 = 0;
 constexpr std::uint32_t kMaxSizes = 65;              // 64 dense layers: far beyond any real MLP
 constexpr std::uint32_t kMaxWidth = 65536;           // what validate() allows for --hidden
+constexpr int kMaxCnnKernel = 31;                    // bounds every CNN layer's size in 64 bits
 constexpr std::uint32_t kMaxConfigBytes = 1u << 20;  // the JSON is a few hundred bytes
 constexpr std::size_t kCrcBytes = 4;
 
@@ -86,15 +88,33 @@ std::uint32_t le32(const std::uint8_t* p) {
 }
 std::uint64_t le64(const std::uint8_t* p) { return std::uint64_t{le32(p)} | std::uint64_t{le32(p + 4)} << 32; }
 
-// The parameter count of an MLP with these sizes; 64-bit, so no width the header allows can wrap.
-std::uint64_t implied_params(const std::vector<int>& sizes) {
+// The parameter count of a model with these sizes; 64-bit, so no size the header allows can wrap
+// (for the CNN, parse_layout bounds the sizes first).
+std::uint64_t implied_params(ModelKind kind, const std::vector<int>& sizes) {
+  if (kind == ModelKind::kCnn) return CnnShape::from_sizes(sizes).param_count();
   std::uint64_t n = 0;
   for (std::size_t l = 0; l + 1 < sizes.size(); ++l) n += std::uint64_t(sizes[l]) * sizes[l + 1] + sizes[l + 1];
   return n;
 }
 
+// "784-512-512-10" for messages; the CNN's sizes are not a chain of layers, so say which is which.
+std::string sizes_text(ModelKind kind, const std::vector<int>& sizes) {
+  return kind == ModelKind::kCnn ? describe_cnn_sizes(sizes) : format_sizes(sizes);
+}
+
+// Why these CNN sizes are not a model this build can hold, or "" when they are: a 1×28×28 input,
+// 10 classes, an odd kernel of at most kMaxCnnKernel (so that no layer's size overflows).
+std::string cnn_sizes_problem(const std::vector<int>& s) {
+  if (s[0] != 1 || s[1] != kImageRows || s[2] != kImageCols || s[7] != kClasses)
+    return "CNN sizes " + describe_cnn_sizes(s) + " do not map 1x28x28 images to 10 classes";
+  if (s[5] % 2 == 0 || s[5] > kMaxCnnKernel)
+    return "CNN kernel " + std::to_string(s[5]) + " is impossible (odd, 1.." + std::to_string(kMaxCnnKernel) + ")";
+  return "";
+}
+
 // Where the fields of a version-1 file lie, as far as its header describes them.
 struct Layout {
+  ModelKind kind = ModelKind::kMlp;
   std::vector<int> sizes;
   std::uint64_t params = 0;
   std::size_t arrays_at = 0;         // first parameter
@@ -140,12 +160,16 @@ Parsed parse_layout(const std::vector<std::uint8_t>& bytes) {
   if (size < at + 4) return truncated("model kind", at + 4);
   const std::uint32_t kind = le32(&bytes[at]);
   at += 4;
-  if (kind == 2) return invalid("holds a CNN model (kind 2); this build loads MLP checkpoints (kind 1) only");
-  if (kind != kModelKindMlp) return invalid("unknown model kind " + std::to_string(kind) + " (1 = MLP)");
+  if (kind != std::uint32_t(ModelKind::kMlp) && kind != std::uint32_t(ModelKind::kCnn))
+    return invalid("unknown model kind " + std::to_string(kind) + " (1 = MLP, 2 = CNN)");
+  p.layout.kind = static_cast<ModelKind>(kind);
+  const bool cnn = p.layout.kind == ModelKind::kCnn;
 
   if (size < at + 4) return truncated("layer count", at + 4);
   const std::uint32_t count = le32(&bytes[at]);
   at += 4;
+  if (cnn && count != std::uint32_t(CnnShape::kSizes))
+    return invalid("a CNN has " + std::to_string(CnnShape::kSizes) + " sizes, not " + std::to_string(count));
   if (count < 2 || count > kMaxSizes)
     return invalid(std::to_string(count) + " layer sizes is impossible (2.." + std::to_string(kMaxSizes) + ")");
   if (size < at + 4 * std::size_t{count}) return truncated("layer sizes", at + 4 * std::size_t{count});
@@ -155,8 +179,12 @@ Parsed parse_layout(const std::vector<std::uint8_t>& bytes) {
       return invalid("layer size " + std::to_string(width) + " is impossible (1.." + std::to_string(kMaxWidth) + ")");
     p.layout.sizes.push_back(static_cast<int>(width));
   }
-  if (p.layout.sizes.front() != kPixels || p.layout.sizes.back() != kClasses)
+  if (cnn) {
+    const std::string problem = cnn_sizes_problem(p.layout.sizes);
+    if (!problem.empty()) return invalid(problem);
+  } else if (p.layout.sizes.front() != kPixels || p.layout.sizes.back() != kClasses) {
     return invalid("layer sizes " + format_sizes(p.layout.sizes) + " do not map 784 pixels to 10 classes");
+  }
 
   if (size < at + 4) return truncated("dtype", at + 4);
   const std::uint32_t dtype = le32(&bytes[at]);
@@ -166,17 +194,19 @@ Parsed parse_layout(const std::vector<std::uint8_t>& bytes) {
   if (size < at + 8) return truncated("parameter count", at + 8);
   p.layout.params = le64(&bytes[at]);
   at += 8;
-  if (p.layout.params != implied_params(p.layout.sizes))
+  const std::uint64_t implied = implied_params(p.layout.kind, p.layout.sizes);
+  if (p.layout.params != implied)
     return invalid("parameter count " + std::to_string(p.layout.params) + " does not match the layer sizes " +
-                   format_sizes(p.layout.sizes) + " (which have " + std::to_string(implied_params(p.layout.sizes)) +
-                   ")");
+                   sizes_text(p.layout.kind, p.layout.sizes) + " (which have " + std::to_string(implied) + ")");
 
-  // Bounded by the file before anything is allocated: P is at most ~2.8e11 here, so 12·P fits.
+  // Bounded by the file before anything is allocated: P is at most ~2.8e11 here for the MLP and
+  // ~4.3e12 for the CNN, so 12·P fits.
   p.layout.arrays_at = at;
   const std::uint64_t arrays_end = at + 12 * p.layout.params;
   const std::uint64_t fixed_end = arrays_end + 8 + 4 + 8 + 4;  // step, epoch, best, C
   if (size < fixed_end)
-    return truncated("parameters and Adam moments of the " + format_sizes(p.layout.sizes) + " model", fixed_end);
+    return truncated("parameters and Adam moments of the " + sizes_text(p.layout.kind, p.layout.sizes) + " model",
+                     fixed_end);
   p.layout.config_length_at = static_cast<std::size_t>(fixed_end - 4);
   const std::uint32_t config_bytes = le32(&bytes[p.layout.config_length_at]);
   if (config_bytes > kMaxConfigBytes)
@@ -247,6 +277,13 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
 
 }  // namespace
 
+std::string describe_cnn_sizes(const std::vector<int>& s) {
+  if (s.size() != std::size_t(CnnShape::kSizes)) return format_sizes(s);
+  return "input " + std::to_string(s[0]) + "x" + std::to_string(s[1]) + "x" + std::to_string(s[2]) + ", conv " +
+         std::to_string(s[5]) + "x" + std::to_string(s[5]) + " " + std::to_string(s[3]) + "-" + std::to_string(s[4]) +
+         ", dense " + std::to_string(s[6]) + ", " + std::to_string(s[7]) + " classes";
+}
+
 std::string format_sizes(const std::vector<int>& sizes) {
   std::string text;
   for (std::size_t i = 0; i < sizes.size(); ++i) text += (i ? "-" : "") + std::to_string(sizes[i]);
@@ -255,7 +292,10 @@ std::string format_sizes(const std::vector<int>& sizes) {
 
 std::string serialize_checkpoint(const Checkpoint& c) {
   const ModelState& s = c.state;
-  if (s.sizes.size() < 2 || s.params.size() != implied_params(s.sizes) || s.adam_m.size() != s.params.size() ||
+  const bool cnn = s.kind == ModelKind::kCnn;
+  const bool sizes_ok = cnn ? s.sizes.size() == std::size_t(CnnShape::kSizes) && cnn_sizes_problem(s.sizes).empty()
+                            : s.sizes.size() >= 2;
+  if (!sizes_ok || s.params.size() != implied_params(s.kind, s.sizes) || s.adam_m.size() != s.params.size() ||
       s.adam_v.size() != s.params.size() || c.epoch < 0)
     throw std::invalid_argument("serialize_checkpoint: the model state is inconsistent with its sizes");
   const std::string config = c.config.dump();
@@ -263,7 +303,7 @@ std::string serialize_checkpoint(const Checkpoint& c) {
   Writer w;
   w.bytes(kMagic, sizeof kMagic);
   w.u32(kCheckpointVersion);
-  w.u32(kModelKindMlp);
+  w.u32(static_cast<std::uint32_t>(s.kind));
   w.u32(static_cast<std::uint32_t>(s.sizes.size()));
   for (int width : s.sizes) w.u32(static_cast<std::uint32_t>(width));
   w.u32(kDtypeF32);
@@ -313,6 +353,7 @@ Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::
 
   const Layout& layout = parsed.layout;
   Checkpoint c;
+  c.state.kind = layout.kind;
   c.state.sizes = layout.sizes;
   std::size_t at = layout.arrays_at;
   c.state.params = f32s_at(bytes, at, layout.params);

@@ -1,5 +1,5 @@
-// The CNN on the CPU (include/mnist/cnn.h): the shape and its parameter layout, the He-uniform
-// initialisation, the im2col convolution, and CpuCnn, the twin of GpuCnn (host/gpu_cnn.cu).
+// The CNN on the CPU (include/mnist/cnn.h): the He-uniform initialisation, the im2col
+// convolution, and CpuCnn, the twin of GpuCnn (host/gpu_cnn.cu).
 //
 // Every step is one of the reference ops of include/mnist/ops, except the convolution, which
 // runs as im2col + GEMM (below) because ref::conv2d's direct double loops are ~6× slower (conv2's
@@ -22,70 +22,7 @@
 namespace mnist {
 
 // ---------------------------------------------------------------------------------------------
-// The shape.
-
-void CnnShape::validate() const {
-  const bool sizes_ok = in_channels >= 1 && height >= 1 && width >= 1 && channels[0] >= 1 && channels[1] >= 1 &&
-                        kernel >= 1 && kernel % 2 == 1 && hidden >= 1 && classes >= 1;
-  // With an odd kernel and pad k/2 a convolution keeps the map's size, so only pooling shrinks it.
-  if (!sizes_ok || height / 4 < 1 || width / 4 < 1)
-    throw std::invalid_argument("CnnShape: bad shape (input " + std::to_string(in_channels) + "x" +
-                                std::to_string(height) + "x" + std::to_string(width) + ", channels " +
-                                std::to_string(channels[0]) + "," + std::to_string(channels[1]) + ", kernel " +
-                                std::to_string(kernel) + ", hidden " + std::to_string(hidden) + ", classes " +
-                                std::to_string(classes) +
-                                "): sizes must be at least 1, the kernel odd and the image at least 4x4");
-}
-
-Conv2dShape CnnShape::conv(int l, int batch) const {
-  Conv2dShape s;
-  s.batch = batch;
-  s.in_channels = l == 0 ? in_channels : channels[0];
-  s.height = height;
-  s.width = width;
-  if (l == 1) {  // conv2 reads conv1's pooled output
-    const Conv2dShape first = conv(0, batch);
-    s.height = first.out_height() / 2;
-    s.width = first.out_width() / 2;
-  }
-  s.out_channels = channels[l];
-  s.kernel = kernel;
-  s.pad = pad();
-  return s;
-}
-
-int CnnShape::fan_in(int layer) const {
-  switch (layer) {
-    case 0: return in_channels * kernel * kernel;
-    case 1: return channels[0] * kernel * kernel;
-    case 2: return flat();
-    default: return hidden;
-  }
-}
-
-std::size_t CnnShape::weight_size(int layer) const {
-  switch (layer) {
-    case 0:
-    case 1: return conv(layer, 1).w_size();
-    case 2: return std::size_t(flat()) * hidden;
-    default: return std::size_t(hidden) * classes;
-  }
-}
-
-std::size_t CnnShape::bias_size(int layer) const {
-  switch (layer) {
-    case 0:
-    case 1: return std::size_t(channels[layer]);
-    case 2: return std::size_t(hidden);
-    default: return std::size_t(classes);
-  }
-}
-
-std::size_t CnnShape::weight_offset(int layer) const {
-  std::size_t offset = 0;
-  for (int l = 0; l < layer; ++l) offset += weight_size(l) + bias_size(l);
-  return offset;
-}
+// The initialisation (the shape and its layout: host/cnn_shape.cpp).
 
 std::vector<float> he_uniform_init(const CnnShape& shape, std::uint64_t seed) {
   shape.validate();

@@ -12,9 +12,19 @@ void require(bool ok, const std::string& message) {
 }  // namespace
 
 void validate(const TrainConfig& c) {
+  require(c.model == "mlp" || c.model == "cnn", "--model must be mlp or cnn, got '" + c.model + "'");
   require(!c.hidden.empty(), "--hidden: give at least one hidden layer width, e.g. --hidden 512,512");
   for (int width : c.hidden)
     require(width >= 1 && width <= 65536, "--hidden: every width must be in 1..65536, got " + std::to_string(width));
+  if (c.model == "cnn") {
+    require(c.hidden.size() == 1, "--hidden: the CNN has one dense layer: give one width, e.g. --hidden 1024");
+    require(c.channels.size() == 2, "--channels: give the filters of the two convolutions, e.g. --channels 32,64");
+    for (int filters : c.channels)
+      require(filters >= 1 && filters <= 4096, "--channels: every count must be in 1..4096, got " + std::to_string(filters));
+    require(c.kernel >= 1 && c.kernel <= 15 && c.kernel % 2 == 1,
+            "--kernel must be an odd number in 1..15 (k x k convolutions that keep the image size), got " +
+                std::to_string(c.kernel));
+  }
   require(std::isfinite(c.dropout) && c.dropout >= 0.f && c.dropout < 1.f, "--dropout must be in [0, 1)");
   require(std::isfinite(c.lr) && c.lr > 0.f && c.lr <= 10.f, "--lr must be a finite number in (0, 10]");
   require(std::isfinite(c.weight_decay) && c.weight_decay >= 0.f, "--weight-decay must be a finite number >= 0");
@@ -29,8 +39,19 @@ void validate(const TrainConfig& c) {
           "--device must be auto, cpu or gpu, got '" + c.device + "'");
 }
 
+void apply_model_defaults(TrainConfig& c, const GivenOptions& given) {
+  if (c.model != "cnn") {
+    require(!given.channels, "--channels is an option of --model cnn (the MLP has no convolutions)");
+    require(!given.kernel, "--kernel is an option of --model cnn (the MLP has no convolutions)");
+    return;
+  }
+  if (!given.hidden) c.hidden = {1024};
+  if (!given.dropout) c.dropout = 0.5f;
+}
+
 nlohmann::json to_json(const TrainConfig& c) {
-  return {{"hidden", c.hidden},
+  nlohmann::json j = {{"model", c.model},
+          {"hidden", c.hidden},
           {"dropout", c.dropout},
           {"lr", c.lr},
           {"weight_decay", c.weight_decay},
@@ -47,6 +68,11 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"drop_last", c.drop_last},
           {"graph", !c.no_graph},
           {"tf32", c.tf32}};
+  if (c.model == "cnn") {
+    j["channels"] = c.channels;
+    j["kernel"] = c.kernel;
+  }
+  return j;
 }
 
 }  // namespace mnist

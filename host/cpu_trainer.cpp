@@ -1,12 +1,15 @@
 // The Trainer on the CPU references: the twin of the GPU driver, with the same model,
-// initialisation, dropout masks and optimizer, run through plain C++ and OpenBLAS.
+// initialisation, dropout masks and optimizer, run through plain C++ and OpenBLAS. One trainer
+// for both models: CpuMlp (mlp.h) and CpuCnn (cnn.h) have the same API.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
 #include <utility>
 
+#include "mnist/cnn.h"
 #include "mnist/mlp.h"
+#include "mnist/model.h"
 #include "mnist/ops/finite_check.h"
 #include "mnist/ops/gather.h"
 #include "mnist/philox.h"
@@ -28,13 +31,14 @@ namespace {
 
 constexpr int kEvalChunk = 1000;
 
+// Model: CpuMlp or CpuCnn; Shape: its shape type.
+template <class Model, class Shape>
 class CpuTrainer final : public Trainer {
  public:
-  CpuTrainer(const TrainConfig& config, const DataSplit& data)
+  CpuTrainer(const TrainConfig& config, const DataSplit& data, const Shape& shape)
       : config_(config),
         data_(data),
-        model_(MlpShape(kPixels, config.hidden, kClasses), config.seed, config.dropout, config.label_smoothing,
-               std::max(config.batch_size, kEvalChunk)),
+        model_(shape, config.seed, config.dropout, config.label_smoothing, std::max(config.batch_size, kEvalChunk)),
         adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
         x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
         y_(std::max(config.batch_size, kEvalChunk)),
@@ -98,11 +102,13 @@ class CpuTrainer final : public Trainer {
   }
 
   ModelState state() const override {
-    return ModelState{model_.shape().sizes, model_.params(), model_.adam_m(), model_.adam_v(), step_};
+    return ModelState{kind_of(model_.shape()), sizes_of(model_.shape()), model_.params(), model_.adam_m(),
+                      model_.adam_v(), step_};
   }
 
   void load_state(const ModelState& state) override {
-    if (state.sizes != model_.shape().sizes || state.params.size() != model_.params().size() ||
+    if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
+        state.params.size() != model_.params().size() ||
         state.adam_m.size() != state.params.size() || state.adam_v.size() != state.params.size())
       throw std::invalid_argument("model state does not match the model's shape");
     model_.params() = state.params;
@@ -114,7 +120,7 @@ class CpuTrainer final : public Trainer {
  private:
   TrainConfig config_;
   DataSplit data_;
-  CpuMlp model_;
+  Model model_;
   AdamConfig adam_;
   std::int64_t step_ = 0;
   std::vector<float> x_;
@@ -125,7 +131,9 @@ class CpuTrainer final : public Trainer {
 }  // namespace
 
 std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data) {
-  return std::make_unique<CpuTrainer>(config, data);
+  if (model_kind(config) == ModelKind::kCnn)
+    return std::make_unique<CpuTrainer<CpuCnn, CnnShape>>(config, data, cnn_shape(config));
+  return std::make_unique<CpuTrainer<CpuMlp, MlpShape>>(config, data, mlp_shape(config));
 }
 
 }  // namespace mnist

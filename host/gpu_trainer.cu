@@ -1,7 +1,7 @@
-// The Trainer on the GPU: the twin of CpuTrainer (host/cpu_trainer.cpp) and CpuMlp
-// (host/mlp.cpp). Same parameter layout (MlpShape), same He-uniform initialisation, same
-// shuffle, same dropout keys, same step counting and the same Adam, run through the kernels of
-// include/mnist/ops on one stream:
+// The Trainer on the GPU: the twin of CpuTrainer (host/cpu_trainer.cpp) and of its models,
+// CpuMlp (host/mlp.cpp; GpuMlp below) and CpuCnn (host/cnn.cpp; GpuCnn, host/gpu_cnn.cu). Same
+// parameter layout, same He-uniform initialisation, same shuffle, same dropout keys, same step
+// counting and the same Adam, run through the kernels of include/mnist/ops on one stream:
 //
 //   construct:   upload the dataset once (uint8, resident) and the initial parameters
 //   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam,
@@ -31,7 +31,9 @@
 
 #include "mnist/check.h"
 #include "mnist/device.h"
+#include "mnist/gpu_cnn.h"
 #include "mnist/mlp.h"
+#include "mnist/model.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
@@ -332,12 +334,32 @@ class GpuMlp {
   const float* input_ = nullptr;
 };
 
+// The two models behind one trainer. Both are built in place (C++17 elides the copy of the
+// returned object, which neither model could make). GpuCnn has cuBLAS and cuDNN handles of its
+// own; GpuMlp borrows the trainer's cuBLAS handle.
+GpuMlp make_gpu_model(const MlpShape& shape, const TrainConfig& config, int max_batch, int max_train_batch,
+                      cublasHandle_t cublas, cudaStream_t stream) {
+  return GpuMlp(shape, config, max_batch, max_train_batch, cublas, stream);
+}
+GpuCnn make_gpu_model(const CnnShape& shape, const TrainConfig& config, int max_batch, int max_train_batch,
+                      cublasHandle_t, cudaStream_t stream) {
+  return GpuCnn(shape, config.seed, config.dropout, config.label_smoothing, max_batch, max_train_batch, stream,
+                config.tf32 ? GemmMath::kTf32 : GemmMath::kFp32);
+}
+
+// Work a batch size needs before a graph that runs it is captured: the CNN's convolution plans
+// (cuDNN's algorithm choice and workspace allocation may not happen during a capture).
+void prepare_batch(GpuMlp&, int) {}
+void prepare_batch(GpuCnn& model, int rows) { model.prepare(rows); }
+
 // ---------------------------------------------------------------------------------------------
 // The trainer: data residency, the epoch (shuffle, steps, totals), evaluation, checkpoints.
+// Model: GpuMlp or GpuCnn; Shape: its shape type.
 
+template <class Model, class Shape>
 class GpuTrainer final : public Trainer {
  public:
-  GpuTrainer(const TrainConfig& config, const DataSplit& data)
+  GpuTrainer(const TrainConfig& config, const DataSplit& data, const Shape& shape)
       : config_(config),
         host_data_(data),
         adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
@@ -348,8 +370,8 @@ class GpuTrainer final : public Trainer {
         train_(upload_images(data.train, stream_.get())),
         validation_(upload_images(data.validation, stream_.get())),
         test_(upload_images(data.test, stream_.get())),
-        model_(MlpShape(kPixels, config.hidden, kClasses), config, std::max(config.batch_size, kEvalChunk),
-               config.batch_size, cublas_.get(), stream_.get()),
+        model_(make_gpu_model(shape, config, std::max(config.batch_size, kEvalChunk), config.batch_size, cublas_.get(),
+                              stream_.get())),
         step_(1),
         x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
         y_(std::size_t(std::max(config.batch_size, kEvalChunk))),
@@ -373,6 +395,8 @@ class GpuTrainer final : public Trainer {
     copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
     thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
                      identity_.data() + identity_.size());
+    // The epoch graph runs full batches and, unless drop_last, a last partial one.
+    if (steps_ > 0) prepare_batch(model_, train_.count - (steps_ - 1) * batch_);
     stream_.synchronize();
   }
 
@@ -472,7 +496,8 @@ class GpuTrainer final : public Trainer {
   ModelState state() const override {
     const cudaStream_t stream = stream_.get();
     ModelState state;
-    state.sizes = model_.shape().sizes;
+    state.kind = kind_of(model_.shape());
+    state.sizes = sizes_of(model_.shape());
     state.params = copy_to_host(model_.params(), stream);
     state.adam_m = copy_to_host(model_.adam_m(), stream);
     state.adam_v = copy_to_host(model_.adam_v(), stream);
@@ -482,8 +507,8 @@ class GpuTrainer final : public Trainer {
 
   void load_state(const ModelState& state) override {
     const std::size_t n = model_.params().size();
-    if (state.sizes != model_.shape().sizes || state.params.size() != n || state.adam_m.size() != n ||
-        state.adam_v.size() != n)
+    if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
+        state.params.size() != n || state.adam_m.size() != n || state.adam_v.size() != n)
       throw std::invalid_argument("model state does not match the model's shape");
     // Into the same buffers: a captured epoch graph stays valid.
     const cudaStream_t stream = stream_.get();
@@ -565,7 +590,7 @@ class GpuTrainer final : public Trainer {
   CublasHandle cublas_;
   ScratchAllocator scratch_;
   DeviceImages train_, validation_, test_;
-  GpuMlp model_;
+  Model model_;
   DeviceBuffer<std::int64_t> step_;  // optimizer steps taken; advanced on the device
   DeviceBuffer<float> x_;            // the batch as floats
   DeviceBuffer<std::uint8_t> y_;     // its labels
@@ -584,7 +609,9 @@ class GpuTrainer final : public Trainer {
 std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data) {
   if (cuda_device_count() == 0)
     throw std::runtime_error("no CUDA device or driver found: the GPU trainer cannot run here (use the CPU trainer)");
-  return std::make_unique<GpuTrainer>(config, data);
+  if (model_kind(config) == ModelKind::kCnn)
+    return std::make_unique<GpuTrainer<GpuCnn, CnnShape>>(config, data, cnn_shape(config));
+  return std::make_unique<GpuTrainer<GpuMlp, MlpShape>>(config, data, mlp_shape(config));
 }
 
 }  // namespace mnist

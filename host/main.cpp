@@ -19,8 +19,22 @@
 namespace {
 
 void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
-  train.add_option("--hidden", c.hidden, "Hidden layer widths, comma-separated")->delimiter(',')->capture_default_str();
-  train.add_option("--dropout", c.dropout, "Dropout probability of the hidden layers, in [0, 1)")->capture_default_str();
+  train.add_option("--model", c.model,
+                   "mlp (784-hidden...-10) or cnn (conv 5x5 32 -> pool -> conv 5x5 64 -> pool -> dense 1024 -> 10, "
+                   "convolutions through cuDNN on the GPU)")
+      ->capture_default_str();
+  train.add_option("--hidden", c.hidden,
+                   "Hidden layer widths, comma-separated (mlp); the width of the one dense layer (cnn) "
+                   "[default: 512,512 (mlp), 1024 (cnn)]")
+      ->delimiter(',');
+  train.add_option("--dropout", c.dropout,
+                   "Dropout probability of the hidden layers (mlp) or the dense layer (cnn), in [0, 1) "
+                   "[default: 0.2 (mlp), 0.5 (cnn)]");
+  train.add_option("--channels", c.channels, "cnn: filters of the two convolutions, comma-separated")
+      ->delimiter(',')
+      ->capture_default_str();
+  train.add_option("--kernel", c.kernel, "cnn: k x k convolutions (odd k, padded to keep the image size)")
+      ->capture_default_str();
   train.add_option("--lr", c.lr, "Adam learning rate")->capture_default_str();
   train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
       ->capture_default_str();
@@ -102,7 +116,7 @@ int main(int argc, char** argv) {
   CLI::App app{"mnist: train and evaluate handwritten-digit classifiers on an NVIDIA GPU (or the CPU)", "mnist"};
   app.require_subcommand(1);
   mnist::TrainConfig config;
-  CLI::App* train = app.add_subcommand("train", "Train the MLP and report test accuracy");
+  CLI::App* train = app.add_subcommand("train", "Train the MLP (or --model cnn) and report test accuracy");
   add_train_options(*train, config);
   mnist::EvaluateConfig evaluate_config;
   CLI::App* evaluate =
@@ -131,7 +145,11 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (train->parsed()) return mnist::run_train(config);
+    if (train->parsed()) {
+      mnist::apply_model_defaults(config, {train->count("--hidden") > 0, train->count("--dropout") > 0,
+                                           train->count("--channels") > 0, train->count("--kernel") > 0});
+      return mnist::run_train(config);
+    }
     if (evaluate->parsed()) return mnist::run_evaluate(evaluate_config);
     if (predict->parsed()) return mnist::run_predict(predict_model, predict_files);
     if (report->parsed()) return mnist::run_report(report_dir);

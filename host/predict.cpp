@@ -1,5 +1,6 @@
-// `mnist predict` (include/mnist/predict.h): the checkpoint's MLP run forward on the CPU, one
-// image at a time. A handful of images needs no GPU, and the CPU path is what CI checks.
+// `mnist predict` (include/mnist/predict.h): the checkpoint's model (MLP or CNN) run forward on
+// the CPU, one image at a time. A handful of images needs no GPU, and the CPU path is what CI
+// checks.
 #include "mnist/predict.h"
 
 #include <cmath>
@@ -8,20 +9,18 @@
 #include "mnist/checkpoint.h"
 #include "mnist/idx.h"
 #include "mnist/image_io.h"
+#include "mnist/cnn.h"
 #include "mnist/mlp.h"
+#include "mnist/model.h"
 #include "mnist/ops/gather.h"
 
 namespace mnist {
 
-int run_predict(const std::string& model_path, const std::vector<std::string>& files) {
-  const Checkpoint checkpoint = read_checkpoint(model_path);
-  const std::vector<int>& sizes = checkpoint.state.sizes;
-  // Seed, dropout and label smoothing do not matter: the weights are replaced, evaluation
-  // never drops out, and the loss it computes on the way is not used.
-  CpuMlp model(MlpShape(sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()), 0, 0.f,
-               0.f, 1);
-  model.params() = checkpoint.state.params;
+namespace {
 
+// Model: CpuMlp or CpuCnn, holding the checkpoint's parameters.
+template <class Model>
+int predict_files(Model& model, const std::vector<std::string>& files) {
   int failures = 0;
   std::vector<float> x(kPixels);
   for (const std::string& file : files) {
@@ -51,6 +50,26 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& f
     std::printf("%s: %d (p=%.3f)\n", file.c_str(), digit, p);
   }
   return failures ? 1 : 0;
+}
+
+}  // namespace
+
+int run_predict(const std::string& model_path, const std::vector<std::string>& files) {
+  const Checkpoint checkpoint = read_checkpoint(model_path);
+  const ModelState& state = checkpoint.state;
+  // Seed, dropout and label smoothing do not matter: the weights are replaced, evaluation
+  // never drops out, and the loss it computes on the way is not used. The reader has checked
+  // that the sizes are a model's and the parameters fit them.
+  if (state.kind == ModelKind::kCnn) {
+    CpuCnn model(CnnShape::from_sizes(state.sizes), 0, 0.f, 0.f, 1);
+    model.params() = state.params;
+    return predict_files(model, files);
+  }
+  const std::vector<int>& sizes = state.sizes;
+  CpuMlp model(MlpShape(sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()), 0, 0.f,
+               0.f, 1);
+  model.params() = state.params;
+  return predict_files(model, files);
 }
 
 }  // namespace mnist

@@ -14,7 +14,7 @@
 #include "mnist/checkpoint.h"
 #include "mnist/device.h"
 #include "mnist/errors.h"
-#include "mnist/mlp.h"
+#include "mnist/model.h"
 #include "mnist/report_command.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
@@ -128,24 +128,19 @@ std::unique_ptr<Trainer> make_trainer(bool on_gpu, const TrainConfig& config, co
   return on_gpu ? make_gpu_trainer(config, split) : make_cpu_trainer(config, split);
 }
 
-std::string join_widths(const std::vector<int>& widths) {
-  std::string text;
-  for (std::size_t i = 0; i < widths.size(); ++i) text += (i ? "," : "") + std::to_string(widths[i]);
-  return text;
-}
-
-// Loads --resume and checks it can be continued by this command line. The model's shape must
-// match --hidden; other settings may differ on purpose (a lower --lr to fine-tune), but then the
-// run no longer matches an uninterrupted one, so each difference is pointed out.
+// Loads --resume and checks it can be continued by this command line. The model (--model and
+// its shape options) must match; other settings may differ on purpose (a lower --lr to
+// fine-tune), but then the run no longer matches an uninterrupted one, so each difference is
+// pointed out.
 Checkpoint load_resume_point(const TrainConfig& config) {
   Checkpoint checkpoint = read_checkpoint(config.resume);
-  const std::vector<int> wanted = MlpShape(kPixels, config.hidden, kClasses).sizes;
-  if (checkpoint.state.sizes != wanted) {
-    const std::vector<int> stored(checkpoint.state.sizes.begin() + 1, checkpoint.state.sizes.end() - 1);
-    throw ConfigError("--resume " + config.resume + " holds a " + format_sizes(checkpoint.state.sizes) +
-                      " model but --hidden " + join_widths(config.hidden) + " asks for " + format_sizes(wanted) +
-                      "; pass --hidden " + join_widths(stored) + " to continue it");
-  }
+  const ModelState& stored = checkpoint.state;
+  const ModelKind kind = model_kind(config);
+  const std::vector<int> wanted = model_sizes(config);
+  if (stored.kind != kind || stored.sizes != wanted)
+    throw ConfigError("--resume " + config.resume + " holds a " + describe_model(stored.kind, stored.sizes) +
+                      " model but the options ask for a " + describe_model(kind, wanted) + "; pass " +
+                      model_options(stored.kind, stored.sizes) + " to continue it");
   if (checkpoint.epoch >= config.epochs)
     throw ConfigError("--resume " + config.resume + " has completed epoch " + std::to_string(checkpoint.epoch) +
                       " (--epochs is " + std::to_string(config.epochs) + "); pass --epochs larger than " +
@@ -281,10 +276,14 @@ int run_evaluate(const EvaluateConfig& options) {
 
   // Only what the trainer needs to hold this model. The checkpoint's label smoothing is kept so
   // the test loss is the one its run's report.json shows.
-  const std::vector<int>& sizes = checkpoint.state.sizes;
+  const ModelState& state = checkpoint.state;
   const nlohmann::json& stored = checkpoint.config;
   TrainConfig config;
-  config.hidden.assign(sizes.begin() + 1, sizes.end() - 1);
+  try {
+    set_model(config, state.kind, state.sizes);
+  } catch (const ConfigError& error) {
+    throw CheckpointError(options.model + ": " + error.what());
+  }
   if (stored.contains("label_smoothing") && stored["label_smoothing"].is_number())
     config.label_smoothing = stored["label_smoothing"].get<float>();
   config.dataset = options.dataset;
@@ -299,8 +298,8 @@ int run_evaluate(const EvaluateConfig& options) {
   split.test = ImageSlice{dataset.test.pixels.data(), dataset.test.labels.data(), static_cast<int>(dataset.test.count())};
   const std::unique_ptr<Trainer> trainer = make_trainer(on_gpu, config, split);
   trainer->load_state(checkpoint.state);
-  std::printf("model %s: %s MLP, %d epoch%s trained; testing on the %d images of %s\n", options.model.c_str(),
-              format_sizes(sizes).c_str(), checkpoint.epoch, checkpoint.epoch == 1 ? "" : "s", split.test.count,
+  std::printf("model %s: %s, %d epoch%s trained; testing on the %d images of %s\n", options.model.c_str(),
+              describe_model(state.kind, state.sizes).c_str(), checkpoint.epoch, checkpoint.epoch == 1 ? "" : "s", split.test.count,
               config.resolved_data_dir().c_str());
 
   TrainResult result;

@@ -18,6 +18,7 @@
 #include "mnist/checkpoint.h"
 #include "mnist/config.h"
 #include "mnist/mlp.h"
+#include "mnist/model.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 #include "test_util.h"
@@ -55,11 +56,35 @@ Checkpoint random_checkpoint(std::mt19937_64& rng, const std::vector<int>& hidde
   return c;
 }
 
+// The same for a small CNN of random shape: filters 1..4, kernel 1, 3 or 5, dense width 1..8.
+Checkpoint random_cnn_checkpoint(std::mt19937_64& rng) {
+  TrainConfig config;
+  config.model = "cnn";
+  config.channels = {int(1 + rng() % 4), int(1 + rng() % 4)};
+  config.kernel = int(1 + 2 * (rng() % 3));
+  config.hidden = {int(1 + rng() % 8)};
+  config.seed = rng();
+  const CnnShape shape = cnn_shape(config);
+  Checkpoint c;
+  c.state.kind = ModelKind::kCnn;
+  c.state.sizes = shape.sizes();
+  const std::size_t n = shape.param_count();
+  c.state.params = test::random_floats(rng, n, -1.f, 1.f);
+  c.state.adam_m = test::random_floats(rng, n, -1e-3f, 1e-3f);
+  c.state.adam_v = test::random_floats(rng, n, 0.f, 1e-6f);
+  c.state.step = std::int64_t(rng() % 100000);
+  c.epoch = int(rng() % 50);
+  c.best_val_accuracy = double(rng() % 10001) / 10000.0;
+  c.config = to_json(config);
+  return c;
+}
+
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
 void expect_same(const Checkpoint& got, const Checkpoint& want) {
+  EXPECT_EQ(got.state.kind, want.state.kind);
   EXPECT_EQ(got.state.sizes, want.state.sizes);
   EXPECT_TRUE(same_bits(got.state.params, want.state.params));
   EXPECT_TRUE(same_bits(got.state.adam_m, want.state.adam_m));
@@ -158,6 +183,56 @@ TEST(Checkpoint, BytesFollowTheDocumentedLayout) {
   EXPECT_EQ(get32(b, b.size() - 4), std::uint32_t(crc32(0L, b.data(), uInt(b.size() - 4))));
 }
 
+// The CNN (kind 2): eight sizes in the order of model.h, then the same arrays and trailer.
+TEST(Checkpoint, CnnRoundTripsWithItsKindAndSizes) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_cnn_checkpoint(rng);
+  const Bytes b = to_bytes(serialize_checkpoint(c));
+  const std::vector<int>& s = c.state.sizes;
+  EXPECT_EQ(get32(b, 12), 2u);  // kind: CNN
+  ASSERT_EQ(get32(b, 16), 8u);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(get32(b, 20 + 4 * i), std::uint32_t(s[i])) << "size " << i;
+  EXPECT_EQ(std::vector<int>({s[0], s[1], s[2], s[7]}), std::vector<int>({1, 28, 28, 10}));
+  // conv1 (1→c1, k×k), conv2 (c1→c2), dense (c2·7·7→h), dense (h→10), each with its bias.
+  const std::uint64_t c1 = s[3], c2 = s[4], k = s[5], h = s[6];
+  const std::uint64_t p = c1 * k * k + c1 + c2 * c1 * k * k + c2 + c2 * 49 * h + h + h * 10 + 10;
+  EXPECT_EQ(get32(b, 56) | std::uint64_t(get32(b, 60)) << 32, p);
+  EXPECT_EQ(b.size(), 64 + 12 * p + 24 + c.config.dump().size() + 4);
+  expect_same(decode_checkpoint(b, "cnn.ckpt"), c);
+}
+
+TEST(Checkpoint, ImpossibleCnnHeadersAreNamed) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Bytes good = to_bytes(serialize_checkpoint(random_cnn_checkpoint(rng)));
+  struct Case {
+    std::size_t at;
+    std::uint32_t value;
+    const char* must_mention;
+  };
+  // Sizes at 20 (in_channels), 24, 28 (height, width), 32, 36 (filters), 40 (kernel), 44 (dense), 48 (classes).
+  for (const Case& c : {Case{16, 7, "a CNN has 8 sizes, not 7"}, Case{20, 3, "do not map 1x28x28 images to 10 classes"},
+                        Case{24, 27, "do not map 1x28x28"}, Case{48, 9, "to 10 classes"},
+                        Case{40, 4, "CNN kernel 4 is impossible"}, Case{40, 33, "CNN kernel 33 is impossible"},
+                        Case{36, 0, "layer size 0 is impossible"}, Case{44, 70000, "layer size 70000"},
+                        Case{56, 12345, "does not match the layer sizes input 1x28x28"}}) {
+    Bytes b = good;
+    put32(b, c.at, c.value);
+    reseal(b);
+    const std::string e = error_of(b);
+    EXPECT_NE(e.find(c.must_mention), std::string::npos) << e;
+  }
+  // The largest CNN the header allows (65536 filters, kernel 31, dense 65536): ~4.3e12
+  // parameters claimed by a small file, refused by the size bound before anything is allocated.
+  Bytes huge = good;
+  for (const auto& [at, value] : {std::pair{32, 65536}, {36, 65536}, {40, 31}, {44, 65536}}) put32(huge, at, value);
+  const std::uint64_t c1 = 65536, c2 = 65536, k = 31, h = 65536;
+  put64(huge, 56, c1 * k * k + c1 + c2 * c1 * k * k + c2 + c2 * 49 * h + h + h * 10 + 10);
+  reseal(huge);
+  const std::string e = error_of(huge);
+  EXPECT_NE(e.find("needs"), std::string::npos) << e;
+  EXPECT_NE(e.find("conv 31x31 65536-65536"), std::string::npos) << e;
+}
+
 TEST(Checkpoint, MissingFileOrDirectoryIsNamed) {
   const fs::path dir = fresh_temp_dir("ckpt-missing");
   const std::string missing = error_of_file((dir / "nope.ckpt").string());
@@ -194,7 +269,7 @@ TEST(Checkpoint, NewerVersionOtherKindsAndDtypesAreNamedWhenTheFileIsIntact) {
     const char* must_mention;
   };
   for (const Case& c : {Case{8, 2, "format version 2 is newer"}, Case{8, 0, "version 0"},
-                        Case{12, 2, "CNN model (kind 2)"}, Case{12, 9, "unknown model kind 9"},
+                        Case{12, 2, "a CNN has 8 sizes, not 3"}, Case{12, 9, "unknown model kind 9"},
                         Case{32, 1, "unknown dtype 1"}}) {
     Bytes b = good;
     put32(b, c.at, c.value);

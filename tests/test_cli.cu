@@ -33,7 +33,8 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
   for (const char* expected : {"--hidden", "512,512", "--dropout", "0.2", "--lr", "0.001", "--batch-size", "128",
                                "--epochs", "20", "--val-split", "0.1", "--seed", "--dataset", "mnist", "--data-dir",
                                "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
-                               "--resume", "--no-report"})
+                               "--resume", "--no-report", "--model", "mlp", "cnn", "--channels", "32,64", "--kernel",
+                               "1024 (cnn)", "0.5 (cnn)"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   const Outcome top = run_mnist("--help");
   EXPECT_EQ(top.status, 0);
@@ -75,6 +76,12 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--hidden 0", "--hidden"}, BadOption{"--hidden 512,0", "--hidden"},
                       BadOption{"--dataset cifar", "--dataset"}, BadOption{"--device tpu", "--device"},
                       BadOption{"--train-subset 60000", "--train-subset"},
+                      BadOption{"--model rnn", "--model"}, BadOption{"--model cnn --hidden 64,64", "one dense layer"},
+                      BadOption{"--model cnn --kernel 4", "--kernel must be an odd"},
+                      BadOption{"--model cnn --kernel 0", "--kernel"}, BadOption{"--model cnn --channels 8", "--channels"},
+                      BadOption{"--model cnn --channels 8,0", "--channels"}, BadOption{"--model cnn --hidden 0", "--hidden"},
+                      BadOption{"--kernel 3", "--kernel is an option of --model cnn"},
+                      BadOption{"--channels 8,8", "--channels is an option of --model cnn"},
                       BadOption{"--data-dir /nonexistent/mnist", "data/fetch.sh"}));
 
 TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {

@@ -7,12 +7,14 @@
 //   offset  type         field
 //   0       char[8]      magic "MNISTCKP"
 //   8       u32          format version (1)
-//   12      u32          model kind (1 = MLP; 2 is reserved for a CNN)
-//   16      u32          S, the number of layer sizes (dense layers + 1)
-//   20      u32[S]       layer sizes: 784, hidden..., 10
+//   12      u32          model kind (ModelKind, model.h: 1 = MLP, 2 = CNN)
+//   16      u32          S, the number of sizes: MLP dense layers + 1; CNN 8
+//   20      u32[S]       sizes (model.h): MLP 784, hidden..., 10; CNN 1, 28, 28, conv1 filters,
+//                        conv2 filters, kernel (odd, at most 31), dense width, 10
 //           u32          dtype of the arrays (0 = f32)
-//           u64          P, the parameter count (must equal what the sizes imply)
-//           f32[P]       parameters, layer by layer (W row-major [in, out], then b), as in mlp.h
+//           u64          P, the parameter count (must equal what the kind and sizes imply)
+//           f32[P]       parameters, layer by layer, weights then bias: the flat buffer of mlp.h
+//                        (W row-major [in, out]) or cnn.h (conv W [C_out, C_in, k, k])
 //           f32[P]       Adam first moment m
 //           f32[P]       Adam second moment v
 //           i64          optimizer steps taken
@@ -42,7 +44,6 @@ class CheckpointError : public std::runtime_error {
 };
 
 constexpr std::uint32_t kCheckpointVersion = 1;
-constexpr std::uint32_t kModelKindMlp = 1;
 
 struct Checkpoint {
   ModelState state;
@@ -64,6 +65,8 @@ Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::
 
 // "784-512-512-10"
 std::string format_sizes(const std::vector<int>& sizes);
+// A CNN's sizes (model.h) in words: "input 1x28x28, conv 5x5 32-64, dense 1024, 10 classes".
+std::string describe_cnn_sizes(const std::vector<int>& sizes);
 
 // The training loop of trainer.h continued from a checkpoint: loads its state into `trainer`
 // and runs epochs from.epoch+1 .. config.epochs, writing last.ckpt/best.ckpt as train() does.

@@ -36,6 +36,13 @@ struct CnnShape {
 
   static constexpr int kLayers = 4;        // conv1, conv2, dense1, dense2
   static constexpr int kDropoutLayer = 2;  // dense1: the layer of the dropout key
+  static constexpr int kSizes = 8;         // the numbers of sizes()
+
+  // The shape as a checkpoint stores it (model.h): in_channels, height, width, channels[0],
+  // channels[1], kernel, hidden, classes. from_sizes is its inverse; it throws
+  // std::invalid_argument unless there are kSizes numbers that validate().
+  std::vector<int> sizes() const;
+  static CnnShape from_sizes(const std::vector<int>& sizes);
 
   // Throws std::invalid_argument unless every size is at least 1, the kernel is odd and each
   // pooled map is at least 1×1.

@@ -16,8 +16,11 @@ class ConfigError : public std::runtime_error {
 };
 
 struct TrainConfig {
-  std::vector<int> hidden{512, 512};
-  float dropout = 0.2f;
+  std::string model = "mlp";            // mlp or cnn (model.h)
+  std::vector<int> hidden{512, 512};    // MLP: the hidden widths; CNN: the one dense layer's width
+  std::vector<int> channels{32, 64};    // CNN: filters of conv1 and conv2
+  int kernel = 5;                       // CNN: k×k convolutions, k odd
+  float dropout = 0.2f;                 // MLP: every hidden layer; CNN: the dense layer
   float lr = 1e-3f;
   float weight_decay = 0.f;
   bool adamw = false;
@@ -43,6 +46,15 @@ struct TrainConfig {
 
 // Throws ConfigError with one line naming the option and the accepted range.
 void validate(const TrainConfig& config);
+
+// Which of the options whose defaults depend on --model the command line gave.
+struct GivenOptions {
+  bool hidden = false, dropout = false, channels = false, kernel = false;
+};
+// --model cnn has its own defaults: --hidden 1024 (its one dense layer) and --dropout 0.5;
+// --channels and --kernel only mean something to it. Applies those defaults to what was not
+// given; throws ConfigError when --channels or --kernel is given to the MLP.
+void apply_model_defaults(TrainConfig& config, const GivenOptions& given);
 
 nlohmann::json to_json(const TrainConfig& config);
 

@@ -82,11 +82,14 @@ class GpuCnn {
   const CnnShape& shape() const { return shape_; }
   cudaStream_t stream() const { return stream_; }
   const float* logits() const { return logits_.data(); }
+  const float* losses() const { return loss_.data(); }  // [rows] per-sample losses of the last loss()
   DeviceBuffer<float>& params() { return params_; }
   const DeviceBuffer<float>& params() const { return params_; }
   const DeviceBuffer<float>& grads() const { return grads_; }
   DeviceBuffer<float>& adam_m() { return m_; }
   DeviceBuffer<float>& adam_v() { return v_; }
+  const DeviceBuffer<float>& adam_m() const { return m_; }
+  const DeviceBuffer<float>& adam_v() const { return v_; }
   std::int64_t* step() { return step_.data(); }
   // The convolution algorithms chosen for batches of `rows` (prepared) images, e.g. for a log.
   std::string describe(int rows) const;

@@ -10,6 +10,7 @@
 
 #include "mnist/config.h"
 #include "mnist/idx.h"
+#include "mnist/model.h"
 #include "mnist/ops/eval_metrics.h"
 
 namespace mnist {
@@ -46,7 +47,8 @@ struct TrainResult {
 
 // Everything a checkpoint must hold to continue training exactly where it stopped.
 struct ModelState {
-  std::vector<int> sizes;  // 784, hidden..., 10
+  ModelKind kind = ModelKind::kMlp;
+  std::vector<int> sizes;  // MLP: 784, hidden..., 10; CNN: CnnShape::sizes (model.h)
   std::vector<float> params, adam_m, adam_v;
   std::int64_t step = 0;  // optimizer steps taken so far
 };

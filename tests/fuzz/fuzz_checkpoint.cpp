@@ -31,9 +31,14 @@ const std::string kPath = "fuzz.ckpt";
   std::abort();
 }
 
-std::uint64_t implied_params(const std::vector<int>& sizes) {
+// The parameter count the kind and sizes imply, counted here independently of the reader.
+std::uint64_t implied_params(mnist::ModelKind kind, const std::vector<int>& s) {
+  if (kind == mnist::ModelKind::kCnn) {  // conv 1→c1 and c1→c2 (k×k), dense (c2·7·7)→h, h→10
+    const std::uint64_t c1 = s[3], c2 = s[4], k = s[5], h = s[6];
+    return (c1 * k * k + c1) + (c2 * c1 * k * k + c2) + (c2 * 49 * h + h) + (h * 10 + 10);
+  }
   std::uint64_t n = 0;
-  for (std::size_t l = 0; l + 1 < sizes.size(); ++l) n += std::uint64_t(sizes[l]) * sizes[l + 1] + sizes[l + 1];
+  for (std::size_t l = 0; l + 1 < s.size(); ++l) n += std::uint64_t(s[l]) * s[l + 1] + s[l + 1];
   return n;
 }
 
@@ -42,7 +47,7 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 bool same(const mnist::Checkpoint& a, const mnist::Checkpoint& b) {
-  return a.state.sizes == b.state.sizes && same_bits(a.state.params, b.state.params) &&
+  return a.state.kind == b.state.kind && a.state.sizes == b.state.sizes && same_bits(a.state.params, b.state.params) &&
          same_bits(a.state.adam_m, b.state.adam_m) && same_bits(a.state.adam_v, b.state.adam_v) &&
          a.state.step == b.state.step && a.epoch == b.epoch &&
          std::memcmp(&a.best_val_accuracy, &b.best_val_accuracy, sizeof(double)) == 0 && a.config == b.config;
@@ -50,10 +55,18 @@ bool same(const mnist::Checkpoint& a, const mnist::Checkpoint& b) {
 
 void check(const mnist::Checkpoint& c) {
   const mnist::ModelState& s = c.state;
-  if (s.sizes.size() < 2 || s.sizes.front() != 784 || s.sizes.back() != 10) broken("accepted impossible layer sizes");
+  if (s.kind == mnist::ModelKind::kCnn) {
+    if (s.sizes.size() != 8 || s.sizes[0] != 1 || s.sizes[1] != 28 || s.sizes[2] != 28 || s.sizes[7] != 10 ||
+        s.sizes[5] % 2 == 0)
+      broken("accepted impossible CNN sizes");
+  } else if (s.kind != mnist::ModelKind::kMlp) {
+    broken("accepted an unknown model kind");
+  } else if (s.sizes.size() < 2 || s.sizes.front() != 784 || s.sizes.back() != 10) {
+    broken("accepted impossible layer sizes");
+  }
   for (int width : s.sizes)
     if (width < 1) broken("accepted a layer of width", std::to_string(width));
-  const std::uint64_t n = implied_params(s.sizes);
+  const std::uint64_t n = implied_params(s.kind, s.sizes);
   if (s.params.size() != n || s.adam_m.size() != n || s.adam_v.size() != n) broken("arrays do not match the sizes");
   if (s.step < 0 || c.epoch < 0) broken("accepted a negative step or epoch");
   if (!std::isnan(c.best_val_accuracy) && !(c.best_val_accuracy >= 0 && c.best_val_accuracy <= 1))

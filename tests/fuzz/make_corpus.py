@@ -29,15 +29,21 @@ def gz(data):
     return gzip.compress(data, compresslevel=9, mtime=0)
 
 
-def checkpoint(hidden, best=0.5, config=None, version=1, kind=1):
-    """The version-1 layout of include/mnist/checkpoint.h, for a 784-hidden...-10 MLP."""
-    sizes = [PIXELS, *hidden, 10]
-    params = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+def checkpoint(hidden, best=0.5, config=None, version=1, kind=1, cnn=None):
+    """The version-1 layout of include/mnist/checkpoint.h, for a 784-hidden...-10 MLP, or with
+    cnn=(conv1 filters, conv2 filters, kernel) and kind=2 for the CNN of dense width hidden[0]."""
+    if cnn is None:
+        sizes = [PIXELS, *hidden, 10]
+        params = sum(sizes[i] * sizes[i + 1] + sizes[i + 1] for i in range(len(sizes) - 1))
+    else:
+        (c1, c2, k), h = cnn, hidden[0]
+        sizes = [1, 28, 28, c1, c2, k, h, 10]
+        params = (c1 * k * k + c1) + (c2 * c1 * k * k + c2) + (c2 * 49 * h + h) + (h * 10 + 10)
     if config is None:
-        config = {"hidden": hidden, "dropout": 0.2, "lr": 0.001, "weight_decay": 0.0, "optimizer": "adam",
-                  "label_smoothing": 0.0, "batch_size": 128, "epochs": 2, "val_split": 0.1, "seed": 1,
-                  "dataset": "mnist", "data_dir": "data/mnist", "device": "cpu", "train_subset": 0,
-                  "drop_last": False, "graph": True, "tf32": False}
+        config = {"model": "mlp" if cnn is None else "cnn", "hidden": hidden, "dropout": 0.2, "lr": 0.001,
+                  "weight_decay": 0.0, "optimizer": "adam", "label_smoothing": 0.0, "batch_size": 128, "epochs": 2,
+                  "val_split": 0.1, "seed": 1, "dataset": "mnist", "data_dir": "data/mnist", "device": "cpu",
+                  "train_subset": 0, "drop_last": False, "graph": True, "tf32": False}
     text = json.dumps(config, separators=(",", ":")).encode()
     out = b"MNISTCKP" + struct.pack("<III", version, kind, len(sizes)) + struct.pack(f"<{len(sizes)}I", *sizes)
     out += struct.pack("<IQ", 0, params)
@@ -68,13 +74,15 @@ def main():
     write("idx", "labels-gzip-trailing-junk", gz(idx_labels([4])) + b"junk")
     write("idx", "labels-gzip-truncated", gz(idx_labels([5] * 40))[:20])
 
-    # One whole checkpoint (the smallest model, ~10 KB); the rest are short: the harness reseals
-    # every input's CRC, so damaged variants of the whole one are one mutation away.
+    # Two whole checkpoints (the smallest MLP, ~10 KB, and the smallest CNN); the rest are short:
+    # the harness reseals every input's CRC, so damaged variants of the whole ones are one
+    # mutation away.
     good = checkpoint([1])
     write("checkpoint", "mlp-784-1-10", good)
     write("checkpoint", "truncated-in-parameters", good[:100])
     write("checkpoint", "version-2-header", checkpoint([1], version=2)[:64])
     write("checkpoint", "cnn-kind-2-header", checkpoint([1], kind=2)[:64])
+    write("checkpoint", "cnn-1-1-k1-dense1", checkpoint([1], kind=2, cnn=(1, 1, 1)))  # the smallest CNN
     write("checkpoint", "magic-only", good[:8])
 
 if __name__ == "__main__":
