@@ -1,7 +1,8 @@
 // The GPU training driver against its CPU twin: one epoch on a small random dataset must give
 // the CPU trainer's parameters, Adam moments, step count and metrics (up to the rounding of
 // cuBLAS against OpenBLAS); the CUDA graph must replay bit for bit what plain stream launches
-// compute; a seed must fix the run; a checkpoint must round-trip; drop_last must drop.
+// compute; a seed must fix the run; a checkpoint must round-trip; drop_last must drop. The CNN
+// goes through the graph, the CPU comparison and the state checks too.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -111,6 +112,7 @@ void expect_totals_close(const EvalTotals& got, const EvalTotals& want) {
 }
 
 void expect_states_equal(const ModelState& got, const ModelState& want) {
+  EXPECT_EQ(got.kind, want.kind);
   EXPECT_EQ(got.sizes, want.sizes);
   EXPECT_EQ(got.step, want.step);
   EXPECT_TRUE(got.params == want.params) << "parameters differ";
@@ -325,6 +327,85 @@ TEST(GpuTrainer, DropLastSkipsThePartialBatch) {
   const std::unique_ptr<Trainer> keeping = make_gpu_trainer(config, data.split());
   EXPECT_EQ(keeping->train_epoch(1).count, static_cast<unsigned long long>(kTrainImages));
   EXPECT_EQ(keeping->state().step, full_batches + 1);
+}
+
+// --- the CNN (--model cnn) behind the same trainer --------------------------------------------
+// The model itself is held to CpuCnn step by step in test_cnn.cu (GpuCnn.*); these check what the
+// trainer adds: the epoch graph (with the convolution plans of the last, partial batch prepared
+// before capture), the state, and the CPU trainer's numbers at the end of an epoch.
+
+// 4 and 8 filters of 5×5, a dense layer of 32, batch 128 (a partial batch of 44 per epoch).
+TrainConfig small_cnn_config(std::uint64_t seed) {
+  TrainConfig config = small_config(seed);
+  config.model = "cnn";
+  config.channels = {4, 8};
+  config.kernel = 5;
+  config.hidden = {32};
+  config.dropout = 0.5f;
+  return config;
+}
+
+TEST(GpuCnnTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_cnn_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split());
+  config.no_graph = true;
+  const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
+  for (int epoch = 1; epoch <= 2; ++epoch) {
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
+    expect_states_equal(graph->state(), stream->state());
+  }
+  EXPECT_EQ(graph->state().step, 6);
+  EXPECT_EQ(graph->state().kind, ModelKind::kCnn);
+  expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
+}
+
+TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_cnn_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
+  const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
+  expect_states_equal(gpu->state(), cpu->state());  // the same He-uniform draw
+  EXPECT_EQ(gpu->state().kind, ModelKind::kCnn);
+
+  // One epoch from the same weights, shuffle and masks. The loss is continuous in the rounding
+  // (1e-3 relative allows for three steps of it); the parameters may differ by a visible part of
+  // lr only where Adam amplified a near-zero gradient's rounding or a ReLU/max-pool decision
+  // split (test_cnn.cu: at most 254 of 3.3 million after a step): at most 1% beyond 0.1·lr here,
+  // where a wrong step, mask, layout or formula moves most of them by ~lr.
+  const EvalTotals cpu_train = cpu->train_epoch(1);
+  const EvalTotals gpu_train = gpu->train_epoch(1);
+  EXPECT_EQ(gpu_train.count, cpu_train.count);
+  EXPECT_NEAR(gpu_train.loss_sum, cpu_train.loss_sum, 1e-3 * std::fabs(cpu_train.loss_sum));
+  const ModelState want = cpu->state(), got = gpu->state();
+  ASSERT_EQ(got.params.size(), want.params.size());
+  EXPECT_EQ(got.step, 3);
+  std::size_t moved = 0;
+  for (std::size_t i = 0; i < got.params.size(); ++i)
+    moved += !(std::fabs(double(got.params[i]) - want.params[i]) <= 0.1 * config.lr);
+  EXPECT_LE(moved, got.params.size() / 100) << moved << " of " << got.params.size() << " parameters";
+
+  // CPU → GPU: the same parameters give the same predictions, up to an argmax within rounding.
+  gpu->load_state(want);
+  expect_states_equal(gpu->state(), want);
+  std::vector<std::int32_t> cpu_predictions(kValidationImages, -1), gpu_predictions(kValidationImages, -2);
+  const EvalTotals cpu_eval = cpu->evaluate(data.split().validation, cpu_predictions.data());
+  const EvalTotals gpu_eval = gpu->evaluate(data.split().validation, gpu_predictions.data());
+  EXPECT_EQ(gpu_eval.count, cpu_eval.count);
+  EXPECT_NEAR(gpu_eval.loss_sum, cpu_eval.loss_sum, 1e-4 * std::fabs(cpu_eval.loss_sum));
+  int agree = 0;
+  for (int i = 0; i < kValidationImages; ++i) agree += gpu_predictions[i] == cpu_predictions[i];
+  EXPECT_GE(agree, kValidationImages - 1);
+
+  // An MLP state is refused.
+  ModelState wrong = want;
+  wrong.kind = ModelKind::kMlp;
+  EXPECT_THROW(gpu->load_state(wrong), std::invalid_argument);
 }
 
 // CPU-only (label cpu): without a device the driver refuses with a message, not a crash.
