@@ -395,8 +395,15 @@ class GpuTrainer final : public Trainer {
     copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
     thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
                      identity_.data() + identity_.size());
-    // The epoch graph runs full batches and, unless drop_last, a last partial one.
+    // The epoch graph runs full batches and, unless drop_last, a last partial one; evaluation
+    // runs chunks of kEvalChunk and a last, smaller one. Their CNN plans are built now, so that
+    // cuDNN chooses every algorithm at start-up (and never inside the graph's capture).
     if (steps_ > 0) prepare_batch(model_, train_.count - (steps_ - 1) * batch_);
+    for (const DeviceImages* images : {&validation_, &test_}) {
+      if (images->count == 0) continue;
+      prepare_batch(model_, std::min(images->count, kEvalChunk));
+      if (images->count % kEvalChunk) prepare_batch(model_, images->count % kEvalChunk);
+    }
     stream_.synchronize();
   }
 

@@ -45,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "mnist/check.h"
 #include "mnist/config.h"
 #include "mnist/device.h"
@@ -101,21 +102,8 @@ EpochWork count_epoch_work(const mnist::MlpShape& shape, int train_images, int b
 
 // --- small helpers ------------------------------------------------------------------------------
 
-double median(std::vector<double> v) {
-  if (v.empty()) return std::nan("");
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-double wall_ms(const std::function<void()>& work) {
-  MNIST_CHECK(cudaDeviceSynchronize());
-  const auto start = std::chrono::steady_clock::now();
-  work();
-  MNIST_CHECK(cudaDeviceSynchronize());
-  const auto stop = std::chrono::steady_clock::now();
-  return std::chrono::duration<double, std::milli>(stop - start).count();
-}
+using bench::median;
+using bench::wall_ms;
 
 // Median milliseconds of `launch` on `stream`, timed with events one run at a time.
 double event_median_ms(cudaStream_t stream, int warmup, int repeats, const std::function<void()>& launch) {
@@ -419,20 +407,5 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  if (mnist::cuda_device_count() == 0) {
-    std::printf("bench_train: no CUDA device or driver on this machine; nothing to measure\n");
-    return 1;
-  }
-  try {
-    return run(options);
-  } catch (const mnist::ConfigError& error) {
-    std::fprintf(stderr, "bench_train: error: %s\n", error.what());
-  } catch (const mnist::DataError& error) {
-    std::fprintf(stderr, "bench_train: data error: %s\n", error.what());
-  } catch (const mnist::CudaError& error) {
-    std::fprintf(stderr, "bench_train: GPU error: %s\n", error.what());
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "bench_train: error: %s\n", error.what());
-  }
-  return 1;
+  return bench::run_on_gpu("bench_train", [&] { return run(options); });
 }

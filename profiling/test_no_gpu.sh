@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# CTest `profiling_no_gpu`: on a machine without a GPU, every profiling script and bench_train
-# must say so in one line and exit non-zero (never build, never a traceback). On a machine
-# where nvidia-smi lists a GPU it exits 77, which CTest reports as SKIPPED.
+# CTest `profiling_no_gpu`: on a machine without a GPU, every profiling script, bench_train and
+# bench_cnn must say so in one line and exit non-zero (never build, never a traceback). On a
+# machine where nvidia-smi lists a GPU it exits 77, which CTest reports as SKIPPED.
 #
-#   profiling/test_no_gpu.sh BENCH_TRAIN_BINARY
+#   profiling/test_no_gpu.sh BENCH_TRAIN_BINARY [BENCH_CNN_BINARY]
 #
 # The peers run with $PYTHON (default python3): with or without torch and jax installed, each
 # must print one RESULT ... error="..." line.
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-bench_train=${1:?usage: test_no_gpu.sh BENCH_TRAIN_BINARY}
+bench_train=${1:?usage: test_no_gpu.sh BENCH_TRAIN_BINARY [BENCH_CNN_BINARY]}
+bench_cnn=${2:-}
 python=${PYTHON:-python3}
 
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
@@ -47,6 +48,7 @@ check_peer() {
 }
 
 check bench_train "$bench_train" --epochs 1
+if [[ -n $bench_cnn ]]; then check bench_cnn "$bench_cnn" --epochs 1; fi
 check bench.sh bash "$here/bench.sh"
 check nsys.sh bash "$here/nsys.sh"
 check ncu.sh bash "$here/ncu.sh"
