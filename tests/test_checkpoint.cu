@@ -38,14 +38,15 @@ using Bytes = std::vector<std::uint8_t>;
 
 Bytes to_bytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
 
-// A checkpoint with random contents (weights, moments, step, epoch, best) for a small model.
-Checkpoint random_checkpoint(std::mt19937_64& rng, const std::vector<int>& hidden) {
-  TrainConfig config;
-  config.hidden = hidden;
+// A checkpoint with random contents (weights, moments, step, epoch, best) for the model of
+// `config` (kind and sizes from model.h).
+Checkpoint random_checkpoint_of(std::mt19937_64& rng, TrainConfig config) {
   config.seed = rng();
   Checkpoint c;
-  c.state.sizes = MlpShape(kPixels, hidden, kClasses).sizes;
-  const std::size_t n = MlpShape(kPixels, hidden, kClasses).param_count();
+  c.state.kind = model_kind(config);
+  c.state.sizes = model_sizes(config);
+  const std::size_t n = c.state.kind == ModelKind::kCnn ? cnn_shape(config).param_count()
+                                                        : mlp_shape(config).param_count();
   c.state.params = test::random_floats(rng, n, -1.f, 1.f);
   c.state.adam_m = test::random_floats(rng, n, -1e-3f, 1e-3f);
   c.state.adam_v = test::random_floats(rng, n, 0.f, 1e-6f);
@@ -56,27 +57,21 @@ Checkpoint random_checkpoint(std::mt19937_64& rng, const std::vector<int>& hidde
   return c;
 }
 
-// The same for a small CNN of random shape: filters 1..4, kernel 1, 3 or 5, dense width 1..8.
+// ... for a small MLP 784-hidden-10.
+Checkpoint random_checkpoint(std::mt19937_64& rng, const std::vector<int>& hidden) {
+  TrainConfig config;
+  config.hidden = hidden;
+  return random_checkpoint_of(rng, config);
+}
+
+// ... for a small CNN of random shape: filters 1..4, kernel 1, 3 or 5, dense width 1..8.
 Checkpoint random_cnn_checkpoint(std::mt19937_64& rng) {
   TrainConfig config;
   config.model = "cnn";
   config.channels = {int(1 + rng() % 4), int(1 + rng() % 4)};
   config.kernel = int(1 + 2 * (rng() % 3));
   config.hidden = {int(1 + rng() % 8)};
-  config.seed = rng();
-  const CnnShape shape = cnn_shape(config);
-  Checkpoint c;
-  c.state.kind = ModelKind::kCnn;
-  c.state.sizes = shape.sizes();
-  const std::size_t n = shape.param_count();
-  c.state.params = test::random_floats(rng, n, -1.f, 1.f);
-  c.state.adam_m = test::random_floats(rng, n, -1e-3f, 1e-3f);
-  c.state.adam_v = test::random_floats(rng, n, 0.f, 1e-6f);
-  c.state.step = std::int64_t(rng() % 100000);
-  c.epoch = int(rng() % 50);
-  c.best_val_accuracy = double(rng() % 10001) / 10000.0;
-  c.config = to_json(config);
-  return c;
+  return random_checkpoint_of(rng, config);
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {

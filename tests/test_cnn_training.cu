@@ -20,6 +20,7 @@
 #include "mnist/model.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
+#include "random_dataset.h"
 #include "test_util.h"
 
 namespace mnist {
@@ -47,25 +48,10 @@ TrainConfig tiny_cnn_config(std::uint64_t seed) {
   return config;
 }
 
-// Random pixels and labels; owns the arrays the split points into.
-class RandomDataset {
+// 400 images in the training file (300 to train, 100 to validate), 100 to test.
+class RandomDataset : public test::RandomDataset {
  public:
-  RandomDataset(std::mt19937_64& rng, const TrainConfig& config) {
-    for (LabeledImages* set : {&data_.train, &data_.test}) {
-      const int count = set == &data_.train ? 400 : 100;
-      set->pixels.resize(std::size_t(count) * kPixels);
-      for (auto& p : set->pixels) p = std::uint8_t(rng());
-      set->labels = test::random_labels(rng, std::size_t(count));
-    }
-    split_ = split_dataset(data_, config);
-  }
-  RandomDataset(const RandomDataset&) = delete;
-  RandomDataset& operator=(const RandomDataset&) = delete;
-  const DataSplit& split() const { return split_; }
-
- private:
-  Dataset data_;
-  DataSplit split_;
+  RandomDataset(std::mt19937_64& rng, const TrainConfig& config) : test::RandomDataset(rng, config, 400, 100) {}
 };
 
 TEST(CnnTrainer, StateNamesTheCnnAndRefusesAnotherModel) {

@@ -19,6 +19,7 @@
 #include "mnist/device.h"
 #include "mnist/mlp.h"
 #include "mnist/trainer.h"
+#include "random_dataset.h"
 #include "test_util.h"
 
 namespace mnist {
@@ -40,28 +41,11 @@ TrainConfig small_config(std::uint64_t seed) {
   return config;
 }
 
-// Random pixels and labels, split as the command line splits MNIST. Owns the host arrays the
-// DataSplit points into, so it is neither copied nor moved.
-class RandomDataset {
+// Random pixels and labels: kTrainImages + kValidationImages in the training file, kTestImages.
+class RandomDataset : public test::RandomDataset {
  public:
-  RandomDataset(std::mt19937_64& rng, const TrainConfig& config) {
-    std::uniform_int_distribution<int> pixel(0, 255);
-    const auto fill = [&](LabeledImages& set, int count) {
-      set.pixels.resize(std::size_t(count) * kPixels);
-      for (auto& p : set.pixels) p = static_cast<std::uint8_t>(pixel(rng));
-      set.labels = test::random_labels(rng, std::size_t(count));
-    };
-    fill(data_.train, kTrainImages + kValidationImages);
-    fill(data_.test, kTestImages);
-    split_ = split_dataset(data_, config);
-  }
-  RandomDataset(const RandomDataset&) = delete;
-  RandomDataset& operator=(const RandomDataset&) = delete;
-  const DataSplit& split() const { return split_; }
-
- private:
-  Dataset data_;
-  DataSplit split_;
+  RandomDataset(std::mt19937_64& rng, const TrainConfig& config)
+      : test::RandomDataset(rng, config, kTrainImages + kValidationImages, kTestImages) {}
 };
 
 // Values of `got` farther from `want` than rel·max|want| over the same tensor (the weights or
@@ -166,15 +150,13 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
   expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
 }
 
-TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
-  MNIST_REQUIRE_GPU();
-  std::mt19937_64 rng(test::fresh_seed());
-  TrainConfig config = small_config(rng());
+// Two epochs (the first captures the graph and launches it, the second replays it on a new
+// shuffle) with and without the graph: the same bits.
+void expect_graph_replay_bit_identical(TrainConfig config, std::mt19937_64& rng) {
   const RandomDataset data(rng, config);
   const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split());
   config.no_graph = true;
   const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
-  // Epoch 1 captures the graph and launches it; epoch 2 replays it on a new shuffle.
   for (int epoch = 1; epoch <= 2; ++epoch) {
     SCOPED_TRACE("epoch " + std::to_string(epoch));
     expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
@@ -182,6 +164,12 @@ TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
   }
   EXPECT_EQ(graph->state().step, 6);
   expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
+}
+
+TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  expect_graph_replay_bit_identical(small_config(rng()), rng);
 }
 
 TEST(GpuTrainer, TheSeedFixesTheRun) {
@@ -348,19 +336,7 @@ TrainConfig small_cnn_config(std::uint64_t seed) {
 TEST(GpuCnnTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
-  TrainConfig config = small_cnn_config(rng());
-  const RandomDataset data(rng, config);
-  const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split());
-  config.no_graph = true;
-  const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
-  for (int epoch = 1; epoch <= 2; ++epoch) {
-    SCOPED_TRACE("epoch " + std::to_string(epoch));
-    expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
-    expect_states_equal(graph->state(), stream->state());
-  }
-  EXPECT_EQ(graph->state().step, 6);
-  EXPECT_EQ(graph->state().kind, ModelKind::kCnn);
-  expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
+  expect_graph_replay_bit_identical(small_cnn_config(rng()), rng);  // states carry the CNN's kind
 }
 
 TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
