@@ -4,6 +4,7 @@
 #   2. ctest: every test, the gpu-labelled ones included,
 #   3. compute-sanitizer memcheck (with leak check), racecheck, initcheck and synccheck over
 #      the GPU tests (--gtest_filter='Gpu*') of every test executable that has any,
+#   4. the same four over one short epoch of `mnist train --device gpu`, MLP and CNN,
 # then a summary table, last. Exit status 0 only when every step passed.
 #
 #   profiling/gpu_check.sh [BUILD_DIR]
@@ -107,15 +108,16 @@ else
   fi
 
   sanitizer_error=86  # our exit code for "the sanitizer found errors", told apart from a test failure
-  for bin in "${gpu_tests[@]}"; do
-    name=$(basename "$bin")
+  # sanitize NAME COMMAND...: the four tools over one command, a result line each.
+  sanitize() {
+    local name=$1 tool log rc extra
+    shift
     for tool in memcheck racecheck initcheck synccheck; do
       extra=()
       [[ $tool == memcheck ]] && extra=(--leak-check full)
       log="$log_dir/$name.$tool.log"
       echo ">>> $tool $name (log: $log)"
-      "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode "$sanitizer_error" \
-          "$bin" --gtest_filter='Gpu*' >"$log" 2>&1
+      "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode "$sanitizer_error" "$@" >"$log" 2>&1
       rc=$?
       grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|^\[  (PASSED|FAILED|SKIPPED)' "$log" | sed 's/^/    /'
       if ((rc == 0)); then
@@ -132,7 +134,24 @@ else
         record "$tool $name" "FAIL (exit $rc, see log)"
       fi
     done
+  }
+
+  for bin in "${gpu_tests[@]}"; do
+    sanitize "$(basename "$bin")" "$bin" --gtest_filter='Gpu*'
   done
+
+  # --- 4. compute-sanitizer over one epoch of `mnist train` on the GPU, each model ----------
+  # 2,000 training images (16 steps of 128), the epoch's CUDA graph, validation and test.
+  if [[ -f data/mnist/train-images-idx3-ubyte.gz || -f data/mnist/train-images-idx3-ubyte ]]; then
+    for model in mlp cnn; do
+      out="$log_dir/train-$model-run"
+      rm -rf "$out"
+      sanitize "mnist-train-$model" "$build_dir/mnist" train --device gpu --model "$model" --train-subset 2000 \
+          --epochs 1 --no-report --out "$out"
+    done
+  else
+    record "compute-sanitizer mnist train" "FAIL (no data/mnist: run data/fetch.sh mnist first)"
+  fi
 fi
 
 summary

@@ -196,6 +196,14 @@ TEST_F(Idx, UnreadableFile) {
   expect_data_error([&] { mnist::load_idx_images(path("locked")); }, {"locked", "cannot open", "Permission denied"});
 }
 
+// A file that opens but cannot be read, which root meets too: /proc/self/mem opens, and reading
+// its offset 0 (never mapped) fails with EIO.
+TEST_F(Idx, ReadErrorIsNamed) {
+  if (!fs::exists("/proc/self/mem")) GTEST_SKIP() << "no /proc/self/mem (not Linux)";
+  expect_data_error([&] { mnist::load_idx_images("/proc/self/mem"); },
+                    {"/proc/self/mem", "read error", "Input/output error"});
+}
+
 // --- headers that do not fit the data -------------------------------------------------------
 
 TEST_F(Idx, WrongMagic) {
