@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Packs what a lent GPU machine lacks for building mnist: the Debian packages the build needs
+# (CLI11, nlohmann-json, GoogleTest, OpenBLAS's static library, zlib), as installed on this
+# machine, into .gpu-kit/deps.tar.gz (git ignores it; ~15 MB). The GPU machine has the CUDA
+# toolkit, cuDNN, CMake and ninja but no Debian packages and no network; profiling/gpu_session.sh
+# unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
+#
+#   bash profiling/gpu_kit.sh
+#   then, with the device tool: run(command="bash profiling/gpu_session.sh",
+#                                   carry=["data/mnist", ".gpu-kit"], timeout_s=600)
+#
+# Only the packages' headers, static libraries and CMake/pkg-config files go in, at their /usr
+# paths; shared libraries stay out (the binaries must not need Debian's).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libcli11-dev nlohmann-json3-dev libgtest-dev libopenblas-pthread-dev zlib1g-dev)
+list=$(mktemp)
+trap 'rm -f "$list"' EXIT
+for package in "${packages[@]}"; do
+  if ! files=$(dpkg -L "$package" 2>/dev/null); then
+    echo "gpu_kit: $package is not installed; run bash .ci/setup first" >&2
+    exit 1
+  fi
+  # Regular files and links, not folders; no docs, no shared libraries (.so, .so.N).
+  while IFS= read -r path; do
+    [[ -f $path || -L $path ]] || continue
+    [[ $path == /usr/share/doc/* || $path == /usr/share/man/* || $path == /usr/share/lintian/* ]] && continue
+    [[ $path =~ \.so(\.[0-9.]+)?$ ]] && continue
+    echo "${path#/}"
+  done <<<"$files" >>"$list"
+done
+
+mkdir -p .gpu-kit
+tar -czf .gpu-kit/deps.tar.gz -C / --files-from="$list"
+{
+  echo "made $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m) from:"
+  for package in "${packages[@]}"; do dpkg-query -W -f='  ${Package} ${Version}\n' "$package"; done
+} >.gpu-kit/MANIFEST
+echo "gpu_kit: .gpu-kit/deps.tar.gz, $(du -h .gpu-kit/deps.tar.gz | cut -f1), $(wc -l <"$list") files of ${packages[*]}"

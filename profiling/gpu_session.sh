@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Everything the open issues ask of a GPU machine, in one call of the device tool, each stage
+# time-boxed so the call ends inside its limit; logs go to $OUT (they come back to the caller).
+#
+#   here (after bash .ci/setup):  bash profiling/gpu_kit.sh
+#   device tool:                  run(command="bash profiling/gpu_session.sh",
+#                                     carry=["data/mnist", ".gpu-kit"], timeout_s=600)
+#
+# Stages, in order of what matters most if time runs short:
+#   1. environment: GPU, driver, CUDA, cuDNN and cuBLAS found on the machine;
+#   2. build: unpack .gpu-kit (gpu_kit.sh), configure build-gpu for sm_90 against it, build;
+#   3. the gpu-labelled tests, then the cpu-labelled ones (ctest);
+#   4. measurements: bench_kernels, bench_train (default MLP), bench_cnn (default CNN, 15
+#      epochs), the README's default `mnist train` (20 epochs) twice with one seed and once with
+#      --no-graph (the three must print the same metrics);
+#   5. compute-sanitizer (profiling/gpu_check.sh's stages 3 and 4) with what is left.
+# Files in $OUT (at most 8 come back): session.log (everything), summary.md, and one log per
+# measurement. Nothing here is recorded anywhere: copy what was seen into profiling/RESULTS.md.
+#
+# Options: --budget SECONDS (default 540: the whole script; later stages get what is left)
+#          --build-only (stop after stage 2: how the kit is checked on a machine without a GPU)
+set -uo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo" || exit 1
+budget=540
+build_only=0
+while (($#)); do
+  case $1 in
+    --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
+    --build-only) build_only=1; shift ;;
+    *) echo "gpu_session: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
+  esac
+done
+
+out=${OUT:-$repo/build-gpu/session}
+mkdir -p "$out"
+exec > >(tee -a "$out/session.log") 2>&1
+left() { echo $((budget - SECONDS)); }
+summary=$out/summary.md
+echo "# gpu_session $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+# stage NAME SECONDS COMMAND...: runs it under timeout, notes pass/FAIL/timed out with its time.
+stage() {
+  local name=$1 limit=$2 started=$SECONDS rc
+  shift 2
+  if ((limit < 5)); then note "- $name: skipped (no time left)"; return 1; fi
+  echo ">>> $name (up to ${limit}s)"
+  timeout --kill-after=10 "$limit" "$@"
+  rc=$?
+  case $rc in
+    0) note "- $name: pass ($((SECONDS - started)) s)" ;;
+    124 | 137) note "- $name: TIMED OUT after $((SECONDS - started)) s" ;;
+    *) note "- $name: FAIL (exit $rc, $((SECONDS - started)) s)" ;;
+  esac
+  return "$rc"
+}
+
+# --- 1. environment ---------------------------------------------------------------------------
+nvcc=$(command -v nvcc || true)
+for candidate in /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc; do
+  [[ -z $nvcc && -x $candidate ]] && nvcc=$candidate
+done
+if [[ -z $nvcc ]]; then note "- environment: FAIL (no nvcc)"; exit 1; fi
+cuda_root=$(dirname "$(dirname "$nvcc")")
+search=("$cuda_root" /usr/local /opt /usr/lib /usr/include)
+cudnn_header=$(find "${search[@]}" -name cudnn.h -not -path '*/proc/*' 2>/dev/null | head -n1)
+cudnn_lib=$(find "${search[@]}" \( -name libcudnn.so -o -name 'libcudnn.so.[0-9]*' \) 2>/dev/null | sort | head -n1)
+cublas_lib=$(find "${search[@]}" -name 'libcublas.so*' 2>/dev/null | sort | head -n1)
+{
+  echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n1)"
+  echo "- nvcc: $("$nvcc" --version | tail -n2 | head -n1)"
+  echo "- cuDNN: header ${cudnn_header:-NOT FOUND}, library ${cudnn_lib:-NOT FOUND}"
+  echo "- cuBLAS: ${cublas_lib:-NOT FOUND}"
+  echo "- cmake: $(cmake --version | head -n1), ninja: $(ninja --version 2>&1)"
+} | tee -a "$summary"
+lib_dirs=()
+for lib in "$cudnn_lib" "$cublas_lib"; do [[ -n $lib ]] && lib_dirs+=("$(dirname "$lib")"); done
+LD_LIBRARY_PATH=$(IFS=:; echo "${lib_dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export LD_LIBRARY_PATH PATH="$cuda_root/bin:$PATH"
+
+# --- 2. build ---------------------------------------------------------------------------------
+deps=/tmp/mnist-deps
+if [[ ! -f .gpu-kit/deps.tar.gz ]]; then
+  note "- build: FAIL (.gpu-kit/deps.tar.gz missing: run bash profiling/gpu_kit.sh here and carry .gpu-kit)"
+  exit 1
+fi
+rm -rf "$deps" && mkdir -p "$deps" && tar -xzf .gpu-kit/deps.tar.gz -C "$deps"
+arch=x86_64-linux-gnu
+configure=(cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release
+  -DCMAKE_CUDA_ARCHITECTURES="${CMAKE_CUDA_ARCHITECTURES:-90}" -DCMAKE_CUDA_COMPILER="$nvcc"
+  -DCMAKE_PREFIX_PATH="$deps/usr"
+  -DCBLAS_INCLUDE_DIR="$deps/usr/include/$arch/openblas-pthread"
+  -DOPENBLAS_STATIC_LIBRARY="$deps/usr/lib/$arch/openblas-pthread/libopenblas.a"
+  -DZLIB_ROOT="$deps/usr" -DZLIB_USE_STATIC_LIBS=ON)
+[[ -n $cudnn_header ]] && configure+=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_header")")
+[[ -n $cudnn_lib ]] && configure+=(-DCUDNN_LIBRARY="$cudnn_lib")
+stage "configure" "$(left)" "${configure[@]}" || exit 1
+stage "build" "$(left)" cmake --build build-gpu -j "$(nproc)" || exit 1
+if ((build_only)); then note "- stopped after the build (--build-only)"; exit 0; fi
+
+# --- 3. tests ---------------------------------------------------------------------------------
+stage "ctest -L gpu" "$(($(left) / 3))" ctest --test-dir build-gpu -L gpu --output-on-failure
+stage "ctest -L cpu" "$(($(left) / 4))" ctest --test-dir build-gpu -L cpu -j "$(nproc)" --output-on-failure
+
+# --- 4. measurements --------------------------------------------------------------------------
+stage "bench_kernels" 90 bash -c "build-gpu/profiling/bench_kernels >'$out/bench_kernels.txt' 2>&1"
+stage "bench_train" 120 bash -c "build-gpu/profiling/bench_train --json >'$out/bench_train.json'"
+stage "bench_cnn" 180 bash -c "build-gpu/profiling/bench_cnn --json >'$out/bench_cnn.json'"
+runs=$out/train_default.log
+: >"$runs"
+for variant in "seed-1-a" "seed-1-b" "no-graph"; do
+  extra=()
+  [[ $variant == no-graph ]] && extra=(--no-graph)
+  echo "=== mnist train --device gpu ${extra[*]} ($variant)" >>"$runs"
+  stage "mnist train (default, $variant)" 120 bash -c \
+    "build-gpu/mnist train --device gpu --no-report --force --out build-gpu/runs/$variant ${extra[*]} >>'$runs' 2>&1"
+done
+for variant in "seed-1-a" "seed-1-b" "no-graph"; do
+  note "  - $variant: $(tail -n1 "build-gpu/runs/$variant/metrics.jsonl" 2>/dev/null || echo "no metrics")"
+done
+
+# --- 5. compute-sanitizer ---------------------------------------------------------------------
+stage "gpu_check.sh sanitizers" "$(left)" env MNIST_GPU_CHECK_SKIP_CTEST=1 bash profiling/gpu_check.sh build-gpu \
+  >"$out/sanitizers.log" 2>&1
+# Each sanitizer run's result as gpu_check.sh recorded it (also when the stage was cut short).
+grep -E '^>>> (memcheck|racecheck|initcheck|synccheck|compute-sanitizer)[^(]*: ' "$out/sanitizers.log" |
+  sed 's/^>>> /  - /' >>"$summary"
+note "- done in $SECONDS s"
