@@ -12,10 +12,10 @@
 #   3. the gpu-labelled tests, then the cpu-labelled ones (ctest);
 #   4. measurements: bench_kernels, bench_train (default MLP), bench_cnn (default CNN, 15
 #      epochs), the README's default `mnist train` (20 epochs) twice with one seed and once with
-#      --no-graph (the three must print the same metrics);
+#      --no-graph (the three must print the same metrics), compare.sh (ours, PyTorch, JAX);
 #   5. compute-sanitizer (profiling/gpu_check.sh's stages 3 and 4) with what is left.
-# Files in $OUT (at most 8 come back): session.log (everything), summary.md, and one log per
-# measurement. Nothing here is recorded anywhere: copy what was seen into profiling/RESULTS.md.
+# Files in $OUT (at most 8 come back): session.log (everything), summary.md, bench_kernels.txt,
+# bench_train.json, bench_cnn.json, train_default.log, compare.md, sanitizers.log. Nothing here is recorded anywhere: copy what was seen into profiling/RESULTS.md.
 #
 # Options: --budget SECONDS (default 540: the whole script; later stages get what is left)
 #          --build-only (stop after stage 2: how the kit is checked on a machine without a GPU)
@@ -119,6 +119,10 @@ done
 for variant in "seed-1-a" "seed-1-b" "no-graph"; do
   note "  - $variant: $(tail -n1 "build-gpu/runs/$variant/metrics.jsonl" 2>/dev/null || echo "no metrics")"
 done
+
+# Ours against PyTorch (eager, compile) and JAX, which the GPU image has: 3 timed epochs, 1 round.
+stage "compare.sh" 240 env MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="${PYTHON:-python3}" \
+  bash profiling/compare.sh --epochs 3 --rounds 1 >"$out/compare.md" 2>&1
 
 # --- 5. compute-sanitizer ---------------------------------------------------------------------
 stage "gpu_check.sh sanitizers" "$(left)" env MNIST_GPU_CHECK_SKIP_CTEST=1 bash profiling/gpu_check.sh build-gpu \
