@@ -40,10 +40,12 @@ left() { echo $((budget - SECONDS)); }
 summary=$out/summary.md
 echo "# gpu_session $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)" >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
-# stage NAME SECONDS COMMAND...: runs it under timeout, notes pass/FAIL/timed out with its time.
+# stage NAME SECONDS COMMAND...: runs it under timeout (SECONDS, or less when less of the budget
+# is left), notes pass/FAIL/timed out with its time.
 stage() {
   local name=$1 limit=$2 started=$SECONDS rc
   shift 2
+  (($(left) < limit)) && limit=$(left)
   if ((limit < 5)); then note "- $name: skipped (no time left)"; return 1; fi
   echo ">>> $name (up to ${limit}s)"
   timeout --kill-after=10 "$limit" "$@"
