@@ -33,6 +33,11 @@ while (($#)); do
   esac
 done
 
+if ((!build_only)) && ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }; then
+  echo "gpu_session: no NVIDIA GPU here (nvidia-smi lists none); nothing run (--build-only checks the build alone)"
+  exit 1
+fi
+
 out=${OUT:-$repo/build-gpu/session}
 mkdir -p "$out"
 exec > >(tee -a "$out/session.log") 2>&1
