@@ -99,25 +99,28 @@ int run(const Options& options) {
   };
 
   if (options.json) {
-    nlohmann::json out = {{"system", "mnist-cuda-cnn"},
-                          {"model", model},
-                          {"device", trainer->device_name()},
-                          {"batch_size", options.batch_size},
-                          {"train_images", split.train.count},
-                          {"build_ms", build_ms},
-                          {"ms_per_epoch_median", ms},
-                          {"images_per_s", images_per_s},
-                          {"target", options.target},
-                          {"target_epoch", target_epoch},
-                          {"time_to_target_ms", target_epoch ? nlohmann::json(time_to_target) : nlohmann::json()},
-                          {"epochs", nlohmann::json::array()}};
+    // One line, the summary first and the epochs last (compare.sh reads the first "test_accuracy").
+    nlohmann::ordered_json out = {{"system", "mnist-cuda-cnn"},
+                                  {"model", model},
+                                  {"device", trainer->device_name()},
+                                  {"batch_size", options.batch_size},
+                                  {"train_images", split.train.count},
+                                  {"build_ms", build_ms},
+                                  {"ms_per_epoch", ms},
+                                  {"images_per_s", images_per_s},
+                                  {"test_accuracy", accuracy_after(options.epochs)},
+                                  {"test_accuracy_after_5", accuracy_after(5)},
+                                  {"target", options.target},
+                                  {"target_epoch", target_epoch},
+                                  {"time_to_target_ms", target_epoch ? nlohmann::json(time_to_target) : nlohmann::json()},
+                                  {"epochs", nlohmann::ordered_json::array()}};
     for (const EpochRecord& r : records)
       out["epochs"].push_back({{"epoch", r.epoch},
                                {"train_ms", r.train_ms},
                                {"cumulative_ms", r.cumulative_ms},
                                {"eval_ms", r.eval_ms},
                                {"test_accuracy", r.test_accuracy}});
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", out.dump().c_str());
     return 0;
   }
   std::printf("model      %s on %s, batch %d, %d training images\n", model.c_str(), trainer->device_name().c_str(),

@@ -2,7 +2,11 @@
 # One-run comparison on this GPU: our trainer (bench_train) against PyTorch (eager and
 # torch.compile) and JAX training the same model on the same data, printed as one markdown table.
 #
-#   profiling/compare.sh [--epochs 10] [--rounds 2] [--tf32]
+#   profiling/compare.sh [--epochs 10] [--rounds 2] [--tf32] [--model cnn]
+#
+# --model cnn compares the CNN of `mnist train --model cnn` instead (ours through bench_cnn,
+# which times epochs 2.. of epochs+1; PyTorch through torch_mlp.py --model cnn; the JAX peer has
+# no CNN, and its row says so).
 #
 # The systems run one after another, interleaved over the rounds (ours, torch eager, torch
 # compile, jax, then again), so a drift of the GPU's clocks or temperature shows in every
@@ -25,11 +29,13 @@ epochs=10
 rounds=2
 tf32=()
 math=fp32
+model=mlp
 while (($#)); do
   case $1 in
     --epochs) epochs=${2:?--epochs needs a number}; shift 2 ;;
     --rounds) rounds=${2:?--rounds needs a number}; shift 2 ;;
     --tf32) tf32=(--tf32); math=tf32; shift ;;
+    --model) model=${2:?--model needs mlp or cnn}; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "compare.sh: unknown option $1 (see compare.sh --help)" >&2; exit 2 ;;
   esac
@@ -37,6 +43,18 @@ done
 if ! [[ $epochs =~ ^[1-9][0-9]*$ && $rounds =~ ^[1-9][0-9]*$ ]]; then
   echo "compare.sh: --epochs and --rounds must be positive integers" >&2
   exit 2
+fi
+if [[ $model != mlp && $model != cnn ]]; then
+  echo "compare.sh: --model must be mlp or cnn" >&2
+  exit 2
+fi
+# Ours: bench_train (1 warm-up + --epochs timed) or bench_cnn (--epochs + 1, the first untimed).
+if [[ $model == cnn ]]; then
+  our_bench=bench_cnn
+  our_args=(--json --epochs $((epochs + 1)))
+else
+  our_bench=bench_train
+  our_args=(--json --epochs "$epochs")
 fi
 
 require_gpu compare.sh
@@ -48,13 +66,13 @@ results=$out_dir/results.tsv  # system, round, ms_per_epoch, images_per_s, test_
 : >"$results"
 
 our_build_error=""
-if ! build_targets bench_train 2>"$out_dir/build.log"; then
-  our_build_error="bench_train did not build (see $out_dir/build.log)"
+if ! build_targets "$our_bench" 2>"$out_dir/build.log"; then
+  our_build_error="$our_bench did not build (see $out_dir/build.log)"
 fi
 
 # field LINE KEY: the value of KEY=VALUE in a RESULT line (values have no spaces).
 field() { sed -n "s/.* $2=\\([^ ]*\\).*/\\1/p" <<<"$1"; }
-# json_number JSON KEY: a top-level number of bench_train's one-line JSON object.
+# json_number JSON KEY: a top-level number of bench_train's (bench_cnn's) one-line JSON object.
 json_number() { grep -o "\"$2\":[-0-9.eE+]*" <<<"$1" | head -n 1 | cut -d: -f2; }
 
 record() {  # record SYSTEM ROUND MS IMAGES_PER_S ACCURACY ERROR
@@ -67,8 +85,8 @@ run_ours() {  # run_ours ROUND
     record mnist-cuda "$1" "" "" "" "$our_build_error"
     return
   fi
-  echo ">>> round $1: mnist-cuda (bench_train)" >&2
-  "$build_dir/profiling/bench_train" --json --epochs "$epochs" "${tf32[@]}" >"$log.json" 2>"$log.err" || status=$?
+  echo ">>> round $1: mnist-cuda ($our_bench)" >&2
+  "$build_dir/profiling/$our_bench" "${our_args[@]}" "${tf32[@]}" >"$log.json" 2>"$log.err" || status=$?
   json=$(tail -n 1 "$log.json")
   if ((status != 0)) || [[ $json != \{* ]]; then
     record mnist-cuda "$1" "" "" "" "exit $status: $(cat "$log.json" "$log.err" | grep . | tail -n 1)"
@@ -104,16 +122,24 @@ run_peer() {  # run_peer SYSTEM ROUND SCRIPT ARG...
 peers=profiling/peers
 for ((round = 1; round <= rounds; ++round)); do
   run_ours "$round"
-  run_peer torch-eager "$round" "$peers/torch_mlp.py" --mode eager
-  run_peer torch-compile "$round" "$peers/torch_mlp.py" --mode compile
-  run_peer jax "$round" "$peers/jax_mlp.py"
+  run_peer torch-eager "$round" "$peers/torch_mlp.py" --mode eager --model "$model"
+  run_peer torch-compile "$round" "$peers/torch_mlp.py" --mode compile --model "$model"
+  if [[ $model == cnn ]]; then
+    record jax "$round" "" "" "" "jax_mlp.py has no CNN"
+  else
+    run_peer jax "$round" "$peers/jax_mlp.py"
+  fi
 done
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)
 echo
 echo "## mnist-cuda against PyTorch and JAX on ${gpu:-this GPU}"
 echo
-echo "Default model 784-512-512-10, batch 128, Adam 1e-3, dropout 0.2, $math GEMMs; $epochs timed"
+if [[ $model == cnn ]]; then
+  echo "CNN conv 5x5 32 - pool - conv 5x5 64 - pool - dense 1024, batch 128, Adam 1e-3, dropout 0.5, $math; $epochs timed"
+else
+  echo "Default model 784-512-512-10, batch 128, Adam 1e-3, dropout 0.2, $math GEMMs; $epochs timed"
+fi
 echo "epochs after 1 warm-up, $rounds round(s) interleaved; ms/epoch is the median over the rounds of each"
 echo "run's median epoch (host clock, device synchronized at both ends). Logs: $out_dir/"
 echo

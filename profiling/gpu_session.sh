@@ -128,8 +128,11 @@ for variant in "seed-1-a" "seed-1-b" "no-graph"; do
 done
 
 # Ours against PyTorch (eager, compile) and JAX, which the GPU image has: 3 timed epochs, 1 round.
-stage "compare.sh" 240 env MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="${PYTHON:-python3}" \
-  bash profiling/compare.sh --epochs 3 --rounds 1 >"$out/compare.md" 2>&1
+for model in mlp cnn; do
+  echo "=== compare.sh --model $model" >>"$out/compare.md"
+  stage "compare.sh --model $model" 180 env MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="${PYTHON:-python3}" \
+    bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1 >>"$out/compare.md" 2>&1
+done
 
 # --- 5. compute-sanitizer ---------------------------------------------------------------------
 stage "gpu_check.sh sanitizers" "$(left)" env MNIST_GPU_CHECK_SKIP_CTEST=1 bash profiling/gpu_check.sh build-gpu \

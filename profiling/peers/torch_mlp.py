@@ -5,7 +5,10 @@ Same model, data and schedule as `mnist train`: 784-512-512-10, ReLU, dropout 0.
 hidden layer, Kaiming-uniform weights for ReLU (U(+-sqrt(6/fan_in))) and zero biases, softmax
 cross-entropy, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8), batch 128 with the last partial batch
 trained on, the training split without its last 6,000 images (the validation split), inputs
-x / 255. The data is read from the IDX files with gzip and numpy, moved to the GPU once, and
+x / 255. With --model cnn, `mnist train --model cnn`'s network instead: conv 5x5 32 (pad 2) ->
+ReLU -> max-pool 2 -> conv 5x5 64 -> ReLU -> max-pool 2 -> dense 1024 -> ReLU -> dropout 0.5 ->
+dense 10, NCHW, the same initialisation (Kaiming-uniform over fan_in = C_in*k*k for the
+convolutions), the rest as for the MLP. The data is read from the IDX files with gzip and numpy, moved to the GPU once, and
 shuffled on the GPU every epoch (torch.randperm on the device, one gather per epoch; the batches
 are views). No data loader.
 
@@ -42,8 +45,12 @@ def parse_args():
     p.add_argument("--mode", choices=("eager", "compile"), default="eager")
     p.add_argument("--epochs", type=int, default=10, help="timed epochs, after one warm-up epoch")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--hidden", default="512,512", help="hidden layer widths, comma-separated")
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--hidden", default=None,
+                   help="hidden layer widths, comma-separated (default 512,512); cnn: the dense width (1024)")
+    p.add_argument("--dropout", type=float, default=None, help="default 0.2 (mlp), 0.5 (cnn)")
+    p.add_argument("--channels", default="32,64", help="cnn: filters of the two convolutions")
+    p.add_argument("--kernel", type=int, default=5, help="cnn: k x k convolutions (odd)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tf32", action="store_true", help="TF32 tensor-core matmuls (default: full fp32)")
@@ -55,7 +62,15 @@ def parse_args():
     args = p.parse_args()
     if args.epochs < 1 or args.batch_size < 1 or args.eval_repeats < 1:
         p.error("--epochs, --batch-size and --eval-repeats must be at least 1")
+    cnn = args.model == "cnn"
+    if args.hidden is None:
+        args.hidden = "1024" if cnn else "512,512"
+    if args.dropout is None:
+        args.dropout = 0.5 if cnn else 0.2
     args.hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
+    args.channels = [int(c) for c in args.channels.split(",") if c.strip()]
+    if cnn and (len(args.hidden) != 1 or len(args.channels) != 2 or args.kernel % 2 == 0):
+        p.error("--model cnn takes one --hidden width, two --channels and an odd --kernel")
     return args
 
 
@@ -90,16 +105,29 @@ def run(args, system, np, torch):
         raise ValueError(f"--batch-size {batch} is larger than the {n} training images")
     steps = math.ceil(n / batch)
 
-    sizes = [x_train.shape[1]] + args.hidden + [10]
-    layers = []
-    for i in range(len(sizes) - 1):
-        linear = nn.Linear(sizes[i], sizes[i + 1])
-        nn.init.kaiming_uniform_(linear.weight, nonlinearity="relu")
-        nn.init.zeros_(linear.bias)
-        layers.append(linear)
-        if i < len(sizes) - 2:
-            layers += [nn.ReLU(), nn.Dropout(args.dropout)]
-    model = nn.Sequential(*layers).to(device)
+    def he(layer):  # U(+-sqrt(6/fan_in)), zero bias: mnist's he_uniform_init
+        nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+        return layer
+
+    if args.model == "cnn":
+        (c1, c2), k, hidden = args.channels, args.kernel, args.hidden[0]
+        model = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)),  # a batch [N, 784] is the NCHW tensor [N, 1, 28, 28]
+            he(nn.Conv2d(1, c1, k, padding=k // 2)), nn.ReLU(), nn.MaxPool2d(2),
+            he(nn.Conv2d(c1, c2, k, padding=k // 2)), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(),
+            he(nn.Linear(c2 * 7 * 7, hidden)), nn.ReLU(), nn.Dropout(args.dropout),
+            he(nn.Linear(hidden, 10)),
+        ).to(device)
+    else:
+        sizes = [x_train.shape[1]] + args.hidden + [10]
+        layers = []
+        for i in range(len(sizes) - 1):
+            layers.append(he(nn.Linear(sizes[i], sizes[i + 1])))
+            if i < len(sizes) - 2:
+                layers += [nn.ReLU(), nn.Dropout(args.dropout)]
+        model = nn.Sequential(*layers).to(device)
     optimizer, adam_kind = make_adam(torch, list(model.parameters()), args.lr, on_gpu)
 
     def forward_loss(x, y):
@@ -189,6 +217,7 @@ def run(args, system, np, torch):
         eval_ms=statistics.median(eval_ms),
         last_train_loss=last_loss,
         train_images=n,
+        model=args.model,
         math="tf32" if args.tf32 else "fp32",
         adam=adam_kind,
         torch=torch.__version__,
@@ -199,7 +228,7 @@ def run(args, system, np, torch):
 
 def main():
     args = parse_args()
-    system = f"torch-{args.mode}"
+    system = f"torch-{args.mode}" + ("-cnn" if args.model == "cnn" else "")
     try:
         import numpy as np
     except ImportError:
