@@ -60,7 +60,7 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
                  "Do not draw the report (curves.png, confusion.png, errors.png, report.md) at the end; "
                  "`mnist report RUN_DIR` draws it later");
   train.add_flag("--no-graph", c.no_graph, "GPU: launch each kernel on the stream instead of replaying a CUDA graph");
-  train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs (default: full fp32)");
+  train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs and convolutions (default: full fp32)");
   train.add_option("--resume", c.resume,
                    "Continue from a checkpoint (a run's last.ckpt or best.ckpt) up to --epochs, in its run directory "
                    "unless --out is given; pass the options of the original run again. After Ctrl-C, last.ckpt "
