@@ -59,7 +59,8 @@ void set_model(TrainConfig& config, ModelKind kind, const std::vector<int>& size
     config.hidden = {shape.hidden};
     return;
   }
-  if (sizes.size() < 3 || sizes.front() != kPixels || sizes.back() != kClasses)
+  // 784-10 (no hidden layer) too: the checkpoint reader accepts it and CpuMlp runs it.
+  if (sizes.size() < 2 || sizes.front() != kPixels || sizes.back() != kClasses)
     throw ConfigError("not an MLP this build trains: " + describe_model(kind, sizes));
   config.model = "mlp";
   config.hidden.assign(sizes.begin() + 1, sizes.end() - 1);

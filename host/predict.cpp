@@ -60,14 +60,14 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& f
   // Seed, dropout and label smoothing do not matter: the weights are replaced, evaluation
   // never drops out, and the loss it computes on the way is not used. The reader has checked
   // that the sizes are a model's and the parameters fit them.
+  TrainConfig config;  // only its model options: the shape, as `mnist evaluate` derives it
+  set_model(config, state.kind, state.sizes);
   if (state.kind == ModelKind::kCnn) {
-    CpuCnn model(CnnShape::from_sizes(state.sizes), 0, 0.f, 0.f, 1);
+    CpuCnn model(cnn_shape(config), 0, 0.f, 0.f, 1);
     model.params() = state.params;
     return predict_files(model, files);
   }
-  const std::vector<int>& sizes = state.sizes;
-  CpuMlp model(MlpShape(sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()), 0, 0.f,
-               0.f, 1);
+  CpuMlp model(mlp_shape(config), 0, 0.f, 0.f, 1);
   model.params() = state.params;
   return predict_files(model, files);
 }

@@ -631,6 +631,21 @@ TEST(EvaluateCli, PrintsTheTestAccuracyOfTheRunsReport) {
   fs::remove_all(dir);
 }
 
+// The reader accepts an MLP without hidden layers (784-10); evaluate and predict run it too.
+TEST(EvaluateCli, AnMlpWithoutHiddenLayersEvaluates) {
+  const fs::path dir = fresh_temp_dir("evaluate-784-10");
+  TrainConfig config;
+  config.hidden = {};
+  const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, DataSplit{});
+  const std::string path = (dir / "linear.ckpt").string();
+  write_checkpoint(path, Checkpoint{trainer->state(), 1, 0.5, to_json(config)});
+  const Outcome evaluated = run_mnist("evaluate --device cpu --model " + path);
+  EXPECT_EQ(evaluated.status, 0) << evaluated.output;
+  EXPECT_NE(evaluated.output.find("784-10 MLP"), std::string::npos) << evaluated.output;
+  EXPECT_EQ(parse_test_line(evaluated.output).count, 10000u) << evaluated.output;
+  fs::remove_all(dir);
+}
+
 TEST(EvaluateCli, BadCheckpointOrDataIsOneClearLine) {
   const fs::path dir = fresh_temp_dir("evaluate-bad");
   const std::string good = untrained_checkpoint(dir);
