@@ -5,8 +5,8 @@
 #   profiling/compare.sh [--epochs 10] [--rounds 2] [--tf32] [--model cnn]
 #
 # --model cnn compares the CNN of `mnist train --model cnn` instead (ours through bench_cnn,
-# which times epochs 2.. of epochs+1; PyTorch through torch_mlp.py --model cnn; the JAX peer has
-# no CNN, and its row says so).
+# which times epochs 2.. of epochs+1; PyTorch and JAX through torch_mlp.py and jax_mlp.py with
+# --model cnn).
 #
 # The systems run one after another, interleaved over the rounds (ours, torch eager, torch
 # compile, jax, then again), so a drift of the GPU's clocks or temperature shows in every
@@ -124,11 +124,7 @@ for ((round = 1; round <= rounds; ++round)); do
   run_ours "$round"
   run_peer torch-eager "$round" "$peers/torch_mlp.py" --mode eager --model "$model"
   run_peer torch-compile "$round" "$peers/torch_mlp.py" --mode compile --model "$model"
-  if [[ $model == cnn ]]; then
-    record jax "$round" "" "" "" "jax_mlp.py has no CNN"
-  else
-    run_peer jax "$round" "$peers/jax_mlp.py"
-  fi
+  run_peer jax "$round" "$peers/jax_mlp.py" --model "$model"
 done
 
 gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs what a lent GPU machine lacks for building mnist: the Debian packages the build needs
-# (CLI11, nlohmann-json, GoogleTest, OpenBLAS's static library, zlib), as installed on this
+# (CLI11, nlohmann-json, GoogleTest, OpenBLAS's static library, zlib) and cuDNN's headers, as installed on this
 # machine, into .gpu-kit/deps.tar.gz (git ignores it; ~15 MB). The GPU machine has the CUDA
 # toolkit, cuDNN, CMake and ninja but no Debian packages and no network; profiling/gpu_session.sh
 # unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
@@ -31,10 +31,20 @@ for package in "${packages[@]}"; do
   done <<<"$files" >>"$list"
 done
 
+# cuDNN 9's headers from this machine's toolkit, for a GPU machine whose cuDNN came without them
+# (gpu_session.sh uses them only when it finds no cudnn.h there); the API is stable within 9.x.
+cudnn_headers=(/usr/local/cuda/include/cudnn*.h)
+if [[ -f ${cudnn_headers[0]} ]]; then
+  printf '%s\n' "${cudnn_headers[@]#/}" >>"$list"
+else
+  echo "gpu_kit: no cuDNN headers in /usr/local/cuda/include; the kit goes without them" >&2
+fi
+
 mkdir -p .gpu-kit
 tar -czf .gpu-kit/deps.tar.gz -C / --files-from="$list"
 {
   echo "made $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m) from:"
   for package in "${packages[@]}"; do dpkg-query -W -f='  ${Package} ${Version}\n' "$package"; done
+  grep -hE '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' /usr/local/cuda/include/cudnn_version.h 2>/dev/null | sed 's/^/  /'
 } >.gpu-kit/MANIFEST
 echo "gpu_kit: .gpu-kit/deps.tar.gz, $(du -h .gpu-kit/deps.tar.gz | cut -f1), $(wc -l <"$list") files of ${packages[*]}"

@@ -15,7 +15,9 @@
 #      --no-graph (the three must print the same metrics), compare.sh (ours, PyTorch, JAX);
 #   5. compute-sanitizer (profiling/gpu_check.sh's stages 3 and 4) with what is left.
 # Files in $OUT (at most 8 come back): session.log (everything), summary.md, bench_kernels.txt,
-# bench_train.json, bench_cnn.json, train_default.log, compare.md, sanitizers.log. Nothing here is recorded anywhere: copy what was seen into profiling/RESULTS.md.
+# bench_train.json, bench_cnn.json, train_default.log, compare.md, sanitizers.log.
+# session.log starts with where the machine keeps cuBLAS, cuDNN and the sanitizers. Nothing here
+# is recorded anywhere: copy what was seen into profiling/RESULTS.md.
 #
 # Options: --budget SECONDS (default 540: the whole script; later stages get what is left)
 #          --build-only (stop after stage 2: how the kit is checked on a machine without a GPU)
@@ -69,16 +71,36 @@ for candidate in /usr/local/cuda/bin/nvcc /usr/local/cuda-*/bin/nvcc; do
   [[ -z $nvcc && -x $candidate ]] && nvcc=$candidate
 done
 if [[ -z $nvcc ]]; then note "- environment: FAIL (no nvcc)"; exit 1; fi
-cuda_root=$(dirname "$(dirname "$nvcc")")
-search=("$cuda_root" /usr/local /opt /usr/lib /usr/include)
-cudnn_header=$(find "${search[@]}" -name cudnn.h -not -path '*/proc/*' 2>/dev/null | head -n1)
-cudnn_lib=$(find "${search[@]}" \( -name libcudnn.so -o -name 'libcudnn.so.[0-9]*' \) 2>/dev/null | sort | head -n1)
-cublas_lib=$(find "${search[@]}" -name 'libcublas.so*' 2>/dev/null | sort | head -n1)
+cuda_root=$(dirname "$(dirname "$(readlink -f "$nvcc")")")
+# Where the machine keeps what the build links (logged whole, so that a failed build can be
+# fixed from this log alone): the toolkit's own folders first, then pip's nvidia-* wheels.
+echo ">>> CUDA files on this machine"
+cuda_files=/tmp/mnist-cuda-files.txt
+find "$cuda_root" /usr/local /opt /usr/lib /usr/include \( -name 'libcudnn.so*' -o -name cudnn.h \
+  -o -name cudnn_version.h -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name cublas_v2.h \
+  -o -name nvToolsExt.h -o -name compute-sanitizer -o -name nsys -o -name ncu \) 2>/dev/null |
+  awk '!seen[$0]++' >"$cuda_files"
+cat "$cuda_files"
+first() { grep -E "$1" "$cuda_files" | head -n1; }
+cudnn_lib=$(first '/libcudnn\.so(\.9)?$')
+# The header that belongs to that library (a wheel's include/ beside its lib/), else any, else
+# the toolkit's headers packed into the kit from the machine that made it (cuDNN 9 there too).
+cudnn_header=
+[[ -n $cudnn_lib && -f $(dirname "$cudnn_lib")/../include/cudnn.h ]] &&
+  cudnn_header=$(readlink -f "$(dirname "$cudnn_lib")/../include/cudnn.h")
+[[ -z $cudnn_header ]] && cudnn_header=$(first '/cudnn\.h$')
+cublas_lib=$(first '/libcublas\.so(\.[0-9]+)?$')
+cublaslt_lib=$(first '/libcublasLt\.so(\.[0-9]+)?$')
+cublas_header=$(first '/cublas_v2\.h$')
+# gVisor (kernel 4.4.0) refuses compute-sanitizer and ncu (KINDS.md); Firecracker runs both.
+runtime="not gVisor"
+[[ $(uname -r) == 4.4.0 ]] && runtime="gVisor: expect compute-sanitizer to refuse the device"
 {
   echo "- GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 | head -n1)"
-  echo "- nvcc: $("$nvcc" --version | tail -n2 | head -n1)"
-  echo "- cuDNN: header ${cudnn_header:-NOT FOUND}, library ${cudnn_lib:-NOT FOUND}"
-  echo "- cuBLAS: ${cublas_lib:-NOT FOUND}"
+  echo "- kernel: $(uname -r) ($runtime)"
+  echo "- nvcc: $nvcc, $("$nvcc" --version | tail -n2 | head -n1); host compiler: $(c++ --version 2>&1 | head -n1)"
+  echo "- cuDNN: header ${cudnn_header:-NOT FOUND (the kit copy is used)}, library ${cudnn_lib:-NOT FOUND}"
+  echo "- cuBLAS: ${cublas_lib:-NOT FOUND}, header ${cublas_header:-NOT FOUND}"
   echo "- cmake: $(cmake --version | head -n1), ninja: $(ninja --version 2>&1)"
 } | tee -a "$summary"
 lib_dirs=()
@@ -100,10 +122,27 @@ configure=(cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release
   -DCBLAS_INCLUDE_DIR="$deps/usr/include/$arch/openblas-pthread"
   -DOPENBLAS_STATIC_LIBRARY="$deps/usr/lib/$arch/openblas-pthread/libopenblas.a"
   -DZLIB_ROOT="$deps/usr" -DZLIB_USE_STATIC_LIBS=ON)
+[[ -z $cudnn_header && -f $deps/usr/local/cuda/include/cudnn.h ]] && cudnn_header=$deps/usr/local/cuda/include/cudnn.h
 [[ -n $cudnn_header ]] && configure+=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_header")")
 [[ -n $cudnn_lib ]] && configure+=(-DCUDNN_LIBRARY="$cudnn_lib")
-stage "configure" "$(left)" "${configure[@]}" || exit 1
-stage "build" "$(left)" cmake --build build-gpu -j "$(nproc)" || exit 1
+# A toolkit without cuBLAS's development link (a pip-installed one keeps only libcublas.so.13,
+# perhaps in another wheel's folder): name the libraries and the header to FindCUDAToolkit.
+if ! compgen -G "$cuda_root/lib*/libcublas.so" >/dev/null && ! compgen -G "$cuda_root/targets/*/lib/libcublas.so" >/dev/null; then
+  [[ -n $cublas_lib ]] && configure+=(-DCUDA_cublas_LIBRARY="$cublas_lib")
+  [[ -n $cublaslt_lib ]] && configure+=(-DCUDA_cublasLt_LIBRARY="$cublaslt_lib")
+fi
+if [[ -n $cublas_header && $cublas_header != "$cuda_root"/* ]]; then
+  extra_include="-isystem $(dirname "$cublas_header")"
+  configure+=(-DCMAKE_CXX_FLAGS="$extra_include" -DCMAKE_CUDA_FLAGS="$extra_include")
+fi
+failed_build() {  # what CMake saw, for the next session to fix the kit or this script
+  note "- $1 failed: the CMake cache's CUDA and cuDNN entries are in session.log"
+  grep -E '^(CUDA|CUDAToolkit|CUDNN|CMAKE_CUDA_COMPILER|CMAKE_CXX_COMPILER|OPENBLAS|CBLAS|ZLIB)[A-Za-z_]*:' \
+    build-gpu/CMakeCache.txt 2>/dev/null
+  exit 1
+}
+stage "configure" "$(left)" "${configure[@]}" || failed_build configure
+stage "build" "$(left)" cmake --build build-gpu -j "$(nproc)" || failed_build build
 if ((build_only)); then note "- stopped after the build (--build-only)"; exit 0; fi
 
 # --- 3. tests ---------------------------------------------------------------------------------

@@ -53,11 +53,14 @@ check bench.sh bash "$here/bench.sh"
 check nsys.sh bash "$here/nsys.sh"
 check ncu.sh bash "$here/ncu.sh"
 check compare.sh bash "$here/compare.sh" --epochs 1
+check "compare.sh --model cnn" bash "$here/compare.sh" --model cnn --epochs 1
 check gpu_session.sh bash "$here/gpu_session.sh"
 if command -v "$python" >/dev/null 2>&1; then
   check_peer "torch_mlp.py --mode eager" "$python" "$here/peers/torch_mlp.py" --mode eager --epochs 1
   check_peer "torch_mlp.py --mode compile" "$python" "$here/peers/torch_mlp.py" --mode compile --epochs 1
   check_peer jax_mlp.py "$python" "$here/peers/jax_mlp.py" --epochs 1
+  check_peer "torch_mlp.py --model cnn" "$python" "$here/peers/torch_mlp.py" --model cnn --epochs 1
+  check_peer "jax_mlp.py --model cnn" "$python" "$here/peers/jax_mlp.py" --model cnn --epochs 1
 else
   echo "skip  the peers: $python not found"
 fi

@@ -5,19 +5,25 @@ Same model, data and schedule as `mnist train` and torch_mlp.py: 784-512-512-10,
 0.2 after each hidden layer, Kaiming-uniform weights for ReLU (U(+-sqrt(6/fan_in))) and zero
 biases, softmax cross-entropy, Adam lr 1e-3 (betas 0.9/0.999, eps 1e-8; optax.adam when optax is
 installed, else the same update written out below), batch 128 with the last partial batch
-trained on, the training split without its last 6,000 images, inputs x / 255. The data is read
-from the IDX files with gzip and numpy and put on the GPU once.
+trained on, the training split without its last 6,000 images, inputs x / 255. With --model cnn,
+`mnist train --model cnn`'s network (torch_mlp.py --model cnn's): conv 5x5 32 ('SAME', pad 2) ->
+ReLU -> max-pool 2 -> conv 5x5 64 -> ReLU -> max-pool 2 -> dense 1024 -> ReLU -> dropout 0.5 ->
+dense 10, NHWC (lax.conv_general_dilated, lax.reduce_window), Kaiming-uniform over
+fan_in = k*k*C_in for the convolutions. The data is read from the IDX files with gzip and numpy
+and put on the GPU once.
 
 One epoch is one jit-compiled call: a permutation drawn on the device, one gather, lax.scan
 over the full batches, then the partial batch (its own shape, in the same compiled call).
-Float32 matmuls run at full fp32 (jax_default_matmul_precision "float32"; JAX's default
-would use TF32 on this GPU), or TF32 with --tf32, so the math matches bench_train's.
+Float32 matmuls and convolutions run at full fp32 (jax_default_matmul_precision "float32";
+JAX's default would use TF32 on this GPU), or TF32 with --tf32, so the math matches
+bench_train's (bench_cnn's).
 
 One warm-up epoch (compilation happens there), then --epochs timed epochs, each timed like
 bench_train's: host clock around the call and jax.block_until_ready on its results (JAX has no
 events to record). Prints one line:
 
   RESULT system=jax ms_per_epoch=... images_per_s=... test_accuracy=... epochs=N ...
+  (system=jax-cnn with --model cnn)
 
 or, when jax, numpy, a GPU or the data is missing, RESULT system=jax error="..." and exit 1.
 --device cpu only checks that the script runs; its timings mean nothing.
@@ -35,15 +41,19 @@ import warnings
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mnist_data import DataError, fail, load_split, result_line  # noqa: E402
 
-SYSTEM = "jax"
+SYSTEM = "jax"  # "jax-cnn" with --model cnn
 
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=10, help="timed epochs, after one warm-up epoch")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--hidden", default="512,512", help="hidden layer widths, comma-separated")
-    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
+    p.add_argument("--hidden", default=None,
+                   help="hidden layer widths, comma-separated (default 512,512); cnn: the dense width (1024)")
+    p.add_argument("--dropout", type=float, default=None, help="default 0.2 (mlp), 0.5 (cnn)")
+    p.add_argument("--channels", default="32,64", help="cnn: filters of the two convolutions")
+    p.add_argument("--kernel", type=int, default=5, help="cnn: k x k convolutions (odd)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--tf32", action="store_true", help="TF32 tensor-core matmuls (default: full fp32)")
@@ -54,7 +64,15 @@ def parse_args():
     args = p.parse_args()
     if args.epochs < 1 or args.batch_size < 1 or args.eval_repeats < 1:
         p.error("--epochs, --batch-size and --eval-repeats must be at least 1")
+    cnn = args.model == "cnn"
+    if args.hidden is None:
+        args.hidden = "1024" if cnn else "512,512"
+    if args.dropout is None:
+        args.dropout = 0.5 if cnn else 0.2
     args.hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
+    args.channels = [int(c) for c in args.channels.split(",") if c.strip()]
+    if cnn and (len(args.hidden) != 1 or len(args.channels) != 2 or args.kernel % 2 == 0):
+        p.error("--model cnn takes one --hidden width, two --channels and an odd --kernel")
     return args
 
 
@@ -96,6 +114,12 @@ def make_adam(jax, jnp, lr):
     return init, update, "handwritten"
 
 
+def he_uniform(jax, jnp, key, shape, fan_in):
+    """U(+-sqrt(6/fan_in)): Kaiming uniform for ReLU, gain sqrt(2) * sqrt(3 / fan_in)."""
+    bound = math.sqrt(6.0 / fan_in)
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
 def run(args, np, jax):
     import jax.numpy as jnp
     from jax import lax
@@ -116,20 +140,39 @@ def run(args, np, jax):
     p_drop = args.dropout
 
     key = jax.random.PRNGKey(args.seed)
-    sizes = [int(x_train.shape[1])] + args.hidden + [10]
-    params = []
+    cnn = args.model == "cnn"
+    # params: the convolutions' (HWIO kernel, bias) pairs first (CNN only), then the dense
+    # layers' (weight [in, out], bias) pairs.
+    params, convs = [], 0
+    if cnn:
+        (c1, c2), k = args.channels, args.kernel
+        for c_in, c_out in ((1, c1), (c1, c2)):
+            key, sub = jax.random.split(key)
+            params.append((he_uniform(jax, jnp, sub, (k, k, c_in, c_out), k * k * c_in),
+                           jnp.zeros((c_out,), jnp.float32)))
+        convs = 2
+        sizes = [c2 * 7 * 7] + args.hidden + [10]
+    else:
+        sizes = [int(x_train.shape[1])] + args.hidden + [10]
     for i in range(len(sizes) - 1):
         key, sub = jax.random.split(key)
-        bound = math.sqrt(6.0 / sizes[i])  # Kaiming uniform for ReLU: gain sqrt(2) * sqrt(3 / fan_in)
-        w = jax.random.uniform(sub, (sizes[i], sizes[i + 1]), jnp.float32, -bound, bound)
-        params.append((w, jnp.zeros((sizes[i + 1],), jnp.float32)))
+        params.append((he_uniform(jax, jnp, sub, (sizes[i], sizes[i + 1]), sizes[i]),
+                       jnp.zeros((sizes[i + 1],), jnp.float32)))
     params = jax.device_put(params, device)
     adam_init, adam_update, adam_kind = make_adam(jax, jnp, args.lr)
     opt_state = adam_init(params)
 
+    def features(conv_params, x):  # [N, 784] -> conv-ReLU-pool twice -> [N, 7*7*C2]
+        h = x.reshape(x.shape[0], 28, 28, 1)
+        for w, b in conv_params:
+            h = lax.conv_general_dilated(h, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            h = jax.nn.relu(h + b)
+            h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+        return h.reshape(h.shape[0], -1)
+
     def forward(params, x, key, train):
-        h = x
-        for w, b in params[:-1]:
+        h = features(params[:convs], x) if convs else x
+        for w, b in params[convs:-1]:
             h = jax.nn.relu(h @ w + b)
             if train and p_drop > 0:
                 key, sub = jax.random.split(key)
@@ -195,7 +238,7 @@ def run(args, np, jax):
 
     ms = statistics.median(wall)
     return result_line(
-        SYSTEM,
+        SYSTEM + ("-cnn" if cnn else ""),
         ms_per_epoch=ms,
         images_per_s=n / (ms * 1e-3),
         test_accuracy=correct / int(y_test.shape[0]),
@@ -207,6 +250,7 @@ def run(args, np, jax):
         eval_ms=statistics.median(eval_ms),
         last_train_loss=last_loss,
         train_images=n,
+        model=args.model,
         math="tf32" if args.tf32 else "fp32",
         adam=adam_kind,
         jax=jax.__version__,
@@ -216,6 +260,7 @@ def run(args, np, jax):
 
 def main():
     args = parse_args()
+    system = SYSTEM + ("-cnn" if args.model == "cnn" else "")
     # Keep JAX's start-up chatter (no GPU backend, falling back to the CPU) off the one line.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     for name in ("jax", "jax._src.xla_bridge"):
@@ -223,27 +268,27 @@ def main():
     try:
         import numpy as np
     except ImportError:
-        fail(SYSTEM, "numpy not installed")
+        fail(system, "numpy not installed")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import jax
     except ImportError:
-        fail(SYSTEM, "jax not installed")
+        fail(system, "jax not installed")
     except Exception as error:  # a broken install: still one line
-        fail(SYSTEM, f"jax failed to import: {type(error).__name__}: {error}")
+        fail(system, f"jax failed to import: {type(error).__name__}: {error}")
     try:
         jax.devices(args.device)
     except Exception:
         if args.device == "gpu":
-            fail(SYSTEM, f"no GPU visible to jax {jax.__version__} (is a CUDA-enabled jaxlib installed?)")
+            fail(system, f"no GPU visible to jax {jax.__version__} (is a CUDA-enabled jaxlib installed?)")
         raise
     try:
         line = run(args, np, jax)
     except DataError as error:
-        fail(SYSTEM, f"data error: {error}")
+        fail(system, f"data error: {error}")
     except Exception as error:
-        fail(SYSTEM, f"{type(error).__name__}: {error}")
+        fail(system, f"{type(error).__name__}: {error}")
     print(line, flush=True)
 
 
