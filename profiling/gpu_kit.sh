@@ -14,7 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libcli11-dev nlohmann-json3-dev libgtest-dev libopenblas-pthread-dev zlib1g-dev)
+# googletest is GoogleTest's source (/usr/src/googletest): the GPU machine builds it with its own
+# compiler rather than link a libgtest.a built by this one's.
+packages=(libcli11-dev nlohmann-json3-dev libgtest-dev googletest libopenblas-pthread-dev zlib1g-dev)
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT
 for package in "${packages[@]}"; do

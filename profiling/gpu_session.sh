@@ -121,7 +121,8 @@ configure=(cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release
   -DCMAKE_PREFIX_PATH="$deps/usr"
   -DCBLAS_INCLUDE_DIR="$deps/usr/include/$arch/openblas-pthread"
   -DOPENBLAS_STATIC_LIBRARY="$deps/usr/lib/$arch/openblas-pthread/libopenblas.a"
-  -DZLIB_ROOT="$deps/usr" -DZLIB_USE_STATIC_LIBS=ON)
+  -DZLIB_ROOT="$deps/usr" -DZLIB_USE_STATIC_LIBS=ON
+  -DMNIST_GTEST_SOURCE_DIR="$deps/usr/src/googletest/googletest")
 [[ -z $cudnn_header && -f $deps/usr/local/cuda/include/cudnn.h ]] && cudnn_header=$deps/usr/local/cuda/include/cudnn.h
 [[ -n $cudnn_header ]] && configure+=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_header")")
 [[ -n $cudnn_lib ]] && configure+=(-DCUDNN_LIBRARY="$cudnn_lib")
