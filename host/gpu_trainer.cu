@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <iostream>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -408,6 +409,7 @@ class GpuTrainer final : public Trainer {
   }
 
   std::string device_name() const override { return device_name_; }
+  bool replays_graphs() const override { return static_cast<bool>(epoch_graph_); }
 
   // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the whole epoch is
   // one graph. A divergence is found then too, from the flag the steps' finite checks left.
@@ -419,13 +421,17 @@ class GpuTrainer final : public Trainer {
     MNIST_CHECK(cudaMemsetAsync(epoch_totals_.data(), 0, epoch_totals_.bytes(), stream));
     {
       NvtxRange train_range("train");
-      if (config_.no_graph || steps_ == 0 || first_step > 0) {
+      if (config_.no_graph || graph_refused_ || steps_ == 0 || first_step > 0) {
         run_steps(first_step);  // a resume mid-epoch runs the rest of that epoch outside the graph
       } else {
         // The first epoch records its steps; every epoch replays them. Only the contents of
         // order_ (and the device step counter) differ from epoch to epoch, not any address.
-        if (!epoch_graph_) epoch_graph_ = GraphExec::capture(stream, [this] { run_steps(0); });
-        epoch_graph_.launch(stream);
+        if (!epoch_graph_) capture_epoch();
+        if (epoch_graph_) {
+          epoch_graph_.launch(stream);
+        } else {
+          run_steps(0);
+        }
       }
     }
     // The one synchronisation of the epoch.
@@ -541,6 +547,20 @@ class GpuTrainer final : public Trainer {
     thrust::stable_sort_by_key(policy, keys_.data(), keys_.data() + n, order_.data());
   }
 
+  // Records the epoch's steps into epoch_graph_. Nothing runs while a graph is captured, so a
+  // capture that fails (a library call that cannot be captured on this machine's cuBLAS or
+  // cuDNN) leaves the model as it was: the run goes on without graphs, as --no-graph would,
+  // and says so once. A real device fault shows again in the steps that then run.
+  void capture_epoch() {
+    try {
+      epoch_graph_ = GraphExec::capture(stream_.get(), [this] { run_steps(0); });
+    } catch (const std::exception& error) {
+      graph_refused_ = true;
+      std::cerr << "mnist: warning: the CUDA graph of an epoch could not be captured (" << error.what()
+                << "); training on without graphs, as --no-graph does\n";
+    }
+  }
+
   // The steps of one epoch from `first_step` on, enqueued on the stream (or recorded into the
   // epoch graph). The last batch is partial unless drop_last; its row count is part of what
   // is recorded.
@@ -609,6 +629,7 @@ class GpuTrainer final : public Trainer {
   DeviceBuffer<std::int64_t> first_bad_;  // kAllFinite, or step·4 + code of the first NaN/inf (finite_check.h)
   std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
   GraphExec epoch_graph_;
+  bool graph_refused_ = false;  // the capture failed once: no graphs for this trainer
 };
 
 }  // namespace

@@ -147,7 +147,7 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
             {"confusion", confusion},
             {"per_class", per_class},
             {"most_confused", pairs}}},
-          {"timings", {{"train_seconds", result.train_seconds}}}};
+          {"timings", {{"train_seconds", result.train_seconds}, {"cuda_graph", result.cuda_graph}}}};
 }
 
 std::string format_summary(const TrainResult& result) {

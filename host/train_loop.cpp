@@ -113,6 +113,7 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
   }
 
   result.train_seconds = seconds_since(training_start);
+  result.cuda_graph = trainer.replays_graphs();
   result.test = trainer.evaluate(data.test);
   return result;
 }

@@ -279,6 +279,9 @@ int run(const Options& options) {
     }
   }
 
+  if (!options.json && !config.no_graph && !trainer->replays_graphs())
+    std::printf("(the CUDA graph could not be captured: these epochs ran as stream launches)\n");
+
   // Test set: one warm-up evaluation, then the median of several (evaluation changes nothing).
   mnist::EvalTotals test;
   wall_ms([&] { test = trainer->evaluate(split.test); });
@@ -311,7 +314,7 @@ int run(const Options& options) {
                 {"runtime_cuda", cuda_version_text(gpu.runtime_cuda)}};
     j["config"] = {{"model", join_sizes(shape.sizes)}, {"dropout", config.dropout},  {"lr", config.lr},
                    {"batch_size", config.batch_size},  {"math", config.tf32 ? "tf32" : "fp32"},
-                   {"cuda_graph", !config.no_graph},   {"data_dir", config.resolved_data_dir()}};
+                   {"cuda_graph", trainer->replays_graphs()},   {"data_dir", config.resolved_data_dir()}};
     j["timing_method"] = kTimingMethod;
     j["train_images"] = work.images;
     j["steps_per_epoch"] = work.steps;

@@ -619,6 +619,7 @@ TEST(EvaluateCli, PrintsTheTestAccuracyOfTheRunsReport) {
       run_mnist("train --device cpu --train-subset 3000 --epochs 1 --hidden 32 --label-smoothing 0.1 --out " + dir.string());
   ASSERT_EQ(trained.status, 0) << trained.output;
   const nlohmann::json report = nlohmann::json::parse(read_text(dir / "report.json"));
+  EXPECT_EQ(report["timings"]["cuda_graph"], false);  // the CPU has none; a missing key fails too
 
   const Outcome evaluated = run_mnist("evaluate --device cpu --model " + (dir / "last.ckpt").string());
   ASSERT_EQ(evaluated.status, 0) << evaluated.output;

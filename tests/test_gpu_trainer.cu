@@ -162,6 +162,8 @@ void expect_graph_replay_bit_identical(TrainConfig config, std::mt19937_64& rng)
     expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
     expect_states_equal(graph->state(), stream->state());
   }
+  ASSERT_TRUE(graph->replays_graphs()) << "the graph was not captured: the comparison compared no graph";
+  EXPECT_FALSE(stream->replays_graphs());
   EXPECT_EQ(graph->state().step, 6);
   expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
 }

@@ -145,6 +145,7 @@ TEST(GpuDivergence, GpuTrainerFindsTheFirstNonFiniteStepAtTheEpochEnd) {
     c.no_graph = !graph;
     const std::unique_ptr<Trainer> trainer = make_gpu_trainer(c, data.split());
     trainer->train_epoch(1);  // captures the epoch graph: the poisoned epochs replay it
+    ASSERT_EQ(trainer->replays_graphs(), graph);
     const ModelState clean = trainer->state();
     ASSERT_EQ(clean.step, 10);
     expect_divergence_found(*trainer, clean, graph ? "GPU, graph" : "GPU, stream launches");
@@ -156,6 +157,7 @@ class PoisonedAtEpoch final : public Trainer {
  public:
   PoisonedAtEpoch(std::unique_ptr<Trainer> inner, int epoch) : inner_(std::move(inner)), epoch_(epoch) {}
   std::string device_name() const override { return inner_->device_name(); }
+  bool replays_graphs() const override { return inner_->replays_graphs(); }
   EvalTotals train_epoch(int epoch) override {
     if (epoch == epoch_) {
       const ModelState clean = inner_->state();
