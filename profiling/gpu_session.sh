@@ -76,9 +76,13 @@ cuda_root=$(dirname "$(dirname "$(readlink -f "$nvcc")")")
 # fixed from this log alone): the toolkit's own folders first, then pip's nvidia-* wheels.
 echo ">>> CUDA files on this machine"
 cuda_files=/tmp/mnist-cuda-files.txt
-find "$cuda_root" /usr/local /opt /usr/lib /usr/include \( -name 'libcudnn.so*' -o -name cudnn.h \
-  -o -name cudnn_version.h -o -name 'libcublas.so*' -o -name 'libcublasLt.so*' -o -name cublas_v2.h \
-  -o -name nvToolsExt.h -o -name compute-sanitizer -o -name nsys -o -name ncu \) 2>/dev/null |
+# Python packages other than NVIDIA's wheels are skipped: a venv holds ~10^5 files, and file
+# system calls are slow under gVisor.
+find "$cuda_root" /usr/local /opt /usr/lib /usr/include \
+  \( -path '*/site-packages/*' -not -path '*/site-packages/nvidia*' \) -prune -o \
+  \( -name 'libcudnn.so*' -o -name cudnn.h -o -name cudnn_version.h -o -name 'libcublas.so*' \
+  -o -name 'libcublasLt.so*' -o -name cublas_v2.h -o -name nvToolsExt.h -o -name compute-sanitizer \
+  -o -name nsys -o -name ncu \) -print 2>/dev/null |
   awk '!seen[$0]++' >"$cuda_files"
 cat "$cuda_files"
 first() { grep -E "$1" "$cuda_files" | head -n1; }
