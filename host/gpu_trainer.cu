@@ -555,6 +555,7 @@ class GpuTrainer final : public Trainer {
     try {
       epoch_graph_ = GraphExec::capture(stream_.get(), [this] { run_steps(0); });
     } catch (const std::exception& error) {
+      cudaGetLastError();  // a failed end of capture or instantiation is not the next launch's error
       graph_refused_ = true;
       std::cerr << "mnist: warning: the CUDA graph of an epoch could not be captured (" << error.what()
                 << "); training on without graphs, as --no-graph does\n";
