@@ -28,7 +28,6 @@ or, when torch, numpy, a GPU or the data is missing, RESULT system=... error="..
 --device cpu only checks that the script runs; its timings mean nothing.
 """
 
-import argparse
 import math
 import os
 import statistics
@@ -37,41 +36,13 @@ import time
 import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from mnist_data import DataError, fail, load_split, result_line  # noqa: E402
+from mnist_data import DataError, fail, load_split, parse_peer_args, result_line  # noqa: E402
 
 
 def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--mode", choices=("eager", "compile"), default="eager")
-    p.add_argument("--epochs", type=int, default=10, help="timed epochs, after one warm-up epoch")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
-    p.add_argument("--hidden", default=None,
-                   help="hidden layer widths, comma-separated (default 512,512); cnn: the dense width (1024)")
-    p.add_argument("--dropout", type=float, default=None, help="default 0.2 (mlp), 0.5 (cnn)")
-    p.add_argument("--channels", default="32,64", help="cnn: filters of the two convolutions")
-    p.add_argument("--kernel", type=int, default=5, help="cnn: k x k convolutions (odd)")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--tf32", action="store_true", help="TF32 tensor-core matmuls (default: full fp32)")
-    p.add_argument("--data-dir", default="data/mnist")
-    p.add_argument("--train-subset", type=int, default=0, help="train on the first N training images only")
-    p.add_argument("--eval-repeats", type=int, default=5)
-    p.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
-                   help="cpu: only to check that the script runs")
-    args = p.parse_args()
-    if args.epochs < 1 or args.batch_size < 1 or args.eval_repeats < 1:
-        p.error("--epochs, --batch-size and --eval-repeats must be at least 1")
-    cnn = args.model == "cnn"
-    if args.hidden is None:
-        args.hidden = "1024" if cnn else "512,512"
-    if args.dropout is None:
-        args.dropout = 0.5 if cnn else 0.2
-    args.hidden = [int(w) for w in args.hidden.split(",") if w.strip()]
-    args.channels = [int(c) for c in args.channels.split(",") if c.strip()]
-    if cnn and (len(args.hidden) != 1 or len(args.channels) != 2 or args.kernel % 2 == 0):
-        p.error("--model cnn takes one --hidden width, two --channels and an odd --kernel")
-    return args
+    return parse_peer_args(
+        __doc__.split("\n\n")[0], ("cuda", "cpu"),
+        lambda p: p.add_argument("--mode", choices=("eager", "compile"), default="eager"))
 
 
 def make_adam(torch, params, lr, on_gpu):
