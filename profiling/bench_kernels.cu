@@ -14,8 +14,15 @@
 // run, counted as read + write; "of copy" is the kernel's rate over that one. Sizes fill the
 // GPU (65536 x 512 elementwise, 64M Adam parameters) beside the training shapes (batch 128),
 // which are launch-bound and show what a step costs.
+//
+// Convolutions. The CNN's two layers at batch 128 through cuDNN's legacy API, in NCHW (what
+// gpu::Conv2d uses) and NHWC, with FMA math (fp32) and with tensor-op math (TF32): each
+// direction takes the first deterministic algorithm of cuDNN's heuristic ranking that fits
+// 256 MiB of workspace (fp32: no tensor-op algorithm), as gpu::Conv2d chooses. The rows say
+// whether NCHW, the layout kernels/conv2d.cu was written for, costs anything.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <cudnn.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -276,6 +283,141 @@ void bench_gemms(int batch, const Timing& timing, cudaStream_t stream, std::vect
   }
 }
 
+// --- cuDNN convolutions: NCHW against NHWC ----------------------------------------------------
+
+struct ConvRow {
+  std::string layer, direction, layout, math, algo;
+  float ms;
+  double flops;
+};
+
+// Owners for the descriptors the layout rows need (kernels/conv2d.cu keeps its own, NCHW only).
+template <class Desc, cudnnStatus_t (*Destroy)(Desc)>
+class CudnnDesc {
+ public:
+  explicit CudnnDesc(cudnnStatus_t (*create)(Desc*)) { MNIST_CHECK(create(&desc_)); }
+  ~CudnnDesc() { Destroy(desc_); }
+  CudnnDesc(const CudnnDesc&) = delete;
+  CudnnDesc& operator=(const CudnnDesc&) = delete;
+  Desc get() const { return desc_; }
+
+ private:
+  Desc desc_{};
+};
+using TensorDesc = CudnnDesc<cudnnTensorDescriptor_t, cudnnDestroyTensorDescriptor>;
+using FilterDesc = CudnnDesc<cudnnFilterDescriptor_t, cudnnDestroyFilterDescriptor>;
+using ConvDesc = CudnnDesc<cudnnConvolutionDescriptor_t, cudnnDestroyConvolutionDescriptor>;
+
+constexpr std::size_t kConvWorkspaceLimit = std::size_t(256) << 20;
+
+// The first deterministic, successful candidate within the workspace limit; fp32 also refuses
+// tensor-op math. Null when none qualifies.
+template <class Perf>
+const Perf* first_usable(const std::vector<Perf>& ranked, bool fp32) {
+  for (const Perf& p : ranked) {
+    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC || p.memory > kConvWorkspaceLimit)
+      continue;
+    if (fp32 && (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) continue;
+    return &p;
+  }
+  return nullptr;
+}
+
+void bench_conv_layer(const char* layer, int batch, int in_c, int hw, int out_c, int k, const Timing& timing,
+                      cudaStream_t stream, std::vector<ConvRow>& table) {
+  mnist::CudnnHandle handle(stream);
+  const std::size_t x_size = std::size_t(batch) * in_c * hw * hw, y_size = std::size_t(batch) * out_c * hw * hw,
+                    w_size = std::size_t(out_c) * in_c * k * k;
+  DeviceBuffer<float> x(x_size), y(y_size), dy(y_size), dx(x_size), w(w_size), dw(w_size);
+  fill_uniform(x, 0.f, 1.f, 21, stream);
+  fill_uniform(w, -0.05f, 0.05f, 22, stream);
+  fill_uniform(dy, -1e-3f, 1e-3f, 23, stream);
+  const double flops = 2.0 * batch * out_c * hw * hw * in_c * k * k;  // per direction, 'same' padding
+  const float one = 1.f, zero = 0.f;
+
+  for (const cudnnTensorFormat_t format : {CUDNN_TENSOR_NCHW, CUDNN_TENSOR_NHWC}) {
+    for (const bool fp32 : {true, false}) {
+      TensorDesc x_desc(cudnnCreateTensorDescriptor), y_desc(cudnnCreateTensorDescriptor);
+      FilterDesc w_desc(cudnnCreateFilterDescriptor);
+      ConvDesc conv(cudnnCreateConvolutionDescriptor);
+      MNIST_CHECK(cudnnSetTensor4dDescriptor(x_desc.get(), format, CUDNN_DATA_FLOAT, batch, in_c, hw, hw));
+      MNIST_CHECK(cudnnSetTensor4dDescriptor(y_desc.get(), format, CUDNN_DATA_FLOAT, batch, out_c, hw, hw));
+      MNIST_CHECK(cudnnSetFilter4dDescriptor(w_desc.get(), CUDNN_DATA_FLOAT, format, out_c, in_c, k, k));
+      MNIST_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), k / 2, k / 2, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
+                                                  CUDNN_DATA_FLOAT));
+      MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+      const std::string layout = format == CUDNN_TENSOR_NCHW ? "NCHW" : "NHWC", math = fp32 ? "fp32" : "tf32";
+      // One direction: rank, pick, size the workspace, time; a row says when nothing qualified.
+      auto time_direction = [&](const char* direction, auto ranked, auto workspace_size, auto call) {
+        const auto* chosen = first_usable(ranked, fp32);
+        if (chosen == nullptr) {
+          table.push_back({layer, direction, layout, math, "none usable", -1.f, flops});
+          return;
+        }
+        MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), fp32 ? CUDNN_FMA_MATH : chosen->mathType));
+        std::size_t bytes = 0;
+        MNIST_CHECK(workspace_size(chosen->algo, &bytes));
+        DeviceBuffer<unsigned char> workspace(std::max<std::size_t>(bytes, 1));
+        const float ms = median_ms(stream, timing, [&] { MNIST_CHECK(call(chosen->algo, workspace, bytes)); });
+        table.push_back({layer, direction, layout, math, std::to_string(static_cast<int>(chosen->algo)), ms, flops});
+      };
+      int count = 0;
+      {
+        std::vector<cudnnConvolutionFwdAlgoPerf_t> ranked(CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+        MNIST_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle.get(), x_desc.get(), w_desc.get(), conv.get(),
+                                                           y_desc.get(), int(ranked.size()), &count, ranked.data()));
+        ranked.resize(std::size_t(std::max(count, 0)));
+        time_direction(
+            "forward", ranked,
+            [&](cudnnConvolutionFwdAlgo_t algo, std::size_t* bytes) {
+              return cudnnGetConvolutionForwardWorkspaceSize(handle.get(), x_desc.get(), w_desc.get(), conv.get(),
+                                                             y_desc.get(), algo, bytes);
+            },
+            [&](cudnnConvolutionFwdAlgo_t algo, DeviceBuffer<unsigned char>& ws, std::size_t bytes) {
+              return cudnnConvolutionForward(handle.get(), &one, x_desc.get(), x.data(), w_desc.get(), w.data(),
+                                             conv.get(), algo, ws.data(), bytes, &zero, y_desc.get(), y.data());
+            });
+      }
+      {
+        std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranked(CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+        MNIST_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(handle.get(), w_desc.get(), y_desc.get(), conv.get(),
+                                                                x_desc.get(), int(ranked.size()), &count,
+                                                                ranked.data()));
+        ranked.resize(std::size_t(std::max(count, 0)));
+        time_direction(
+            "backward data", ranked,
+            [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t* bytes) {
+              return cudnnGetConvolutionBackwardDataWorkspaceSize(handle.get(), w_desc.get(), y_desc.get(),
+                                                                  conv.get(), x_desc.get(), algo, bytes);
+            },
+            [&](cudnnConvolutionBwdDataAlgo_t algo, DeviceBuffer<unsigned char>& ws, std::size_t bytes) {
+              return cudnnConvolutionBackwardData(handle.get(), &one, w_desc.get(), w.data(), y_desc.get(),
+                                                  dy.data(), conv.get(), algo, ws.data(), bytes, &zero,
+                                                  x_desc.get(), dx.data());
+            });
+      }
+      {
+        std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranked(CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
+        MNIST_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(handle.get(), x_desc.get(), y_desc.get(),
+                                                                  conv.get(), w_desc.get(), int(ranked.size()),
+                                                                  &count, ranked.data()));
+        ranked.resize(std::size_t(std::max(count, 0)));
+        time_direction(
+            "backward filter", ranked,
+            [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t* bytes) {
+              return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle.get(), x_desc.get(), y_desc.get(),
+                                                                    conv.get(), w_desc.get(), algo, bytes);
+            },
+            [&](cudnnConvolutionBwdFilterAlgo_t algo, DeviceBuffer<unsigned char>& ws, std::size_t bytes) {
+              return cudnnConvolutionBackwardFilter(handle.get(), &one, x_desc.get(), x.data(), y_desc.get(),
+                                                    dy.data(), conv.get(), algo, ws.data(), bytes, &zero,
+                                                    w_desc.get(), dw.data());
+            });
+      }
+    }
+  }
+}
+
 int run(const Timing& timing) {
   int device = 0;
   MNIST_CHECK(cudaGetDevice(&device));
@@ -326,6 +468,23 @@ int run(const Timing& timing) {
   for (const GemmRow& g : gemms)
     std::printf("| %s | %s | %.4f | %.2f | %.4f | %.2f |\n", g.op.c_str(), g.shape.c_str(), g.ms_fp32,
                 g.flops / (g.ms_fp32 * 1e-3) / 1e12, g.ms_tf32, g.flops / (g.ms_tf32 * 1e-3) / 1e12);
+
+  // The default CNN's convolutions: 5x5, 'same' padding, 28x28 then 14x14 (after the pool).
+  std::vector<ConvRow> convs;
+  bench_conv_layer("conv1 1->32 28x28", train_batch, 1, 28, 32, 5, timing, stream.get(), convs);
+  bench_conv_layer("conv2 32->64 14x14", train_batch, 32, 14, 64, 5, timing, stream.get(), convs);
+  std::printf("\n| cuDNN conv (batch %d, 5x5) | direction | layout | math | algo | ms | TFLOP/s |\n"
+              "|---|---|---|---|---:|---:|---:|\n",
+              train_batch);
+  for (const ConvRow& c : convs) {
+    if (c.ms < 0) {
+      std::printf("| %s | %s | %s | %s | %s | - | - |\n", c.layer.c_str(), c.direction.c_str(), c.layout.c_str(),
+                  c.math.c_str(), c.algo.c_str());
+      continue;
+    }
+    std::printf("| %s | %s | %s | %s | %s | %.4f | %.2f |\n", c.layer.c_str(), c.direction.c_str(),
+                c.layout.c_str(), c.math.c_str(), c.algo.c_str(), c.ms, c.flops / (c.ms * 1e-3) / 1e12);
+  }
   return 0;
 }
 
