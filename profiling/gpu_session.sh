@@ -158,6 +158,10 @@ stage "ctest -L cpu" "$(($(left) / 4))" ctest --test-dir build-gpu -L cpu -j "$(
 stage "bench_kernels" 90 bash -c "build-gpu/profiling/bench_kernels >'$out/bench_kernels.txt' 2>&1"
 stage "bench_train" 120 bash -c "build-gpu/profiling/bench_train --json >'$out/bench_train.json'"
 stage "bench_cnn" 180 bash -c "build-gpu/profiling/bench_cnn --json >'$out/bench_cnn.json'"
+# Whether the epochs really replayed a CUDA graph (a failed capture falls back to launches).
+for json in bench_train bench_cnn; do
+  note "  - $json: $(grep -o '"cuda_graph":[a-z]*' "$out/$json.json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
+done
 runs=$out/train_default.log
 : >"$runs"
 for variant in "seed-1-a" "seed-1-b" "no-graph"; do
