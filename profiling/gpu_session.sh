@@ -21,19 +21,31 @@
 #
 # Options: --budget SECONDS (default 540: the whole script; later stages get what is left)
 #          --build-only (stop after stage 2: how the kit is checked on a machine without a GPU)
+#          --stages LIST (default tests,bench,train,compare,sanitizers: which of stages 3 to 5 run,
+#          always in that order; e.g. a second call with --stages sanitizers gives them the time)
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo" || exit 1
 budget=540
 build_only=0
+stages=tests,bench,train,compare,sanitizers
 while (($#)); do
   case $1 in
     --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
     --build-only) build_only=1; shift ;;
+    --stages) stages=${2:?--stages needs a list}; shift 2 ;;
     *) echo "gpu_session: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
 done
+
+for name in ${stages//,/ }; do
+  case $name in
+    tests | bench | train | compare | sanitizers) ;;
+    *) echo "gpu_session: unknown stage $name in --stages (tests, bench, train, compare, sanitizers)" >&2; exit 2 ;;
+  esac
+done
+wants() { [[ ,$stages, == *,$1,* ]]; }
 
 if ((!build_only)) && ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }; then
   echo "gpu_session: no NVIDIA GPU here (nvidia-smi lists none); nothing run (--build-only checks the build alone)"
@@ -151,41 +163,51 @@ stage "build" "$(left)" cmake --build build-gpu -j "$(nproc)" || failed_build bu
 if ((build_only)); then note "- stopped after the build (--build-only)"; exit 0; fi
 
 # --- 3. tests ---------------------------------------------------------------------------------
-stage "ctest -L gpu" "$(($(left) / 3))" ctest --test-dir build-gpu -L gpu --output-on-failure
-stage "ctest -L cpu" "$(($(left) / 4))" ctest --test-dir build-gpu -L cpu -j "$(nproc)" --output-on-failure
+if wants tests; then
+  stage "ctest -L gpu" "$(($(left) / 3))" ctest --test-dir build-gpu -L gpu --output-on-failure
+  stage "ctest -L cpu" "$(($(left) / 4))" ctest --test-dir build-gpu -L cpu -j "$(nproc)" --output-on-failure
+fi
 
 # --- 4. measurements --------------------------------------------------------------------------
-stage "bench_kernels" 90 bash -c "build-gpu/profiling/bench_kernels >'$out/bench_kernels.txt' 2>&1"
-stage "bench_train" 120 bash -c "build-gpu/profiling/bench_train --json >'$out/bench_train.json'"
-stage "bench_cnn" 180 bash -c "build-gpu/profiling/bench_cnn --json >'$out/bench_cnn.json'"
-# Whether the epochs really replayed a CUDA graph (a failed capture falls back to launches).
-for json in bench_train bench_cnn; do
-  note "  - $json: $(grep -o '"cuda_graph":[a-z]*' "$out/$json.json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
-done
-runs=$out/train_default.log
-: >"$runs"
-for variant in "seed-1-a" "seed-1-b" "no-graph"; do
-  extra=()
-  [[ $variant == no-graph ]] && extra=(--no-graph)
-  echo "=== mnist train --device gpu ${extra[*]} ($variant)" >>"$runs"
-  stage "mnist train (default, $variant)" 120 bash -c \
-    "build-gpu/mnist train --device gpu --no-report --force --out build-gpu/runs/$variant ${extra[*]} >>'$runs' 2>&1"
-done
-for variant in "seed-1-a" "seed-1-b" "no-graph"; do
-  note "  - $variant: $(tail -n1 "build-gpu/runs/$variant/metrics.jsonl" 2>/dev/null || echo "no metrics")"
-done
+if wants bench; then
+  stage "bench_kernels" 90 bash -c "build-gpu/profiling/bench_kernels >'$out/bench_kernels.txt' 2>&1"
+  stage "bench_train" 120 bash -c "build-gpu/profiling/bench_train --json >'$out/bench_train.json'"
+  stage "bench_cnn" 180 bash -c "build-gpu/profiling/bench_cnn --json >'$out/bench_cnn.json'"
+  # Whether the epochs really replayed a CUDA graph (a failed capture falls back to launches).
+  for json in bench_train bench_cnn; do
+    note "  - $json: $(grep -o '"cuda_graph":[a-z]*' "$out/$json.json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
+  done
+fi
+if wants train; then
+  runs=$out/train_default.log
+  : >"$runs"
+  for variant in "seed-1-a" "seed-1-b" "no-graph"; do
+    extra=()
+    [[ $variant == no-graph ]] && extra=(--no-graph)
+    echo "=== mnist train --device gpu ${extra[*]} ($variant)" >>"$runs"
+    stage "mnist train (default, $variant)" 120 bash -c \
+      "build-gpu/mnist train --device gpu --no-report --force --out build-gpu/runs/$variant ${extra[*]} >>'$runs' 2>&1"
+  done
+  for variant in "seed-1-a" "seed-1-b" "no-graph"; do
+    note "  - $variant: $(tail -n1 "build-gpu/runs/$variant/metrics.jsonl" 2>/dev/null || echo "no metrics")"
+  done
+fi
 
 # Ours against PyTorch (eager, compile) and JAX, which the GPU image has: 3 timed epochs, 1 round.
-for model in mlp cnn; do
-  echo "=== compare.sh --model $model" >>"$out/compare.md"
-  stage "compare.sh --model $model" 180 env MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="${PYTHON:-python3}" \
-    bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1 >>"$out/compare.md" 2>&1
-done
+if wants compare; then
+  for model in mlp cnn; do
+    echo "=== compare.sh --model $model" >>"$out/compare.md"
+    stage "compare.sh --model $model" 180 env MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="${PYTHON:-python3}" \
+      bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1 >>"$out/compare.md" 2>&1
+  done
+fi
 
 # --- 5. compute-sanitizer ---------------------------------------------------------------------
-stage "gpu_check.sh sanitizers" "$(left)" env MNIST_GPU_CHECK_SKIP_CTEST=1 bash profiling/gpu_check.sh build-gpu \
-  >"$out/sanitizers.log" 2>&1
-# Each sanitizer run's result as gpu_check.sh recorded it (also when the stage was cut short).
-grep -E '^>>> (memcheck|racecheck|initcheck|synccheck|compute-sanitizer)[^(]*: ' "$out/sanitizers.log" |
-  sed 's/^>>> /  - /' >>"$summary"
+if wants sanitizers; then
+  stage "gpu_check.sh sanitizers" "$(left)" env MNIST_GPU_CHECK_SKIP_CTEST=1 bash profiling/gpu_check.sh build-gpu \
+    >"$out/sanitizers.log" 2>&1
+  # Each sanitizer run's result as gpu_check.sh recorded it (also when the stage was cut short).
+  grep -E '^>>> (memcheck|racecheck|initcheck|synccheck|compute-sanitizer)[^(]*: ' "$out/sanitizers.log" |
+    sed 's/^>>> /  - /' >>"$summary"
+fi
 note "- done in $SECONDS s"
