@@ -123,6 +123,22 @@ std::uint32_t get32(const Bytes& b, std::size_t at) {
 // Recomputes the trailing CRC, as a writer of that (crafted) content would have.
 void reseal(Bytes& b) { put32(b, b.size() - 4, std::uint32_t(crc32(0L, b.data(), uInt(b.size() - 4)))); }
 
+// One 32-bit header field set to a value the reader must refuse by name.
+struct HeaderPatch {
+  std::size_t at;
+  std::uint32_t value;
+  const char* must_mention;
+};
+
+// The reader's error for `good` with the patch applied and the checksum made to match again,
+// so that the refusal is the header's and not the checksum's.
+std::string error_of_patched(const Bytes& good, const HeaderPatch& patch) {
+  Bytes b = good;
+  put32(b, patch.at, patch.value);
+  reseal(b);
+  return error_of(b);
+}
+
 // --- the file itself ------------------------------------------------------------------------
 
 TEST(Checkpoint, RoundTripIsBitExact) {
@@ -199,22 +215,15 @@ TEST(Checkpoint, CnnRoundTripsWithItsKindAndSizes) {
 TEST(Checkpoint, ImpossibleCnnHeadersAreNamed) {
   std::mt19937_64 rng(test::fresh_seed());
   const Bytes good = to_bytes(serialize_checkpoint(random_cnn_checkpoint(rng)));
-  struct Case {
-    std::size_t at;
-    std::uint32_t value;
-    const char* must_mention;
-  };
   // Sizes at 20 (in_channels), 24, 28 (height, width), 32, 36 (filters), 40 (kernel), 44 (dense), 48 (classes).
-  for (const Case& c : {Case{16, 7, "a CNN has 8 sizes, not 7"}, Case{20, 3, "do not map 1x28x28 images to 10 classes"},
-                        Case{24, 27, "do not map 1x28x28"}, Case{48, 9, "to 10 classes"},
-                        Case{40, 4, "CNN kernel 4 is impossible"}, Case{40, 33, "CNN kernel 33 is impossible"},
-                        Case{36, 0, "layer size 0 is impossible"}, Case{44, 70000, "layer size 70000"},
-                        Case{56, 12345, "does not match the layer sizes input 1x28x28"}}) {
-    Bytes b = good;
-    put32(b, c.at, c.value);
-    reseal(b);
-    const std::string e = error_of(b);
-    EXPECT_NE(e.find(c.must_mention), std::string::npos) << e;
+  for (const HeaderPatch& patch :
+       {HeaderPatch{16, 7, "a CNN has 8 sizes, not 7"}, HeaderPatch{20, 3, "do not map 1x28x28 images to 10 classes"},
+        HeaderPatch{24, 27, "do not map 1x28x28"}, HeaderPatch{48, 9, "to 10 classes"},
+        HeaderPatch{40, 4, "CNN kernel 4 is impossible"}, HeaderPatch{40, 33, "CNN kernel 33 is impossible"},
+        HeaderPatch{36, 0, "layer size 0 is impossible"}, HeaderPatch{44, 70000, "layer size 70000"},
+        HeaderPatch{56, 12345, "does not match the layer sizes input 1x28x28"}}) {
+    const std::string e = error_of_patched(good, patch);
+    EXPECT_NE(e.find(patch.must_mention), std::string::npos) << e;
   }
   // The largest CNN the header allows (65536 filters, kernel 31, dense 65536): ~4.3e12
   // parameters claimed by a small file, refused by the size bound before anything is allocated.
@@ -258,19 +267,12 @@ TEST(Checkpoint, OtherFilesAreNotCheckpoints) {
 TEST(Checkpoint, NewerVersionOtherKindsAndDtypesAreNamedWhenTheFileIsIntact) {
   std::mt19937_64 rng(test::fresh_seed());
   const Bytes good = to_bytes(serialize_checkpoint(random_checkpoint(rng, {4})));
-  struct Case {
-    std::size_t at;
-    std::uint32_t value;
-    const char* must_mention;
-  };
-  for (const Case& c : {Case{8, 2, "format version 2 is newer"}, Case{8, 0, "version 0"},
-                        Case{12, 2, "a CNN has 8 sizes, not 3"}, Case{12, 9, "unknown model kind 9"},
-                        Case{32, 1, "unknown dtype 1"}}) {
-    Bytes b = good;
-    put32(b, c.at, c.value);
-    reseal(b);
-    const std::string error = error_of(b);
-    EXPECT_NE(error.find(c.must_mention), std::string::npos) << error;
+  for (const HeaderPatch& patch :
+       {HeaderPatch{8, 2, "format version 2 is newer"}, HeaderPatch{8, 0, "version 0"},
+        HeaderPatch{12, 2, "a CNN has 8 sizes, not 3"}, HeaderPatch{12, 9, "unknown model kind 9"},
+        HeaderPatch{32, 1, "unknown dtype 1"}}) {
+    const std::string error = error_of_patched(good, patch);
+    EXPECT_NE(error.find(patch.must_mention), std::string::npos) << error;
     EXPECT_EQ(error.find("checksum"), std::string::npos) << error;
   }
 }
@@ -343,20 +345,13 @@ TEST(Checkpoint, ImpossibleHeadersAreRefusedBeforeAllocating) {
   EXPECT_NE(error.find("784-65536"), std::string::npos) << error;
   EXPECT_NE(error.find("needs"), std::string::npos) << error;
 
-  struct Case {
-    std::size_t at;
-    std::uint32_t value;
-    const char* must_mention;
-  };
-  for (const Case& c : {Case{16, 1000000, "layer sizes is impossible"}, Case{16, 1, "layer sizes is impossible"},
-                        Case{24, 0, "layer size 0 is impossible"}, Case{24, 70000, "layer size 70000"},
-                        Case{20, 785, "do not map 784 pixels to 10 classes"},
-                        Case{36, 12345, "does not match the layer sizes"}}) {
-    Bytes b = good;
-    put32(b, c.at, c.value);
-    reseal(b);
-    const std::string e = error_of(b);
-    EXPECT_NE(e.find(c.must_mention), std::string::npos) << e;
+  for (const HeaderPatch& patch :
+       {HeaderPatch{16, 1000000, "layer sizes is impossible"}, HeaderPatch{16, 1, "layer sizes is impossible"},
+        HeaderPatch{24, 0, "layer size 0 is impossible"}, HeaderPatch{24, 70000, "layer size 70000"},
+        HeaderPatch{20, 785, "do not map 784 pixels to 10 classes"},
+        HeaderPatch{36, 12345, "does not match the layer sizes"}}) {
+    const std::string e = error_of_patched(good, patch);
+    EXPECT_NE(e.find(patch.must_mention), std::string::npos) << e;
   }
 
   // The configuration length and text.
