@@ -37,6 +37,7 @@
 #include "mnist/run_dir.h"
 #include "mnist/train_command.h"
 #include "mnist/trainer.h"
+#include "random_dataset.h"
 #include "test_util.h"
 
 namespace mnist {
@@ -51,26 +52,10 @@ using test::run_mnist;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
-// Random images and labels: 600 to train (batch 64: 9 full steps and a partial one), 100 to
-// validate, 200 to test. Owns the arrays the split points into, so it is neither copied nor moved.
-class SyntheticData {
- public:
-  SyntheticData(std::mt19937_64& rng, const TrainConfig& config) {
-    for (LabeledImages* set : {&data_.train, &data_.test}) {
-      const int count = set == &data_.train ? 700 : 200;
-      set->pixels.resize(std::size_t(count) * kPixels);
-      for (auto& p : set->pixels) p = std::uint8_t(rng());
-      set->labels = test::random_labels(rng, count);
-    }
-    split_ = split_dataset(data_, config);
-  }
-  SyntheticData(const SyntheticData&) = delete;
-  SyntheticData& operator=(const SyntheticData&) = delete;
-  const DataSplit& split() const { return split_; }
-
- private:
-  Dataset data_;
-  DataSplit split_;
+// Random images and labels: 700 in the training file, of which 600 train (batch 64: 9 full
+// steps and a partial one) and 100 validate; 200 to test.
+struct SyntheticData : test::RandomDataset {
+  SyntheticData(std::mt19937_64& rng, const TrainConfig& config) : RandomDataset(rng, config, 700, 200) {}
 };
 
 TrainConfig small_config(std::uint64_t seed) {
