@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a lent GPU machine lacks for building mnist: the Debian packages the build needs
-# (CLI11, nlohmann-json, GoogleTest, OpenBLAS's static library, zlib) and cuDNN's headers, as installed on this
-# machine, into .gpu-kit/deps.tar.gz (git ignores it; ~15 MB). The GPU machine has the CUDA
+# (CLI11, nlohmann-json, GoogleTest's source, OpenBLAS's static library, zlib) and cuDNN's
+# headers, as installed on this machine, into .gpu-kit/deps.tar.gz (git ignores it; ~14 MB). The GPU machine has the CUDA
 # toolkit, cuDNN, CMake and ninja but no Debian packages and no network; profiling/gpu_session.sh
 # unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
 #
@@ -14,9 +14,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# googletest is GoogleTest's source (/usr/src/googletest): the GPU machine builds it with its own
-# compiler rather than link a libgtest.a built by this one's.
-packages=(libcli11-dev nlohmann-json3-dev libgtest-dev googletest libopenblas-pthread-dev zlib1g-dev)
+# googletest is GoogleTest's source (/usr/src/googletest, headers included): the GPU machine
+# builds it with its own compiler rather than link the libgtest.a (libgtest-dev) built by this one's.
+packages=(libcli11-dev nlohmann-json3-dev googletest libopenblas-pthread-dev zlib1g-dev)
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT
 for package in "${packages[@]}"; do

@@ -13,9 +13,10 @@
 // Layout: NCHW (x[n,c,h,w], row-major). The fp32 path runs on CUDA cores (CUDNN_FMA_MATH), where
 // NHWC's advantage (tensor-core kernels want channels innermost) should not apply; that is
 // expected, not yet measured: bench_kernels' cuDNN table times both layouts, both maths, at
-// these shapes, and profiling/RESULTS.md holds what a GPU showed, once one has. NCHW makes the CPU twin plain loops over contiguous rows, a gathered MNIST batch [N, 784] is
-// already an NCHW tensor with C = 1, and the flatten into the dense layer ([N, C·H·W]) is a no-op
-// in PyTorch's flatten order.
+// these shapes, and profiling/RESULTS.md holds what a GPU showed, once one has. NCHW makes the
+// CPU twin plain loops over contiguous rows, a gathered MNIST batch [N, 784] is already an NCHW
+// tensor with C = 1, and the flatten into the dense layer ([N, C·H·W]) is a no-op in PyTorch's
+// flatten order.
 //
 // CPU twin (namespace ref): direct loops; every sum in double (float × float products are exact
 // in double) and rounded once to float, so the twin is within half an ulp of the exact result
