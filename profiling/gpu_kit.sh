@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Packs what a lent GPU machine lacks for building mnist: the Debian packages the build needs
 # (CLI11, nlohmann-json, GoogleTest's source, OpenBLAS's static library, zlib) and cuDNN's
-# headers, as installed on this machine, into .gpu-kit/deps.tar.gz (git ignores it; ~14 MB). The GPU machine has the CUDA
-# toolkit, cuDNN, CMake and ninja but no Debian packages and no network; profiling/gpu_session.sh
-# unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
+# headers, as installed on this machine, into .gpu-kit/deps.tar.gz (git ignores it; ~14 MB).
+# The GPU machine has the CUDA toolkit, cuDNN, CMake and ninja but no Debian packages and no
+# network; profiling/gpu_session.sh unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
 #
 #   bash profiling/gpu_kit.sh
 #   then, with the device tool: run(command="bash profiling/gpu_session.sh",
