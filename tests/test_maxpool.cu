@@ -42,7 +42,7 @@ std::vector<float> unpool(const std::vector<float>& x, const std::vector<float>&
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
-  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
 }
 
 // Distinct values: a shuffled 0, 1, ..., n-1 scaled by 1/64 (exact in float up to n = 2^24), so
