@@ -40,8 +40,7 @@ bool operand_ok(const void* data, int rows, int cols, int ld) {
 extern "C" {
 
 cublasStatus_t CUBLASWINAPI cublasCreate_v2(cublasHandle_t* handle) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (!emu::device_present()) return CUBLAS_STATUS_NOT_INITIALIZED;
   *handle = new cublasContext;
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -127,14 +126,13 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_
   const auto* pb = static_cast<const float*>(B);
   auto* pc = static_cast<float*>(C);
   const cudaError_t status = emu::submit(handle->stream, [=] {
-    if (k == 0) {  // C = beta·C (beta 0 writes zeros and reads nothing, as cuBLAS)
-      for (int c = 0; c < n; ++c)
-        for (int r = 0; r < m; ++r) {
-          float& out = pc[std::size_t(c) * ldc + r];
-          out = b == 0.f ? 0.f : b * out;
-        }
-      return;
-    }
+    // C = beta·C first; beta 0 writes zeros and reads nothing (C may hold NaN), as cuBLAS.
+    for (int c = 0; c < n; ++c)
+      for (int r = 0; r < m; ++r) {
+        float& out = pc[std::size_t(c) * ldc + r];
+        out = b == 0.f ? 0.f : b * out;
+      }
+    if (k == 0) return;
     std::vector<float> ra, rb;
     const float* xa = pa;
     const float* xb = pb;
@@ -144,11 +142,8 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_
       xa = ra.data();
       xb = rb.data();
     }
-    if (b == 0.f)  // beta 0: C is not read, even where it holds NaN
-      for (int c = 0; c < n; ++c)
-        for (int r = 0; r < m; ++r) pc[std::size_t(c) * ldc + r] = 0.f;
     cblas_sgemm(CblasColMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, a, xa, lda,
-                xb, ldb, b, pc, ldc);
+                xb, ldb, 1.f, pc, ldc);
   });
   return status == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -62,8 +63,30 @@ bool geometry(const cudnnTensorStruct* x, const cudnnFilterStruct* f, const cudn
 
 bool device(const void* p, std::size_t count) { return emu::is_device_range(p, count * sizeof(float)); }
 
-bool workspace_ok(const void* workspace, std::size_t bytes, std::size_t needed) {
-  return bytes >= needed && (bytes == 0 || emu::is_device_range(workspace, bytes));
+// The workspace each emulated algorithm asks for: what the *WorkspaceSize calls report and
+// what the convolution calls then require.
+std::size_t workspace_for(cudnnConvolutionFwdAlgo_t algo) {
+  return algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? kPrecompWorkspace : 0;
+}
+std::size_t workspace_for(cudnnConvolutionBwdDataAlgo_t algo) {
+  return algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 ? kPrecompWorkspace : 0;
+}
+std::size_t workspace_for(cudnnConvolutionBwdFilterAlgo_t algo) {
+  return algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ? kPrecompWorkspace : 0;
+}
+
+// A convolution call's workspace is large enough and in device memory, and so are its three
+// operands of `count` floats each; else the call is reported and refused.
+struct Operand {
+  const void* data;
+  std::size_t count;
+};
+bool operands_ok(const char* call, const void* workspace, std::size_t bytes, std::size_t needed,
+                 std::initializer_list<Operand> operands) {
+  bool ok = bytes >= needed && (bytes == 0 || emu::is_device_range(workspace, bytes));
+  for (const Operand& o : operands) ok = ok && device(o.data, o.count);
+  if (!ok) emu::report(std::string(call) + ": workspace too small or an operand outside device memory");
+  return ok;
 }
 
 std::vector<float> maybe_tf32(const float* data, std::size_t count, bool tf32) {
@@ -83,8 +106,9 @@ cudnnStatus_t submit(cudnnHandle_t handle, std::function<void()> work) {
                                                                      : CUDNN_STATUS_EXECUTION_FAILED;
 }
 
+// One candidate of a heuristics list, with the workspace its algorithm asks for.
 template <class Perf, class Algo>
-void offer(Perf* results, int requested, int* returned, Algo algo, cudnnStatus_t status, std::size_t memory,
+void offer(Perf* results, int requested, int* returned, Algo algo, cudnnStatus_t status,
            cudnnDeterminism_t determinism, cudnnMathType_t math) {
   if (*returned >= requested) return;
   Perf& p = results[(*returned)++];
@@ -92,7 +116,7 @@ void offer(Perf* results, int requested, int* returned, Algo algo, cudnnStatus_t
   p.algo = algo;
   p.status = status;
   p.time = -1.f;
-  p.memory = memory;
+  p.memory = workspace_for(algo);
   p.determinism = determinism;
   p.mathType = math;
 }
@@ -102,8 +126,7 @@ void offer(Perf* results, int requested, int* returned, Algo algo, cudnnStatus_t
 extern "C" {
 
 cudnnStatus_t CUDNNWINAPI cudnnCreate(cudnnHandle_t* handle) {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) return CUDNN_STATUS_NOT_INITIALIZED;
+  if (!emu::device_present()) return CUDNN_STATUS_NOT_INITIALIZED;
   *handle = new cudnnContext;
   return CUDNN_STATUS_SUCCESS;
 }
@@ -216,12 +239,12 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardAlgorithm_v7(
   *returned = 0;
   if (tensor_core_math(conv))
     offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_STATUS_SUCCESS,
-          kPrecompWorkspace, CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
-  offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_FFT, CUDNN_STATUS_NOT_SUPPORTED, 0,
+          CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
+  offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_FFT, CUDNN_STATUS_NOT_SUPPORTED,
         CUDNN_DETERMINISTIC, CUDNN_DEFAULT_MATH);
   offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_STATUS_SUCCESS,
-        kPrecompWorkspace, CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
-  offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_STATUS_SUCCESS, 0,
+        CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
+  offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, CUDNN_STATUS_SUCCESS,
         CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
   return CUDNN_STATUS_SUCCESS;
 }
@@ -232,7 +255,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t,
                                                                   cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
   Geometry g;
   if (!geometry(x, f, conv, y, &g)) return CUDNN_STATUS_BAD_PARAM;
-  *bytes = algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? kPrecompWorkspace : 0;
+  *bytes = workspace_for(algo);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -248,11 +271,11 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithm_v7(
   if (!geometry(dx, f, conv, dy, &g) || requested < 1) return CUDNN_STATUS_BAD_PARAM;
   *returned = 0;
   if (tensor_core_math(conv))
-    offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS, kPrecompWorkspace,
+    offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS,
           CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
-  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_STATUS_SUCCESS, 0,
+  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_STATUS_SUCCESS,
         CUDNN_NON_DETERMINISTIC, CUDNN_FMA_MATH);
-  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS, kPrecompWorkspace,
+  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS,
         CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
   return CUDNN_STATUS_SUCCESS;
 }
@@ -265,7 +288,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataWorkspaceSize(cudnnHand
                                                                        size_t* bytes) {
   Geometry g;
   if (!geometry(dx, f, conv, dy, &g)) return CUDNN_STATUS_BAD_PARAM;
-  *bytes = algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 ? kPrecompWorkspace : 0;
+  *bytes = workspace_for(algo);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -280,12 +303,12 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithm_v7(
   Geometry g;
   if (!geometry(x, f, conv, dy, &g) || requested < 1) return CUDNN_STATUS_BAD_PARAM;
   *returned = 0;
-  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS, 0,
+  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS,
         CUDNN_NON_DETERMINISTIC, CUDNN_FMA_MATH);
   if (tensor_core_math(conv))
     offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS,
-          kPrecompWorkspace, CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
-  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS, kPrecompWorkspace,
+          CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
+  offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS,
         CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
   return CUDNN_STATUS_SUCCESS;
 }
@@ -298,7 +321,7 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterWorkspaceSize(cudnnHa
                                                                          size_t* bytes) {
   Geometry g;
   if (!geometry(x, f, conv, dy, &g)) return CUDNN_STATUS_BAD_PARAM;
-  *bytes = algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ? kPrecompWorkspace : 0;
+  *bytes = workspace_for(algo);
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -314,12 +337,9 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
                                                   const cudnnTensorDescriptor_t y_desc, void* y) {
   Geometry g;
   if (!handle || !geometry(x_desc, w_desc, conv, y_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
-  const std::size_t needed = algo == CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM ? kPrecompWorkspace : 0;
-  if (!workspace_ok(workspace, workspace_bytes, needed) || !device(x, elements(x_desc)) ||
-      !device(w, elements(w_desc)) || !device(y, elements(y_desc))) {
-    emu::report("cudnnConvolutionForward: workspace too small or an operand outside device memory");
+  if (!operands_ok("cudnnConvolutionForward", workspace, workspace_bytes, workspace_for(algo),
+                   {{x, elements(x_desc)}, {w, elements(w_desc)}, {y, elements(y_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;
-  }
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   const auto* px = static_cast<const float*>(x);
   const auto* pw = static_cast<const float*>(w);
@@ -358,12 +378,9 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
                                                        const cudnnTensorDescriptor_t dx_desc, void* dx) {
   Geometry g;
   if (!handle || !geometry(dx_desc, w_desc, conv, dy_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
-  const std::size_t needed = algo == CUDNN_CONVOLUTION_BWD_DATA_ALGO_1 ? kPrecompWorkspace : 0;
-  if (!workspace_ok(workspace, workspace_bytes, needed) || !device(w, elements(w_desc)) ||
-      !device(dy, elements(dy_desc)) || !device(dx, elements(dx_desc))) {
-    emu::report("cudnnConvolutionBackwardData: workspace too small or an operand outside device memory");
+  if (!operands_ok("cudnnConvolutionBackwardData", workspace, workspace_bytes, workspace_for(algo),
+                   {{w, elements(w_desc)}, {dy, elements(dy_desc)}, {dx, elements(dx_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;
-  }
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   const auto* pw = static_cast<const float*>(w);
   const auto* pdy = static_cast<const float*>(dy);
@@ -403,12 +420,9 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(cudnnHandle_t handle, c
                                                          const cudnnFilterDescriptor_t dw_desc, void* dw) {
   Geometry g;
   if (!handle || !geometry(x_desc, dw_desc, conv, dy_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
-  const std::size_t needed = algo == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1 ? kPrecompWorkspace : 0;
-  if (!workspace_ok(workspace, workspace_bytes, needed) || !device(x, elements(x_desc)) ||
-      !device(dy, elements(dy_desc)) || !device(dw, elements(dw_desc))) {
-    emu::report("cudnnConvolutionBackwardFilter: workspace too small or an operand outside device memory");
+  if (!operands_ok("cudnnConvolutionBackwardFilter", workspace, workspace_bytes, workspace_for(algo),
+                   {{x, elements(x_desc)}, {dy, elements(dy_desc)}, {dw, elements(dw_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;
-  }
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   const auto* px = static_cast<const float*>(x);
   const auto* pdy = static_cast<const float*>(dy);

@@ -10,6 +10,10 @@
 
 namespace emu {
 
+// Whether the emulated device is there: only when MNIST_EMULATED_GPU=1, so that without it the
+// build behaves like a machine with no GPU.
+bool device_present();
+
 // Runs `work` on `stream` now, or appends it to the stream's graph while it is being captured.
 // The legacy default stream may not be used while this thread captures: that invalidates the
 // capture, as in CUDA.

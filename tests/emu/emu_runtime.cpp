@@ -17,14 +17,12 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -94,6 +92,13 @@ void invalidate_captures() {
     if (s->capturing) s->invalidated = true;
 }
 
+// The answer to a call made during a capture that CUDA does not allow there.
+cudaError_t refuse_capture(const std::string& why) {
+  invalidate_captures();
+  report(why);
+  return cudaErrorStreamCaptureUnsupported;
+}
+
 // ---- the order threads and blocks run in ---------------------------------------------------
 
 // i ↦ (a·i + b) mod n with gcd(a, n) = 1: a fresh permutation of 0..n-1 for each launch, without
@@ -111,6 +116,8 @@ struct Shuffle {
     return static_cast<std::uint64_t>((static_cast<unsigned __int128>(a) * i + b) % n);
   }
 };
+
+std::uint64_t volume(dim3 shape) { return std::uint64_t(shape.x) * shape.y * shape.z; }
 
 uint3 unflatten(std::uint64_t i, dim3 shape) {
   const std::uint64_t x = i % shape.x, rest = i / shape.x;
@@ -193,16 +200,13 @@ void switch_to_fiber(Fiber& fiber) {
 #endif
 }
 
-// From a fiber back to the scheduler; `finished`: the fiber never resumes.
-void switch_to_scheduler(bool finished) {
+// From a fiber back to the scheduler (at a barrier, or for good when its thread has ended).
+void switch_to_scheduler() {
   Fiber& fiber = *run.current;
 #if defined(EMU_ASAN)
   // The fake stack (detect_stack_use_after_return) is kept, also when the fiber has finished:
   // the next fiber of this slot reuses it, since making one per fiber costs an mmap each.
-  (void)finished;
   __sanitizer_start_switch_fiber(&fiber.fake_stack, run.scheduler_stack_bottom, run.scheduler_stack_size);
-#else
-  (void)finished;
 #endif
   emu_switch_context(&fiber.sp, run.scheduler_sp);
 #if defined(EMU_ASAN)
@@ -217,7 +221,7 @@ void fiber_main() {
   position.thread = run.current->thread;
   (*run.body)();
   run.current->done = true;
-  switch_to_scheduler(true);
+  switch_to_scheduler();
   std::abort();  // never resumed
 }
 
@@ -253,7 +257,7 @@ void start_fiber(Fiber& fiber, uint3 thread) {
 }
 
 void run_block_on_fibers(const std::function<void()>& body, dim3 block) {
-  const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
+  const std::uint64_t threads = volume(block);
   if (run.fibers.size() < threads) run.fibers.resize(threads);
   run.body = &body;
   for (std::uint64_t t = 0; t < threads; ++t) start_fiber(run.fibers[t], unflatten(t, block));
@@ -285,8 +289,7 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
   barrier_called = false;
   position.block_dim = block;
   position.grid_dim = grid;
-  const std::uint64_t blocks = std::uint64_t(grid.x) * grid.y * grid.z;
-  const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
+  const std::uint64_t blocks = volume(grid), threads = volume(block);
   const Shuffle block_order(blocks);
   for (std::uint64_t b = 0; b < blocks; ++b) {
     position.block = unflatten(block_order(b), grid);
@@ -315,6 +318,11 @@ std::string describe(const void* pointer) {
 
 void report(const std::string& message) { std::fprintf(stderr, "emu: %s\n", message.c_str()); }
 
+bool device_present() {
+  const char* flag = std::getenv("MNIST_EMULATED_GPU");
+  return flag != nullptr && std::strcmp(flag, "1") == 0;
+}
+
 void set_last_error(cudaError_t error) {
   if (last_error == cudaSuccess) last_error = error;
 }
@@ -325,7 +333,7 @@ void syncthreads() {
           " called __syncthreads in a launch run without fibers (its first launch never did): "
           "tests/emu/emu_runtime.cpp cannot run it");
   barrier_called = true;
-  switch_to_scheduler(false);
+  switch_to_scheduler();
   position.thread = run.current->thread;
 }
 
@@ -357,14 +365,12 @@ cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
 
 cudaError_t refuse_during_capture(const char* call) {
   if (!capturing_anywhere()) return cudaSuccess;
-  invalidate_captures();
-  report(std::string(call) + " while a stream is captured: CUDA refuses it and invalidates the capture");
-  return cudaErrorStreamCaptureUnsupported;
+  return refuse_capture(std::string(call) + " while a stream is captured: CUDA refuses it and invalidates the capture");
 }
 
 void enqueue_launch(const char* name, dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
                     const void* const* pointers, std::size_t pointer_count, std::function<void()> body) {
-  const std::uint64_t threads = std::uint64_t(block.x) * block.y * block.z;
+  const std::uint64_t threads = volume(block);
   if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 || block.z > 64 ||
       grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu) {
     report(std::string("kernel ") + name + ": invalid launch configuration (grid " + std::to_string(grid.x) + "x" +
@@ -412,11 +418,6 @@ void check_leaks_at_exit() {
   std::_Exit(1);
 }
 
-bool emulated_device_present() {
-  const char* flag = std::getenv("MNIST_EMULATED_GPU");
-  return flag != nullptr && std::strcmp(flag, "1") == 0;
-}
-
 // What a copy or memset may touch: device ranges must be allocated, host ranges must not be
 // device memory (a swapped argument or a wrong kind fails, as it would on a GPU).
 cudaError_t check_copy(const void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind, const char* call) {
@@ -436,22 +437,29 @@ cudaError_t check_copy(const void* dst, const void* src, std::size_t bytes, cuda
   return cudaSuccess;
 }
 
+cudaError_t check_memset(const void* pointer, std::size_t bytes, const char* call) {
+  if (bytes == 0 || emu::is_device_range(pointer, bytes)) return cudaSuccess;
+  report(std::string(call) + " of " + std::to_string(bytes) + " bytes at " + emu::describe(pointer) +
+         ": not (all) device memory");
+  return cudaErrorInvalidValue;
+}
+
 }  // namespace
 
 extern "C" {
 
 cudaError_t CUDARTAPI cudaGetDeviceCount(int* count) {
-  *count = emulated_device_present() ? 1 : 0;
+  *count = emu::device_present() ? 1 : 0;
   return *count ? cudaSuccess : cudaErrorNoDevice;
 }
 
 cudaError_t CUDARTAPI cudaGetDevice(int* device) {
   *device = 0;
-  return emulated_device_present() ? cudaSuccess : cudaErrorNoDevice;
+  return emu::device_present() ? cudaSuccess : cudaErrorNoDevice;
 }
 
 cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
-  if (!emulated_device_present() || device != 0) return cudaErrorInvalidDevice;
+  if (!emu::device_present() || device != 0) return cudaErrorInvalidDevice;
   *prop = cudaDeviceProp{};
   std::snprintf(prop->name, sizeof prop->name, "%s", "emulated (tests/emu, on the CPU)");
   prop->major = 9;
@@ -465,7 +473,7 @@ cudaError_t CUDARTAPI cudaGetDeviceProperties(cudaDeviceProp* prop, int device) 
 }
 
 cudaError_t CUDARTAPI cudaDriverGetVersion(int* version) {
-  *version = emulated_device_present() ? CUDART_VERSION : 0;
+  *version = emu::device_present() ? CUDART_VERSION : 0;
   return cudaSuccess;
 }
 
@@ -505,7 +513,8 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
-    case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
     default: return "emulated error";
   }
 }
@@ -515,7 +524,7 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
 cudaError_t CUDARTAPI cudaMalloc(void** pointer, std::size_t bytes) {
   *pointer = nullptr;
   if (cudaError_t refused = refuse_during_capture("cudaMalloc")) return refused;
-  if (!emulated_device_present()) return cudaErrorNoDevice;
+  if (!emu::device_present()) return cudaErrorNoDevice;
   // Exactly `bytes` (AddressSanitizer then sees an access one past the end), 256-byte aligned
   // as cudaMalloc's; past 4 GiB in all the "device" is out of memory, so that path can be tested.
   if (bytes > emu::kDeviceMemory - emu::allocated_bytes) {
@@ -559,11 +568,8 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, std::size_t by
   if (cudaError_t bad = check_copy(dst, src, bytes, kind, "cudaMemcpyAsync")) return bad;
   // A graph's copy to or from pageable host memory would read or write it at replay, long after
   // the call; this project never puts one in a graph, and the emulator holds it to that.
-  if (emu::resolve(stream)->capturing && kind != cudaMemcpyDeviceToDevice) {
-    emu::invalidate_captures();
-    report("cudaMemcpyAsync between host and device while the stream is captured");
-    return cudaErrorStreamCaptureUnsupported;
-  }
+  if (emu::resolve(stream)->capturing && kind != cudaMemcpyDeviceToDevice)
+    return emu::refuse_capture("cudaMemcpyAsync between host and device while the stream is captured");
   return submit(stream, [=] {
     if (bytes) std::memmove(dst, src, bytes);
   });
@@ -571,21 +577,13 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, std::size_t by
 
 cudaError_t CUDARTAPI cudaMemset(void* pointer, int value, std::size_t bytes) {
   if (cudaError_t refused = refuse_during_capture("cudaMemset")) return refused;
-  if (bytes != 0 && !emu::is_device_range(pointer, bytes)) {
-    report("cudaMemset of " + std::to_string(bytes) + " bytes at " + emu::describe(pointer) +
-           ": not (all) device memory");
-    return cudaErrorInvalidValue;
-  }
+  if (cudaError_t bad = check_memset(pointer, bytes, "cudaMemset")) return bad;
   std::memset(pointer, value, bytes);
   return cudaSuccess;
 }
 
 cudaError_t CUDARTAPI cudaMemsetAsync(void* pointer, int value, std::size_t bytes, cudaStream_t stream) {
-  if (bytes != 0 && !emu::is_device_range(pointer, bytes)) {
-    report("cudaMemsetAsync of " + std::to_string(bytes) + " bytes at " + emu::describe(pointer) +
-           ": not (all) device memory");
-    return cudaErrorInvalidValue;
-  }
+  if (cudaError_t bad = check_memset(pointer, bytes, "cudaMemsetAsync")) return bad;
   return submit(stream, [=] { std::memset(pointer, value, bytes); });
 }
 
@@ -608,14 +606,8 @@ cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t stream) {
-  if (emu::resolve(stream)->capturing) {
-    emu::invalidate_captures();
-    report("cudaStreamSynchronize of the stream being captured");
-    return cudaErrorStreamCaptureUnsupported;
-  }
-  return refuse_during_capture("cudaStreamSynchronize");
-}
+// Also (and above all) of the stream being captured: it is one of the live streams.
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return refuse_during_capture("cudaStreamSynchronize"); }
 
 cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;

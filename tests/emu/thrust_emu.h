@@ -4,10 +4,6 @@
 // algorithm host/gpu_trainer.cu calls with it runs, in order, on the stream it names (or is
 // recorded into the stream's capture), like the CUDA system's work on that stream.
 #include <thrust/execution_policy.h>
-#include <thrust/iterator/counting_iterator.h>
-#include <thrust/sequence.h>
-#include <thrust/sort.h>
-#include <thrust/transform.h>
 
 #include <cuda_runtime_api.h>
 
