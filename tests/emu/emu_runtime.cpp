@@ -347,6 +347,16 @@ bool is_device_range(const void* pointer, std::size_t bytes) {
 
 bool is_device_pointer(const void* pointer) { return is_device_range(pointer, 0); }
 
+// Some byte of [pointer, pointer + bytes) is device memory (bytes > 0). Host memory may begin
+// where a device allocation ends, as it does under TSan's allocator, which leaves no red zones.
+bool overlaps_device(const void* pointer, std::size_t bytes) {
+  const auto p = reinterpret_cast<std::uintptr_t>(pointer);
+  auto it = allocations.upper_bound(p + bytes - 1);  // the last allocation that starts before the end
+  if (it == allocations.begin()) return false;
+  --it;
+  return it->first + it->second > p;
+}
+
 cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
   CUstream_st* s = resolve(stream);
   if (s->capturing) {
@@ -425,7 +435,7 @@ cudaError_t check_copy(const void* dst, const void* src, std::size_t bytes, cuda
   const bool src_device = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (bytes == 0 || kind == cudaMemcpyDefault || kind == cudaMemcpyHostToHost) return cudaSuccess;
   const auto side_ok = [bytes](const void* p, bool device) {
-    return device ? emu::is_device_range(p, bytes) : !emu::is_device_pointer(p);
+    return device ? emu::is_device_range(p, bytes) : !emu::overlaps_device(p, bytes);
   };
   if (!side_ok(dst, dst_device) || !side_ok(src, src_device)) {
     char text[160];
