@@ -147,7 +147,7 @@ TEST(GpuFiniteCheck, EarliestStepWins) {
 }
 
 // Many NaNs and infinities spread over many blocks: the same answer on every launch (integers
-// under atomicMin, lowest code wins), and it is the twin's.
+// under the atomic minimum, lowest code wins), and it is the twin's.
 TEST(GpuFiniteCheck, ManyPlantsGiveTheSameAnswerEveryTime) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
