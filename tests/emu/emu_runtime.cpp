@@ -8,6 +8,9 @@
 // a kernel that never synchronised call its threads directly, and a __syncthreads there stops
 // the process with a message.
 //
+// Under ThreadSanitizer (the tsan preset) every thread runs on a fiber and is a TSan thread, and
+// TSan is told the orders CUDA gives, so it reports races between GPU threads (see below).
+//
 // Streams execute work at once, in issue order; a stream being captured records it instead,
 // and a graph launch replays the records. Device memory is the host heap, filled with 0xFF
 // bytes on allocation (NaN floats, -1 integers) so a read before any write shows; what is still
@@ -23,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <set>
@@ -34,6 +38,20 @@
 #include <sanitizer/common_interface_defs.h>
 #define EMU_ASAN 1
 #endif
+// EMU_TSAN: the program is built with ThreadSanitizer, this file without it (CMakeLists.txt).
+#if defined(EMU_TSAN)
+#include <sanitizer/tsan_interface.h>
+// TSan's interface for a JVM's heap; the emulator uses it to tell TSan that the shared memory
+// of a new block is new memory (fresh_shared_memory).
+extern "C" void __tsan_java_init(unsigned long heap_begin, unsigned long heap_size);
+extern "C" void __tsan_java_alloc(unsigned long address, unsigned long bytes);
+extern "C" void __tsan_java_free(unsigned long address, unsigned long bytes);
+#endif
+
+// The __shared__ variables of every kernel in the program: cuda_emu.h puts them in this section,
+// and the linker names its ends (null when the program has none).
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
 
 #include "cuda_emu.h"
 #include "emu_internal.h"
@@ -125,6 +143,130 @@ uint3 unflatten(std::uint64_t i, dim3 shape) {
                static_cast<unsigned>(rest / shape.y)};
 }
 
+// ---- shared memory and what ThreadSanitizer is told ---------------------------------------
+
+// Each block starts with shared memory that no block has used: 0xFF bytes (NaN floats, as fresh
+// device memory), so a read before the block's own write shows. Blocks share the one copy of
+// each __shared__ variable but are not ordered, so TSan is also told that it is new memory.
+void fresh_shared_memory() {
+  if (__start_emu_shared == nullptr) return;
+  const std::size_t bytes = static_cast<std::size_t>(__stop_emu_shared - __start_emu_shared);
+#if defined(EMU_TSAN)
+  // Forgets every access to it, before the fill (the last block's) and after (the fill's). TSan
+  // reports a race there as one on a "heap block" allocated by the launch.
+  const auto begin = reinterpret_cast<std::uintptr_t>(__start_emu_shared);
+  static const bool registered = (__tsan_java_init(begin, bytes), __tsan_java_alloc(begin, bytes), true);
+  (void)registered;
+  const auto forget = [&] {
+    __tsan_java_free(begin, bytes);
+    __tsan_java_alloc(begin, bytes);
+  };
+  forget();
+  std::memset(__start_emu_shared, 0xFF, bytes);
+  forget();
+#else
+  std::memset(__start_emu_shared, 0xFF, bytes);
+#endif
+}
+
+// Under ThreadSanitizer (the tsan preset) every thread of a launch runs on a fiber and is a TSan
+// thread of its own, and switching between them implies no order, so TSan reports two threads
+// that touch the same global or shared memory with no barrier or atomics between them, whether
+// or not the result changed (compute-sanitizer's racecheck, for shared memory only, on a GPU).
+// The orders that hold are stated: the host's work before a launch happens before each of its
+// threads (launch_begin), each thread before the host's work after the launch (launch_end), and
+// the threads of a block at each of its barriers (a sync object per block, so blocks stay
+// unordered). Without TSan the race_* functions do nothing.
+//
+// GCC's TSan keeps a vector clock for each of up to 8128 live threads; clang 14's newer runtime
+// shares 256 slots among them and orders the threads that take turns in one, which hides races,
+// so the tsan preset builds with GCC. Threads kRaceFibers apart in a launch share a TSan thread,
+// which sees them in order.
+constexpr std::uint64_t kRaceFibers = 4096;
+struct RaceFiber {
+  void* tsan = nullptr;
+  std::uint64_t launch = 0;  // the last launch whose start it acquired
+  char* stack = nullptr;     // its fiber stack (start_fiber)
+};
+
+#if defined(EMU_TSAN)
+constexpr bool kRaceChecked = true;
+struct RaceDetector {
+  void* host = nullptr;
+  std::vector<RaceFiber> fibers;      // [i]: thread i of every launch (mod kRaceFibers)
+  std::vector<RaceFiber*> launched;   // the fibers the running launch has used
+  std::uint64_t launch = 0;           // counts the launches
+  char launch_begin = 0, launch_end = 0;  // their addresses are the sync objects
+  std::unique_ptr<char> block_barrier;    // a new object for each block
+};
+RaceDetector race;
+#else
+constexpr bool kRaceChecked = false;
+#endif
+
+// The fiber of the thread with this index in its launch (block index × block size + thread
+// index, both flattened); nullptr without TSan.
+RaceFiber* race_fiber([[maybe_unused]] std::uint64_t thread_of_launch) {
+#if defined(EMU_TSAN)
+  if (race.fibers.empty()) race.fibers.resize(kRaceFibers);
+  RaceFiber& fiber = race.fibers[thread_of_launch % kRaceFibers];
+  if (fiber.tsan == nullptr) fiber.tsan = __tsan_create_fiber(0);
+  return &fiber;
+#else
+  return nullptr;
+#endif
+}
+
+// Which thread TSan sees run (nullptr: the host), called just before the stack switches. A
+// thread's first run in a launch acquires what the host did before the launch.
+void race_switch([[maybe_unused]] RaceFiber* fiber) {
+#if defined(EMU_TSAN)
+  // The bookkeeping happens before the switch: TSan sees the host's allocations as the host's.
+  const bool first_run = fiber != nullptr && fiber->launch != race.launch;
+  if (first_run) {
+    fiber->launch = race.launch;
+    race.launched.push_back(fiber);
+  }
+  __tsan_switch_to_fiber(fiber != nullptr ? fiber->tsan : race.host, __tsan_switch_to_fiber_no_sync);
+  if (first_run) __tsan_acquire(&race.launch_begin);
+#endif
+}
+
+void race_launch_begins() {
+#if defined(EMU_TSAN)
+  if (race.host == nullptr) race.host = __tsan_get_current_fiber();
+  ++race.launch;
+  __tsan_release(&race.launch_begin);
+#endif
+}
+// Everything the launch's threads did happens before what the host does next.
+void race_launch_ends() {
+#if defined(EMU_TSAN)
+  for (RaceFiber* fiber : race.launched) {
+    __tsan_switch_to_fiber(fiber->tsan, __tsan_switch_to_fiber_no_sync);
+    __tsan_release(&race.launch_end);
+  }
+  race.launched.clear();
+  race_switch(nullptr);
+  __tsan_acquire(&race.launch_end);
+#endif
+}
+void race_block_begins() {
+#if defined(EMU_TSAN)
+  race.block_barrier = std::make_unique<char>();  // freeing the last one ended its sync object
+#endif
+}
+void race_barrier_arrives() {
+#if defined(EMU_TSAN)
+  __tsan_release(race.block_barrier.get());
+#endif
+}
+void race_barrier_leaves() {
+#if defined(EMU_TSAN)
+  __tsan_acquire(race.block_barrier.get());
+#endif
+}
+
 // ---- fibers --------------------------------------------------------------------------------
 
 constexpr std::size_t kFiberStack = std::size_t(256) << 10;  // per thread of a block; ASan frames are large
@@ -162,10 +304,11 @@ emu_switch_context:
 #endif
 
 struct Fiber {
-  char* stack = nullptr;  // kFiberStack bytes, mmap'd once and reused
+  char* stack = nullptr;  // kFiberStack bytes, mmap'd once and reused (under TSan, the RaceFiber's)
   void* sp = nullptr;
   uint3 thread{};
   bool done = false;
+  RaceFiber* race = nullptr;  // the thread as TSan sees it
 #if defined(EMU_ASAN)
   void* fake_stack = nullptr;
 #endif
@@ -194,6 +337,7 @@ void switch_to_fiber(Fiber& fiber) {
 #if defined(EMU_ASAN)
   __sanitizer_start_switch_fiber(&run.scheduler_fake_stack, fiber.stack, kFiberStack);
 #endif
+  race_switch(fiber.race);
   emu_switch_context(&run.scheduler_sp, fiber.sp);
 #if defined(EMU_ASAN)
   __sanitizer_finish_switch_fiber(run.scheduler_fake_stack, nullptr, nullptr);
@@ -208,6 +352,7 @@ void switch_to_scheduler() {
   // the next fiber of this slot reuses it, since making one per fiber costs an mmap each.
   __sanitizer_start_switch_fiber(&fiber.fake_stack, run.scheduler_stack_bottom, run.scheduler_stack_size);
 #endif
+  race_switch(nullptr);
   emu_switch_context(&fiber.sp, run.scheduler_sp);
 #if defined(EMU_ASAN)
   __sanitizer_finish_switch_fiber(fiber.fake_stack, &run.scheduler_stack_bottom, &run.scheduler_stack_size);
@@ -225,16 +370,24 @@ void fiber_main() {
   std::abort();  // never resumed
 }
 
-void start_fiber(Fiber& fiber, uint3 thread) {
-  if (fiber.stack == nullptr) {
-    void* memory = mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                        -1, 0);
-    if (memory == MAP_FAILED) {
-      report("cannot map a fiber stack");
-      std::abort();
-    }
-    fiber.stack = static_cast<char*>(memory);
+char* map_stack() {
+  void* memory =
+      mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (memory == MAP_FAILED) {
+    report("cannot map a fiber stack");
+    std::abort();
   }
+  return static_cast<char*>(memory);
+}
+
+void start_fiber(Fiber& fiber, uint3 thread, RaceFiber* race) {
+#if defined(EMU_TSAN)
+  // Under TSan a stack belongs to one TSan thread: another's use of it would look like a race.
+  if (race->stack == nullptr) race->stack = map_stack();
+  fiber.stack = race->stack;
+#else
+  if (fiber.stack == nullptr) fiber.stack = map_stack();
+#endif
 #if defined(EMU_ASAN)
   // A finished fiber never returned from fiber_main and switch_to_scheduler, whose frames (at
   // the top of its stack: everything below them returned) keep their poisoned redzones.
@@ -248,6 +401,7 @@ void start_fiber(Fiber& fiber, uint3 thread) {
   fiber.sp = top - 8;
   fiber.thread = thread;
   fiber.done = false;
+  fiber.race = race;
 }
 
 [[noreturn]] void fatal(const std::string& message) {
@@ -256,11 +410,13 @@ void start_fiber(Fiber& fiber, uint3 thread) {
   std::abort();
 }
 
-void run_block_on_fibers(const std::function<void()>& body, dim3 block) {
+// first_thread: the block's first thread as numbered in the launch (race_fiber).
+void run_block_on_fibers(const std::function<void()>& body, dim3 block, std::uint64_t first_thread) {
   const std::uint64_t threads = volume(block);
   if (run.fibers.size() < threads) run.fibers.resize(threads);
   run.body = &body;
-  for (std::uint64_t t = 0; t < threads; ++t) start_fiber(run.fibers[t], unflatten(t, block));
+  for (std::uint64_t t = 0; t < threads; ++t)
+    start_fiber(run.fibers[t], unflatten(t, block), race_fiber(first_thread + t));
   for (;;) {
     // One phase: every live thread runs until it waits at the barrier or ends.
     const Shuffle order(threads);
@@ -285,16 +441,21 @@ void run_block_on_fibers(const std::function<void()>& body, dim3 block) {
 
 void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void()>& body) {
   running_kernel = name;
-  fiber_mode = !launched_kernels.count(name) || synchronising_kernels.count(name);
+  // Under TSan every thread runs on a fiber, so that no two TSan threads share a stack.
+  fiber_mode = kRaceChecked || !launched_kernels.count(name) || synchronising_kernels.count(name);
   barrier_called = false;
   position.block_dim = block;
   position.grid_dim = grid;
   const std::uint64_t blocks = volume(grid), threads = volume(block);
   const Shuffle block_order(blocks);
+  race_launch_begins();
   for (std::uint64_t b = 0; b < blocks; ++b) {
-    position.block = unflatten(block_order(b), grid);
+    const std::uint64_t block_index = block_order(b);
+    position.block = unflatten(block_index, grid);
+    fresh_shared_memory();
+    race_block_begins();
     if (fiber_mode) {
-      run_block_on_fibers(body, block);
+      run_block_on_fibers(body, block, block_index * threads);
     } else {
       const Shuffle thread_order(threads);
       for (std::uint64_t t = 0; t < threads; ++t) {
@@ -303,6 +464,7 @@ void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void(
       }
     }
   }
+  race_launch_ends();
   launched_kernels.insert(name);
   if (barrier_called) synchronising_kernels.insert(name);
   fiber_mode = false;
@@ -333,7 +495,9 @@ void syncthreads() {
           " called __syncthreads in a launch run without fibers (its first launch never did): "
           "tests/emu/emu_runtime.cpp cannot run it");
   barrier_called = true;
+  race_barrier_arrives();
   switch_to_scheduler();
+  race_barrier_leaves();
   position.thread = run.current->thread;
 }
 

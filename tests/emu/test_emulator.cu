@@ -18,6 +18,36 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// Whether ThreadSanitizer watches (the tsan preset): then each emulated thread is a TSan thread,
+// and a race is reported even when it leaves the result right.
+#if defined(__SANITIZE_THREAD__)
+constexpr bool kRacesReported = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+constexpr bool kRacesReported = true;
+#else
+constexpr bool kRacesReported = false;
+#endif
+#else
+constexpr bool kRacesReported = false;
+#endif
+
+// Runs deliberately racy work: under ThreadSanitizer in a child process, which must report the
+// race (and so exit with TSan's code, 66); elsewhere here, where only its result can show it.
+template <class Racy>
+void run_racy(Racy racy) {
+  if constexpr (kRacesReported) {
+    EXPECT_EXIT(
+        {
+          racy();
+          std::exit(0);
+        },
+        ::testing::ExitedWithCode(66), "WARNING: ThreadSanitizer: data race");
+  } else {
+    racy();
+  }
+}
+
 // out[t] = in[(t + 1) % n] through shared memory: right only if every thread has written its
 // slot before any reads its neighbour's.
 __global__ void rotate_through_shared(const float* in, float* out, bool barrier) {
@@ -26,6 +56,30 @@ __global__ void rotate_through_shared(const float* in, float* out, bool barrier)
   slot[t] = in[blockIdx.x * kThreads + t];
   if (barrier) __syncthreads();
   out[blockIdx.x * kThreads + t] = slot[(t + 1) % kThreads];
+}
+
+// Every thread writes the same value to one shared variable before the barrier: right in any
+// order, but a race all the same (plain writes that CUDA does not order).
+__global__ void same_value_to_shared(float* out) {
+  __shared__ float value;
+  value = 1.f;
+  __syncthreads();
+  out[blockIdx.x * blockDim.x + threadIdx.x] = value;
+}
+
+// A grid-stride loop that forgot the block offset: every block writes all of x, the same values.
+__global__ void every_block_writes_all(float* x, int n) {
+  for (int i = threadIdx.x; i < n; i += blockDim.x) x[i] = 2.f;
+}
+
+// counts[b] = threads of block b, through one shared counter that every thread adds to.
+__global__ void count_threads(unsigned int* counts) {
+  __shared__ unsigned int count;
+  if (threadIdx.x == 0) count = 0;
+  __syncthreads();
+  atomicAdd(&count, 1u);
+  __syncthreads();
+  if (threadIdx.x == 0) counts[blockIdx.x] = count;
 }
 
 __global__ void add_one(float* x, int n) {
@@ -57,7 +111,41 @@ TEST(GpuEmulator, BarrierHoldsEveryThreadOfTheBlock) {
 TEST(GpuEmulator, MissingBarrierShows) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
-  EXPECT_GE(rotation_mismatches(false, rng), 3);
+  run_racy([&] { EXPECT_GE(rotation_mismatches(false, rng), 3); });
+}
+
+TEST(GpuEmulator, RacingWritesOfOneValueShowUnderThreadSanitizer) {
+  MNIST_REQUIRE_GPU();
+  if (!kRacesReported) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
+  run_racy([] {
+    DeviceBuffer<float> out(2 * kThreads);
+    same_value_to_shared<<<2, kThreads>>>(out.data());
+    MNIST_CHECK_LAUNCH();
+    for (float v : out.download()) ASSERT_EQ(v, 1.f);
+  });
+}
+
+TEST(GpuEmulator, BlocksWritingTheSameElementsShowUnderThreadSanitizer) {
+  MNIST_REQUIRE_GPU();
+  if (!kRacesReported) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
+  run_racy([] {
+    DeviceBuffer<float> x(100);
+    every_block_writes_all<<<3, 32>>>(x.data(), 100);
+    MNIST_CHECK_LAUNCH();
+    for (float v : x.download()) ASSERT_EQ(v, 2.f);
+  });
+}
+
+// The orders CUDA gives are no races: atomics, the barrier, and the launch (the host's upload
+// before it, its download after). Under ThreadSanitizer a report here fails the test.
+TEST(GpuEmulator, AtomicsBarriersAndLaunchesOrderTheThreads) {
+  MNIST_REQUIRE_GPU();
+  DeviceBuffer<unsigned int> counts(std::vector<unsigned int>(3, 7u));
+  count_threads<<<3, kThreads>>>(counts.data());
+  MNIST_CHECK_LAUNCH();
+  for (unsigned int c : counts.download()) EXPECT_EQ(c, static_cast<unsigned int>(kThreads));
+  std::mt19937_64 rng(test::fresh_seed());
+  EXPECT_EQ(rotation_mismatches(true, rng), 0);
 }
 
 TEST(GpuEmulator, HostPointerArgumentFailsTheLaunch) {
