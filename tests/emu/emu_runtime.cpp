@@ -152,8 +152,7 @@ void fresh_shared_memory() {
   if (__start_emu_shared == nullptr) return;
   const std::size_t bytes = static_cast<std::size_t>(__stop_emu_shared - __start_emu_shared);
 #if defined(EMU_TSAN)
-  // Forgets every access to it, before the fill (the last block's) and after (the fill's). TSan
-  // reports a race there as one on a "heap block" allocated by the launch.
+  // Forgets every access to it, before the fill (the last block's) and after (the fill's).
   const auto begin = reinterpret_cast<std::uintptr_t>(__start_emu_shared);
   static const bool registered = (__tsan_java_init(begin, bytes), __tsan_java_alloc(begin, bytes), true);
   (void)registered;
