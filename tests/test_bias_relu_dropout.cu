@@ -302,6 +302,7 @@ TEST(GpuBiasReluDropout, ForwardMatchesReference) {
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : kShapes) {
     const std::size_t n = static_cast<std::size_t>(s.rows) * s.cols;
+    if (test::too_large_for_tsan(n)) continue;
     const std::vector<float> z = test::random_floats(rng, n);
     const std::vector<float> b = test::random_floats(rng, s.cols);
     DeviceBuffer<float> d_z(z), d_b(b), d_y(n);
@@ -323,6 +324,7 @@ TEST(GpuBiasReluDropout, BackwardMatchesReference) {
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : kShapes) {
     const std::size_t n = static_cast<std::size_t>(s.rows) * s.cols;
+    if (test::too_large_for_tsan(n)) continue;
     const std::vector<float> z = test::random_floats(rng, n);
     const std::vector<float> b = test::random_floats(rng, s.cols);
     const std::vector<float> dy = test::random_floats(rng, n);
@@ -385,6 +387,7 @@ TEST(GpuBiasReluDropout, InPlaceMatchesReference) {
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : {Shape{129, 128}, Shape{129, 129}, Shape{4096, 784}}) {
     const std::size_t n = static_cast<std::size_t>(s.rows) * s.cols;
+    if (test::too_large_for_tsan(n)) continue;
     const std::vector<float> z = test::random_floats(rng, n);
     const std::vector<float> b = test::random_floats(rng, s.cols);
     const std::vector<float> dy = test::random_floats(rng, n);

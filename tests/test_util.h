@@ -34,6 +34,27 @@ inline std::vector<std::uint8_t> random_labels(std::mt19937_64& rng, std::size_t
   return out;
 }
 
+// The GPU emulator (tests/emu: the asan and tsan presets) stands in for cuBLAS and cuDNN with the
+// same loops at every shape, where the real libraries choose their algorithms by shape: the tests
+// that sweep shapes for those choices leave out the largest batches there.
+#if defined(MNIST_GPU_EMULATOR)
+inline constexpr bool kEmulator = true;
+#else
+inline constexpr bool kEmulator = false;
+#endif
+
+// ThreadSanitizer (preset tsan) tracks every emulated GPU thread, at about 10 µs a thread, and
+// gives 4096 of them TSan threads of their own (tests/emu/README.md): a launch far larger than
+// that repeats the same access pattern at great cost. Under it, tests leave out (or shrink)
+// inputs of more than kTsanMaxElements; the asan preset and GPU runs still run them all.
+#if defined(__SANITIZE_THREAD__)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
+inline constexpr std::size_t kTsanMaxElements = std::size_t{1} << 18;
+inline bool too_large_for_tsan(std::size_t elements) { return kThreadSanitizer && elements > kTsanMaxElements; }
+
 inline std::vector<float> nan_filled(std::size_t n) {
   return std::vector<float>(n, std::numeric_limits<float>::quiet_NaN());
 }
