@@ -249,11 +249,15 @@ TEST(RefConv2d, BackwardPassesAreAdjointsOfForward) {
 
 // ---- GPU against the CPU twin -------------------------------------------------------------------
 
+// The CNN's training batch, where cuDNN picks its algorithms for the real run; 8 on the emulator,
+// whose stand-in runs the same loops at any batch (128 took a minute a test there).
+constexpr int kCnnBatch = test::kEmulator ? 8 : 128;
+
 const Conv2dShape kGpuShapes[] = {
-    make_shape(1, 1, 28, 28, 32, 5, 2),    make_shape(7, 1, 28, 28, 32, 5, 2),
-    make_shape(128, 1, 28, 28, 32, 5, 2),  // the CNN's first layer
-    make_shape(1, 32, 14, 14, 64, 5, 2),   make_shape(7, 32, 14, 14, 64, 5, 2),
-    make_shape(128, 32, 14, 14, 64, 5, 2),  // the CNN's second layer
+    make_shape(1, 1, 28, 28, 32, 5, 2),          make_shape(7, 1, 28, 28, 32, 5, 2),
+    make_shape(kCnnBatch, 1, 28, 28, 32, 5, 2),  // the CNN's first layer
+    make_shape(1, 32, 14, 14, 64, 5, 2),         make_shape(7, 32, 14, 14, 64, 5, 2),
+    make_shape(kCnnBatch, 32, 14, 14, 64, 5, 2),  // the CNN's second layer
     make_shape(3, 3, 9, 7, 5, 3, 1),       make_shape(2, 2, 6, 5, 3, 3, 0),
     make_shape(5, 3, 7, 7, 4, 2, 1),       make_shape(2, 4, 8, 8, 6, 1, 0),
     make_shape(1, 64, 7, 7, 10, 7, 3),
@@ -325,7 +329,8 @@ TEST(GpuConv2d, Fp32MatchesReference) {
 // This guards the TF32 path (it runs, writes everything, is close); indexing is the fp32 test's job.
 TEST(GpuConv2d, Tf32WithinTf32Bound) {
   MNIST_REQUIRE_GPU();
-  const Conv2dShape shapes[] = {make_shape(128, 1, 28, 28, 32, 5, 2), make_shape(128, 32, 14, 14, 64, 5, 2)};
+  const Conv2dShape shapes[] = {make_shape(kCnnBatch, 1, 28, 28, 32, 5, 2),
+                                make_shape(kCnnBatch, 32, 14, 14, 64, 5, 2)};
   compare_with_twin(GemmMath::kTf32, 4e-3, shapes, std::size(shapes));
 }
 
@@ -348,7 +353,8 @@ TEST(GpuConv2d, DeterministicAcrossCallsAndPlans) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   CudnnHandle handle;
-  for (const Conv2dShape& s : {make_shape(128, 1, 28, 28, 32, 5, 2), make_shape(128, 32, 14, 14, 64, 5, 2)}) {
+  for (const Conv2dShape& s :
+       {make_shape(kCnnBatch, 1, 28, 28, 32, 5, 2), make_shape(kCnnBatch, 32, 14, 14, 64, 5, 2)}) {
     const std::vector<float> x = test::random_floats(rng, s.x_size());
     const std::vector<float> w = test::random_floats(rng, s.w_size());
     const std::vector<float> b = test::random_floats(rng, static_cast<std::size_t>(s.out_channels));
