@@ -152,7 +152,7 @@ TEST(GpuFiniteCheck, ManyPlantsGiveTheSameAnswerEveryTime) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   // The default MLP's parameter count (fewer under ThreadSanitizer).
-  const std::size_t param_count = test::too_large_for_tsan(669706) ? test::kTsanMaxElements : 669706;
+  const std::size_t param_count = test::kThreadSanitizer ? test::kTsanMaxElements : 669706;
   std::vector<float> losses = finite_values(rng, 512), params = finite_values(rng, param_count);
   for (int p = 0; p < 1000; ++p) params[rng() % params.size()] = non_finite(rng, p % 3 == 0);
   const std::int64_t want = ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), 1656);

@@ -49,6 +49,12 @@ inline constexpr bool kEmulator = false;
 // inputs of more than kTsanMaxElements; the asan preset and GPU runs still run them all.
 #if defined(__SANITIZE_THREAD__)
 inline constexpr bool kThreadSanitizer = true;
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+inline constexpr bool kThreadSanitizer = true;
+#else
+inline constexpr bool kThreadSanitizer = false;
+#endif
 #else
 inline constexpr bool kThreadSanitizer = false;
 #endif

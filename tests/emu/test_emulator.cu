@@ -18,25 +18,11 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// Whether ThreadSanitizer watches (the tsan preset): then each emulated thread is a TSan thread,
-// and a race is reported even when it leaves the result right.
-#if defined(__SANITIZE_THREAD__)
-constexpr bool kRacesReported = true;
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-constexpr bool kRacesReported = true;
-#else
-constexpr bool kRacesReported = false;
-#endif
-#else
-constexpr bool kRacesReported = false;
-#endif
-
 // Runs deliberately racy work: under ThreadSanitizer in a child process, which must report the
 // race (and so exit with TSan's code, 66); elsewhere here, where only its result can show it.
 template <class Racy>
 void run_racy(Racy racy) {
-  if constexpr (kRacesReported) {
+  if constexpr (test::kThreadSanitizer) {
     EXPECT_EXIT(
         {
           racy();
@@ -116,7 +102,7 @@ TEST(GpuEmulator, MissingBarrierShows) {
 
 TEST(GpuEmulator, RacingWritesOfOneValueShowUnderThreadSanitizer) {
   MNIST_REQUIRE_GPU();
-  if (!kRacesReported) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
+  if (!test::kThreadSanitizer) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
   run_racy([] {
     DeviceBuffer<float> out(2 * kThreads);
     same_value_to_shared<<<2, kThreads>>>(out.data());
@@ -127,7 +113,7 @@ TEST(GpuEmulator, RacingWritesOfOneValueShowUnderThreadSanitizer) {
 
 TEST(GpuEmulator, BlocksWritingTheSameElementsShowUnderThreadSanitizer) {
   MNIST_REQUIRE_GPU();
-  if (!kRacesReported) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
+  if (!test::kThreadSanitizer) GTEST_SKIP() << "the result is right: only ThreadSanitizer (preset tsan) sees this race";
   run_racy([] {
     DeviceBuffer<float> x(100);
     every_block_writes_all<<<3, 32>>>(x.data(), 100);
