@@ -296,16 +296,22 @@ void expect_within(const char* name, const std::vector<float>& got, const std::v
   }
 }
 
-void compare_with_twin(GemmMath math, double tol, const Conv2dShape* shapes, std::size_t count) {
+// x and g are drawn in [-scale, scale): a small scale puts them where activations and
+// gradients of a trained network often are.
+void compare_with_twin(GemmMath math, double tol, const Conv2dShape* shapes, std::size_t count, float scale = 1) {
   std::mt19937_64 rng(test::fresh_seed());
   Stream stream;
   CudnnHandle handle(stream.get());
+  const auto scaled = [scale](std::vector<float> v) {
+    for (float& e : v) e *= scale;
+    return v;
+  };
   for (std::size_t i = 0; i < count; ++i) {
     const Conv2dShape& s = shapes[i];
-    const std::vector<float> x = test::random_floats(rng, s.x_size());
+    const std::vector<float> x = scaled(test::random_floats(rng, s.x_size()));
     const std::vector<float> w = test::random_floats(rng, s.w_size());
     const std::vector<float> b = test::random_floats(rng, static_cast<std::size_t>(s.out_channels));
-    const std::vector<float> g = test::random_floats(rng, s.y_size());
+    const std::vector<float> g = scaled(test::random_floats(rng, s.y_size()));
     gpu::Conv2d plan(handle.get(), s, math);
     ::testing::Test::RecordProperty("algorithms_" + std::to_string(i), describe(s) + ": " + plan.describe());
     const Outputs got = run_gpu(plan, x, w, &b, g);
@@ -332,6 +338,15 @@ TEST(GpuConv2d, Tf32WithinTf32Bound) {
   const Conv2dShape shapes[] = {make_shape(kCnnBatch, 1, 28, 28, 32, 5, 2),
                                 make_shape(kCnnBatch, 32, 14, 14, 64, 5, 2)};
   compare_with_twin(GemmMath::kTf32, 4e-3, shapes, std::size(shapes));
+}
+
+// TF32 keeps fp32's 8 exponent bits, so the bound holds just as well for inputs near 2^-20.
+// An algorithm that converts fp32 to fp16 (cuDNN's TENSOR_OP_MATH_ALLOW_CONVERSION) would not:
+// fp16's smallest normal is 2^-14, and below it values keep fewer bits (2^-20 keeps 4).
+TEST(GpuConv2d, Tf32KeepsTheRangeOfSmallValues) {
+  MNIST_REQUIRE_GPU();
+  const Conv2dShape shapes[] = {make_shape(7, 1, 28, 28, 32, 5, 2), make_shape(7, 32, 14, 14, 64, 5, 2)};
+  compare_with_twin(GemmMath::kTf32, 4e-3, shapes, std::size(shapes), 0x1p-20f);
 }
 
 TEST(GpuConv2d, ForwardWithoutBias) {

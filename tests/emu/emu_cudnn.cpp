@@ -6,7 +6,9 @@
 // cuDNN's do, best first: a tensor-core one unless the descriptor asks for FMA math, a
 // non-deterministic one for the filter gradient and one that failed, each with a workspace, so
 // the caller's choice and its workspace are exercised. Calls check shapes, the workspace and
-// that every pointer lies inside device memory. Tensor-core math rounds the inputs to TF32.
+// that every pointer lies inside device memory. Tensor-core math rounds the inputs to TF32;
+// TENSOR_OP_MATH_ALLOW_CONVERSION, which lets cuDNN convert fp32 data to fp16, rounds them to
+// fp16 (offered first, so that a caller that takes it shows in its accuracy).
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 #include <cudnn.h>
 
@@ -43,13 +45,20 @@ constexpr std::size_t kPrecompWorkspace = 4096;  // what the emulated "fast" alg
 
 bool tensor_core_math(const cudnnConvolutionStruct* conv) { return conv->math != CUDNN_FMA_MATH; }
 
+// What the inputs of a convolution are rounded to before the fp32 loops.
+enum class Precision { kFp32, kTf32, kFp16 };
+Precision precision(const cudnnConvolutionStruct* conv) {
+  if (conv->math == CUDNN_FMA_MATH) return Precision::kFp32;
+  return conv->math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ? Precision::kFp16 : Precision::kTf32;
+}
+
 std::size_t elements(const cudnnTensorStruct* t) { return std::size_t(t->n) * t->c * t->h * t->w; }
 std::size_t elements(const cudnnFilterStruct* f) { return std::size_t(f->k) * f->c * f->h * f->w; }
 
 // The geometry of one convolution call, checked against the descriptors.
 struct Geometry {
   int n, c, h, w, k, r, s, oh, ow, pad_h, pad_w;
-  bool tf32;
+  Precision precision;
 };
 
 bool geometry(const cudnnTensorStruct* x, const cudnnFilterStruct* f, const cudnnConvolutionStruct* conv,
@@ -57,7 +66,7 @@ bool geometry(const cudnnTensorStruct* x, const cudnnFilterStruct* f, const cudn
   if (!x || !f || !conv || !y || !x->set || !f->set || !conv->set || !y->set) return false;
   const int oh = x->h + 2 * conv->pad_h - f->h + 1, ow = x->w + 2 * conv->pad_w - f->w + 1;
   if (x->c != f->c || y->n != x->n || y->c != f->k || y->h != oh || y->w != ow || oh <= 0 || ow <= 0) return false;
-  *g = Geometry{x->n, x->c, x->h, x->w, f->k, f->h, f->w, oh, ow, conv->pad_h, conv->pad_w, tensor_core_math(conv)};
+  *g = Geometry{x->n, x->c, x->h, x->w, f->k, f->h, f->w, oh, ow, conv->pad_h, conv->pad_w, precision(conv)};
   return true;
 }
 
@@ -89,10 +98,12 @@ bool operands_ok(const char* call, const void* workspace, std::size_t bytes, std
   return ok;
 }
 
-std::vector<float> maybe_tf32(const float* data, std::size_t count, bool tf32) {
+std::vector<float> rounded(const float* data, std::size_t count, Precision precision) {
   std::vector<float> out(data, data + count);
-  if (tf32)
+  if (precision == Precision::kTf32)
     for (float& v : out) v = emu::to_tf32(v);
+  if (precision == Precision::kFp16)  // 5 exponent bits: small values go subnormal or to zero
+    for (float& v : out) v = static_cast<float>(static_cast<_Float16>(v));
   return out;
 }
 
@@ -237,9 +248,12 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionForwardAlgorithm_v7(
   Geometry g;
   if (!geometry(x, f, conv, y, &g) || requested < 1) return CUDNN_STATUS_BAD_PARAM;
   *returned = 0;
-  if (tensor_core_math(conv))
+  if (tensor_core_math(conv)) {
+    offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_STATUS_SUCCESS,
+          CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
     offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_STATUS_SUCCESS,
           CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
+  }
   offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_FFT, CUDNN_STATUS_NOT_SUPPORTED,
         CUDNN_DETERMINISTIC, CUDNN_DEFAULT_MATH);
   offer(results, requested, returned, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM, CUDNN_STATUS_SUCCESS,
@@ -270,9 +284,12 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardDataAlgorithm_v7(
   Geometry g;
   if (!geometry(dx, f, conv, dy, &g) || requested < 1) return CUDNN_STATUS_BAD_PARAM;
   *returned = 0;
-  if (tensor_core_math(conv))
+  if (tensor_core_math(conv)) {
+    offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS,
+          CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
     offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS,
           CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
+  }
   offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_0, CUDNN_STATUS_SUCCESS,
         CUDNN_NON_DETERMINISTIC, CUDNN_FMA_MATH);
   offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, CUDNN_STATUS_SUCCESS,
@@ -305,9 +322,12 @@ cudnnStatus_t CUDNNWINAPI cudnnGetConvolutionBackwardFilterAlgorithm_v7(
   *returned = 0;
   offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0, CUDNN_STATUS_SUCCESS,
         CUDNN_NON_DETERMINISTIC, CUDNN_FMA_MATH);
-  if (tensor_core_math(conv))
+  if (tensor_core_math(conv)) {
+    offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS,
+          CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION);
     offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS,
           CUDNN_DETERMINISTIC, CUDNN_TENSOR_OP_MATH);
+  }
   offer(results, requested, returned, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_STATUS_SUCCESS,
         CUDNN_DETERMINISTIC, CUDNN_FMA_MATH);
   return CUDNN_STATUS_SUCCESS;
@@ -346,7 +366,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
   auto* py = static_cast<float*>(y);
   const std::size_t nx = elements(x_desc), nw = elements(w_desc);
   return submit(handle, [=] {
-    const std::vector<float> xs = maybe_tf32(px, nx, g.tf32), ws = maybe_tf32(pw, nw, g.tf32);
+    const std::vector<float> xs = rounded(px, nx, g.precision), ws = rounded(pw, nw, g.precision);
     std::vector<float> acc(std::size_t(g.oh) * g.ow);
     for (int n = 0; n < g.n; ++n)
       for (int k = 0; k < g.k; ++k) {
@@ -387,7 +407,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
   auto* pdx = static_cast<float*>(dx);
   const std::size_t nw = elements(w_desc), ndy = elements(dy_desc);
   return submit(handle, [=] {
-    const std::vector<float> ws = maybe_tf32(pw, nw, g.tf32), dys = maybe_tf32(pdy, ndy, g.tf32);
+    const std::vector<float> ws = rounded(pw, nw, g.precision), dys = rounded(pdy, ndy, g.precision);
     std::vector<float> acc(std::size_t(g.h) * g.w);
     for (int n = 0; n < g.n; ++n)
       for (int c = 0; c < g.c; ++c) {
@@ -429,7 +449,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(cudnnHandle_t handle, c
   auto* pdw = static_cast<float*>(dw);
   const std::size_t nx = elements(x_desc), ndy = elements(dy_desc);
   return submit(handle, [=] {
-    const std::vector<float> xs = maybe_tf32(px, nx, g.tf32), dys = maybe_tf32(pdy, ndy, g.tf32);
+    const std::vector<float> xs = rounded(px, nx, g.precision), dys = rounded(pdy, ndy, g.precision);
     std::vector<float> row(std::size_t(g.ow));
     for (int k = 0; k < g.k; ++k)
       for (int c = 0; c < g.c; ++c)
