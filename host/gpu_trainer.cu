@@ -409,6 +409,7 @@ class GpuTrainer final : public Trainer {
   }
 
   std::string device_name() const override { return device_name_; }
+  // True once the first full epoch has been captured: the epochs after it replay the graph.
   bool replays_graphs() const override { return static_cast<bool>(epoch_graph_); }
 
   // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the whole epoch is
@@ -423,15 +424,17 @@ class GpuTrainer final : public Trainer {
       NvtxRange train_range("train");
       if (config_.no_graph || graph_refused_ || steps_ == 0 || first_step > 0) {
         run_steps(first_step);  // a resume mid-epoch runs the rest of that epoch outside the graph
+      } else if (epoch_graph_) {
+        epoch_graph_.launch(stream);
       } else {
-        // The first epoch records its steps; every epoch replays them. Only the contents of
-        // order_ (and the device step counter) differ from epoch to epoch, not any address.
-        if (!epoch_graph_) capture_epoch();
-        if (epoch_graph_) {
-          epoch_graph_.launch(stream);
-        } else {
-          run_steps(0);
-        }
+        // The first full epoch runs as stream launches, then records its steps for the next
+        // epochs to replay: so every kernel and every cuBLAS and cuDNN call has run once, with
+        // the shapes the graph records, before the capture (CUDA loads a kernel at its first
+        // launch, and the libraries set themselves up at their first call: work that has no
+        // place in a capture). Only the contents of order_ (and the device step counter) differ
+        // from epoch to epoch, not any address.
+        run_steps(0);
+        capture_epoch();
       }
     }
     // The one synchronisation of the epoch.

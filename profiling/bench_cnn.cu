@@ -128,7 +128,7 @@ int run(const Options& options) {
               trainer->device_name().c_str(), options.batch_size, split.train.count,
               trainer->replays_graphs() ? "one CUDA graph per epoch" : "stream launches (no CUDA graph)");
   std::printf("set-up     %.1f ms (uploads, cuDNN plans)\n", build_ms);
-  std::printf("epoch      %.2f ms median over epochs 2..%d (epoch 1: %.2f ms, with the graph capture); %.0f images/s\n",
+  std::printf("epoch      %.2f ms median over epochs 2..%d (epoch 1: %.2f ms, stream launches and the graph capture); %.0f images/s\n",
               ms, options.epochs, records[0].train_ms, images_per_s);
   std::printf("accuracy   %.2f%% after 5 epochs, %.2f%% after %d\n", 100 * accuracy_after(5),
               100 * accuracy_after(options.epochs), options.epochs);

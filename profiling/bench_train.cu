@@ -6,8 +6,9 @@
 //
 // What it does. Loads the dataset and splits it as `mnist train` does (split_dataset: the last
 // val_split of the 60,000 training images are held out), builds the GPU trainer, trains one
-// warm-up epoch (it captures the CUDA graph, allocates Thrust's scratch, loads modules), then N
-// timed epochs, then evaluates the test set (timed too: target ≤ 2 ms for 10,000 images). Last it
+// warm-up epoch (stream launches that load the modules and allocate Thrust's scratch, then the
+// capture of the CUDA graph the timed epochs replay), then N timed epochs, then evaluates the
+// test set (timed too: target ≤ 2 ms for 10,000 images). Last it
 // measures the two ceilings on this GPU: a large GEMM through the trainer's own GEMM call
 // (gpu::dense_forward, fp32 and tf32) and a large device-to-device copy.
 //

@@ -60,4 +60,5 @@ if ! "$nsys" stats --force-export=true --report cuda_gpu_kern_sum,nvtx_sum "$rep
 fi
 echo
 echo "timeline: $report (Nsight Systems GUI). With the CUDA graph the per-step ranges (forward, backward,"
-echo "optimizer) are recorded once, at capture; pass --no-graph to see them on every step."
+echo "optimizer) show on every step of epoch 1 (stream launches) and once more at its end, when the graph is"
+echo "captured; later epochs replay it. Pass --no-graph to see them on every step of every epoch."

@@ -150,8 +150,8 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
   expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
 }
 
-// Two epochs (the first captures the graph and launches it, the second replays it on a new
-// shuffle) with and without the graph: the same bits.
+// Two epochs (the first runs as stream launches and is captured at its end, the second replays
+// the graph on a new shuffle) with and without the graph: the same bits.
 void expect_graph_replay_bit_identical(TrainConfig config, std::mt19937_64& rng) {
   const RandomDataset data(rng, config);
   const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split());
@@ -203,7 +203,8 @@ TEST(GpuTrainer, StateRoundTripsAndLoadsACpuCheckpoint) {
   const RandomDataset data(rng, config);
 
   // GPU → GPU: the state comes back as it went in, and training goes on identically (the
-  // restored trainer captures its graph after the load, the original replays its own).
+  // restored trainer runs its first epoch as launches after the load, the original replays its
+  // graph).
   const std::unique_ptr<Trainer> trained = make_gpu_trainer(config, data.split());
   trained->train_epoch(1);
   const ModelState saved = trained->state();

@@ -43,7 +43,7 @@ struct TrainResult {
   EvalTotals test;
   double train_seconds = 0;
   std::string device_name;
-  bool cuda_graph = false;  // the epochs replayed a captured CUDA graph (Trainer::replays_graphs)
+  bool cuda_graph = false;  // the epochs after the first replayed a captured CUDA graph (Trainer::replays_graphs)
 };
 
 // Everything a checkpoint must hold to continue training exactly where it stopped.
@@ -95,7 +95,8 @@ class Trainer {
   virtual ~Trainer() = default;
   virtual std::string device_name() const = 0;
   // Whether train_epoch replays a captured CUDA graph (the GPU trainer, unless --no-graph or
-  // the capture failed); false before the first epoch and on the CPU.
+  // the capture failed): true once the first full epoch, which runs as stream launches and is
+  // captured at its end, is done; false before it and on the CPU.
   virtual bool replays_graphs() const { return false; }
   // Shuffles the training split with (seed, epoch) and runs every step of the epoch;
   // returns the loss and accuracy of the training batches as they were trained on. Throws
