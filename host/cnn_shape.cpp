@@ -1,6 +1,8 @@
 // CnnShape (include/mnist/cnn.h): the CNN's sizes and where each layer's parameters lie in the
 // flat buffer. Apart from the model (host/cnn.cpp) so that the checkpoint reader, which needs only
 // the layout, links without the CPU model and its BLAS (tests/fuzz builds it alone).
+#include <algorithm>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 
@@ -39,6 +41,17 @@ CnnShape CnnShape::from_sizes(const std::vector<int>& sizes) {
   shape.classes = sizes[7];
   shape.validate();
   return shape;
+}
+
+std::size_t CnnShape::largest_conv_tensor() const {
+  std::size_t floats = 1;
+  for (int l = 0; l < 2; ++l) floats = std::max({floats, conv(l, 1).x_size(), conv(l, 1).y_size()});
+  return floats;
+}
+
+int CnnShape::cudnn_batch_limit() const {
+  constexpr std::size_t kMaxElements = 2147483647;  // 2^31 - 1
+  return static_cast<int>(kMaxElements / largest_conv_tensor());
 }
 
 Conv2dShape CnnShape::conv(int l, int batch) const {

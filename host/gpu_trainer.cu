@@ -50,7 +50,8 @@ namespace mnist {
 namespace {
 
 // Evaluation runs in chunks this large: 10,000 images need ~31 MB of float input, so the
-// whole test set is one chunk and the activation buffers stay modest for wide models.
+// whole test set is one chunk and the activation buffers stay modest for wide models. A CNN
+// whose convolutions are too wide for cuDNN's tensor size takes smaller ones (eval_chunk).
 constexpr int kEvalChunk = 10000;
 // cuBLAS gets its own workspace so it never allocates while a graph is being captured
 // (32 MiB: what the cuBLAS documentation recommends for Hopper).
@@ -348,6 +349,11 @@ GpuCnn make_gpu_model(const CnnShape& shape, const TrainConfig& config, int max_
                 config.tf32 ? GemmMath::kTf32 : GemmMath::kFp32);
 }
 
+// The evaluation chunk of a model: kEvalChunk, or fewer images where one cuDNN call could not
+// take that many.
+int eval_chunk(const MlpShape&) { return kEvalChunk; }
+int eval_chunk(const CnnShape& shape) { return std::min(kEvalChunk, shape.cudnn_batch_limit()); }
+
 // Work a batch size needs before a graph that runs it is captured: the CNN's convolution plans
 // (cuDNN's algorithm choice and workspace allocation may not happen during a capture).
 void prepare_batch(GpuMlp&, int) {}
@@ -366,20 +372,21 @@ class GpuTrainer final : public Trainer {
         adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
         batch_(config.batch_size),
         steps_(steps_per_epoch(data.train.count, config.batch_size, config.drop_last)),
+        eval_chunk_(eval_chunk(shape)),
         cublas_workspace_(kCublasWorkspaceBytes),
         cublas_(stream_.get()),
         train_(upload_images(data.train, stream_.get())),
         validation_(upload_images(data.validation, stream_.get())),
         test_(upload_images(data.test, stream_.get())),
-        model_(make_gpu_model(shape, config, std::max(config.batch_size, kEvalChunk), config.batch_size, cublas_.get(),
-                              stream_.get())),
+        model_(make_gpu_model(shape, config, std::max(config.batch_size, eval_chunk_), config.batch_size,
+                              cublas_.get(), stream_.get())),
         step_(1),
-        x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
-        y_(std::size_t(std::max(config.batch_size, kEvalChunk))),
+        x_(std::size_t(std::max(config.batch_size, eval_chunk_)) * kPixels),
+        y_(std::size_t(std::max(config.batch_size, eval_chunk_))),
         keys_(std::size_t(train_.count)),
         order_(std::size_t(train_.count)),
-        identity_(std::size_t(kEvalChunk)),
-        predictions_(std::size_t(kEvalChunk)),
+        identity_(std::size_t(eval_chunk_)),
+        predictions_(std::size_t(eval_chunk_)),
         epoch_totals_(1),
         eval_totals_(1),
         first_bad_(1) {
@@ -397,13 +404,13 @@ class GpuTrainer final : public Trainer {
     thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
                      identity_.data() + identity_.size());
     // The epoch graph runs full batches and, unless drop_last, a last partial one; evaluation
-    // runs chunks of kEvalChunk and a last, smaller one. Their CNN plans are built now, so that
+    // runs chunks of eval_chunk_ and a last, smaller one. Their CNN plans are built now, so that
     // cuDNN chooses every algorithm at start-up (and never inside the graph's capture).
     if (steps_ > 0) prepare_batch(model_, train_.count - (steps_ - 1) * batch_);
     for (const DeviceImages* images : {&validation_, &test_}) {
       if (images->count == 0) continue;
-      prepare_batch(model_, std::min(images->count, kEvalChunk));
-      if (images->count % kEvalChunk) prepare_batch(model_, images->count % kEvalChunk);
+      prepare_batch(model_, std::min(images->count, eval_chunk_));
+      if (images->count % eval_chunk_) prepare_batch(model_, images->count % eval_chunk_);
     }
     stream_.synchronize();
   }
@@ -466,8 +473,8 @@ class GpuTrainer final : public Trainer {
     }
 
     MNIST_CHECK(cudaMemsetAsync(eval_totals_.data(), 0, eval_totals_.bytes(), stream));
-    for (int first = 0; first < slice.count; first += kEvalChunk) {
-      const int rows = std::min(kEvalChunk, slice.count - first);
+    for (int first = 0; first < slice.count; first += eval_chunk_) {
+      const int rows = std::min(eval_chunk_, slice.count - first);
       gpu::gather_batch(images->pixels.data() + std::size_t(first) * kPixels, images->labels.data() + first,
                         identity_.data(), rows, kPixels, x_.data(), y_.data(), stream);
       model_.forward(x_.data(), rows, /*train=*/false, step_.data());
@@ -496,8 +503,8 @@ class GpuTrainer final : public Trainer {
       images = &uploaded;
     }
 
-    for (int first = 0; first < slice.count; first += kEvalChunk) {
-      const int rows = std::min(kEvalChunk, slice.count - first);
+    for (int first = 0; first < slice.count; first += eval_chunk_) {
+      const int rows = std::min(eval_chunk_, slice.count - first);
       gpu::gather_batch(images->pixels.data() + std::size_t(first) * kPixels, images->labels.data() + first,
                         identity_.data(), rows, kPixels, x_.data(), y_.data(), stream);
       model_.forward(x_.data(), rows, /*train=*/false, step_.data());
@@ -612,6 +619,7 @@ class GpuTrainer final : public Trainer {
   AdamConfig adam_;
   int batch_;
   int steps_;  // per epoch
+  int eval_chunk_;  // images per evaluation call
   std::string device_name_;
 
   // Declaration order is construction order: the stream and the cuBLAS handle before anything
@@ -638,9 +646,24 @@ class GpuTrainer final : public Trainer {
 
 }  // namespace
 
+void check_gpu_config(const TrainConfig& config) {
+  if (model_kind(config) != ModelKind::kCnn) return;
+  const CnnShape shape = cnn_shape(config);
+  const int limit = shape.cudnn_batch_limit();
+  if (config.batch_size > limit) {
+    const std::size_t per_image = shape.largest_conv_tensor();
+    throw ConfigError("--batch-size " + std::to_string(config.batch_size) + ": a convolution of the CNN would hold " +
+                      std::to_string(per_image) + " floats per image, " +
+                      std::to_string(per_image * std::size_t(config.batch_size)) +
+                      " for the batch, and cuDNN takes at most 2^31 - 1 per tensor; on the GPU use --batch-size " +
+                      std::to_string(limit) + " or less, or fewer --channels");
+  }
+}
+
 std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data) {
   if (cuda_device_count() == 0)
     throw std::runtime_error("no CUDA device or driver found: the GPU trainer cannot run here (use the CPU trainer)");
+  check_gpu_config(config);
   if (model_kind(config) == ModelKind::kCnn)
     return std::make_unique<GpuTrainer<GpuCnn, CnnShape>>(config, data, cnn_shape(config));
   return std::make_unique<GpuTrainer<GpuMlp, MlpShape>>(config, data, mlp_shape(config));

@@ -217,6 +217,7 @@ int run_train(const TrainConfig& config) {
   std::optional<Checkpoint> resume;
   if (!config.resume.empty()) resume = load_resume_point(config);
   const bool on_gpu = choose_device(config.device, "training");
+  if (on_gpu) check_gpu_config(config);
 
   const Dataset dataset = load_dataset(config.resolved_data_dir());
   const DataSplit split = split_dataset(dataset, config);

@@ -82,6 +82,24 @@ TEST(RefCnn, ParameterLayoutIsWeightsThenBiasPerLayer) {
   EXPECT_EQ(small.param_count(), (2u * 25 + 2) + (3u * 2 * 25 + 3) + (18u * 16 + 16) + (16u * 10 + 10));
 }
 
+// cuDNN takes at most 2^31 - 1 elements a tensor; the largest per image is conv1's output.
+TEST(RefCnn, CudnnBatchLimitIsTheLargestConvolutionTensorThatFits) {
+  std::mt19937_64 rng(test::fresh_seed());
+  CnnShape s;
+  EXPECT_EQ(s.largest_conv_tensor(), 32u * 28 * 28);
+  EXPECT_EQ(s.cudnn_batch_limit(), 85598);  // 2147483647 / 25088, rounded down
+  for (int trial = 0; trial < 20; ++trial) {
+    s.channels = {std::uniform_int_distribution<int>(1, 4096)(rng), std::uniform_int_distribution<int>(1, 4096)(rng)};
+    SCOPED_TRACE("channels " + std::to_string(s.channels[0]) + "," + std::to_string(s.channels[1]));
+    std::size_t largest = 0;
+    for (int l = 0; l < 2; ++l) largest = std::max({largest, s.conv(l, 1).x_size(), s.conv(l, 1).y_size()});
+    EXPECT_EQ(s.largest_conv_tensor(), largest);
+    const std::size_t limit = static_cast<std::size_t>(s.cudnn_batch_limit());
+    EXPECT_LE(limit * largest, 2147483647u);
+    EXPECT_GT((limit + 1) * largest, 2147483647u);
+  }
+}
+
 TEST(RefCnn, RejectsBadShapesAndBatches) {
   CnnShape s = small_shape();
   s.kernel = 4;  // even: pad k/2 would grow the map

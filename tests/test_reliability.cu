@@ -553,6 +553,48 @@ TEST(GpuOutOfMemory, DeviceBufferSaysOutOfMemoryAndTheDeviceStaysUsable) {
   EXPECT_EQ(small.download(), (std::vector<float>{1.f, 2.f, 3.f}));
 }
 
+// --- cuDNN's tensor size --------------------------------------------------------------------------
+
+// A CNN batch whose conv1 output passes cuDNN's 2^31 - 1 elements a tensor is refused up front
+// with the largest batch that fits, instead of failing in cudnnSetTensor4dDescriptor.
+TEST(CudnnLimits, CnnBatchBeyondTheTensorSizeIsAConfigError) {
+  TrainConfig config;
+  config.model = "cnn";
+  config.hidden = {1024};
+  config.dropout = 0.5f;
+  config.channels = {2048, 64};  // 2048·28·28 floats an image: 1,337 images fit
+  config.batch_size = 1337;
+  EXPECT_NO_THROW(check_gpu_config(config));
+  config.batch_size = 1338;
+  try {
+    check_gpu_config(config);
+    ADD_FAILURE() << "no ConfigError";
+  } catch (const ConfigError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("--batch-size 1338"), std::string::npos) << what;
+    EXPECT_NE(what.find("--batch-size 1337 or less"), std::string::npos) << what;
+    EXPECT_NE(what.find(std::to_string(1338ull * 2048 * 28 * 28)), std::string::npos) << what;
+  }
+  config.model = "mlp";  // no cuDNN: cuBLAS and the custom kernels index in 64 bits
+  config.hidden = {65536};
+  config.batch_size = 60000;
+  EXPECT_NO_THROW(check_gpu_config(config));
+}
+
+// `mnist train` says so in one line, exit 2, before it loads any data (the folder is missing).
+TEST(GpuLimitsCli, CnnBatchBeyondCudnnsTensorSizeIsOneLineAndExit2) {
+  MNIST_REQUIRE_GPU();
+  const fs::path dir = fresh_temp_dir("cudnn-limit");
+  const Outcome outcome = run_mnist(
+      "train --device gpu --model cnn --channels 2048,64 --batch-size 2000 --epochs 1 --data-dir /nonexistent "
+      "--out " + (dir / "run").string());
+  EXPECT_EQ(outcome.status, 2) << outcome.output;
+  EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
+  EXPECT_NE(outcome.output.find("on the GPU use --batch-size 1337 or less"), std::string::npos) << outcome.output;
+  EXPECT_FALSE(fs::exists(dir / "run"));
+  fs::remove_all(dir);
+}
+
 // --- output directory ---------------------------------------------------------------------------
 
 TEST(OutputDirectoryCli, UnwritableOutIsOneLineAndExit2) {

@@ -56,6 +56,12 @@ struct CnnShape {
   int pooled_height(int l) const { return conv(l, 1).out_height() / 2; }
   int pooled_width(int l) const { return conv(l, 1).out_width() / 2; }
   int flat() const { return channels[1] * pooled_height(1) * pooled_width(1); }  // inputs of dense1
+  // The floats of the largest convolution input or output of one image (conv1's output for
+  // MNIST), and so the most images one cuDNN call may take: cuDNN limits a tensor to 2
+  // Giga-elements (cudnnSetTensor4dDescriptor), (2^31 - 1) / that: 85,598 for the default 32-64
+  // filters, 1,337 for 2048 filters in conv1.
+  std::size_t largest_conv_tensor() const;
+  int cudnn_batch_limit() const;
 
   bool is_conv(int layer) const { return layer < 2; }
   int fan_in(int layer) const;  // C_in·k·k for a convolution, in for a dense layer

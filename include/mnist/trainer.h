@@ -130,6 +130,9 @@ class Trainer {
 
 std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data);
 std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data);
+// Throws ConfigError with one line when the GPU cannot train `config` (a CNN batch larger
+// than one cuDNN call takes); make_gpu_trainer checks it too, `mnist train` before the data loads.
+void check_gpu_config(const TrainConfig& config);
 
 // Steps of one epoch: the last batch is partial unless drop_last discards it.
 int steps_per_epoch(int images, int batch_size, bool drop_last);
