@@ -2,12 +2,28 @@
 # The full check on a machine with an NVIDIA GPU:
 #   1. configure + build (a fresh build-gpu by default, or the build dir given),
 #   2. ctest: every test, the gpu-labelled ones included,
-#   3. compute-sanitizer memcheck (with leak check), racecheck, initcheck and synccheck over
-#      the GPU tests (--gtest_filter='Gpu*') of every test executable that has any,
-#   4. the same four over one short epoch of `mnist train --device gpu`, MLP and CNN,
+#   3. compute-sanitizer, tool by tool (memcheck with leak check first, then racecheck, synccheck
+#      and initcheck): each tool over the GPU tests (--gtest_filter='Gpu*') of every test
+#      executable that has any, then over one short epoch of `mnist train --device gpu`, MLP
+#      and CNN,
 # then a summary table, last. Exit status 0 only when every step passed.
 #
-#   profiling/gpu_check.sh [BUILD_DIR]
+#   profiling/gpu_check.sh [options] [BUILD_DIR]
+#
+# Options (for a time-boxed call such as gpu_session.sh's; the defaults check everything):
+#   --tools LIST        which sanitizer tools, in this order (memcheck,racecheck,synccheck,initcheck)
+#   --targets LIST      tests, train or both (tests,train)
+#   --budget SECONDS    stop starting sanitizer runs when this much time has gone; a run never
+#                       outlasts it (default: no limit). Runs not started are listed as skipped.
+#   --run-timeout SECONDS  each sanitizer run's own limit (300): one slow binary cannot take all
+#   --jobs N            sanitizer runs at a time on the one GPU (4)
+#   --kernels FILTER    compute-sanitizer --kernel-name filter for racecheck and synccheck
+#                       (kns=mnist: every kernel of ours is in namespace mnist, so cuBLAS's and
+#                       cuDNN's kernels run uninstrumented: they are not ours to fix, and
+#                       racecheck over them is slow); 'all' instruments every kernel
+# Environment: MNIST_COMPUTE_SANITIZER names the compute-sanitizer to use (gpu_session.sh finds
+# it with its search of the machine); else PATH, then the CUDA toolkit's usual folders.
+# MNIST_GPU_CHECK_SKIP_CTEST=1 skips step 2 (gpu_session.sh runs the tests itself).
 #
 # A build dir that has no CMake cache yet is configured with -G Ninja (when available) and
 # -DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES (default 90, H100); an existing one is
@@ -16,6 +32,43 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo" || exit 1
+
+tools=memcheck,racecheck,synccheck,initcheck
+targets=tests,train
+budget=0
+run_timeout=300
+jobs=4
+kernels=kns=mnist
+build_dir=
+while (($#)); do
+  case $1 in
+    --tools) tools=${2:?--tools needs a list}; shift 2 ;;
+    --targets) targets=${2:?--targets needs a list}; shift 2 ;;
+    --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
+    --run-timeout) run_timeout=${2:?--run-timeout needs seconds}; shift 2 ;;
+    --jobs) jobs=${2:?--jobs needs a number}; shift 2 ;;
+    --kernels) kernels=${2:?--kernels needs a filter or all}; shift 2 ;;
+    -*) echo "gpu_check: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
+    *) build_dir=$1; shift ;;
+  esac
+done
+for tool in ${tools//,/ }; do
+  case $tool in
+    memcheck | racecheck | synccheck | initcheck) ;;
+    *) echo "gpu_check: unknown tool $tool in --tools" >&2; exit 2 ;;
+  esac
+done
+for target in ${targets//,/ }; do
+  case $target in
+    tests | train) ;;
+    *) echo "gpu_check: unknown target $target in --targets (tests, train)" >&2; exit 2 ;;
+  esac
+done
+if ! [[ $budget =~ ^[0-9]+$ && $run_timeout =~ ^[1-9][0-9]*$ && $jobs =~ ^[1-9][0-9]*$ ]]; then
+  echo "gpu_check: --budget, --run-timeout and --jobs take whole numbers" >&2
+  exit 2
+fi
+wants_target() { [[ ,$targets, == *,$1,* ]]; }
 
 # --- a GPU, or one line and out -------------------------------------------------------------
 if ! command -v nvidia-smi >/dev/null 2>&1; then
@@ -27,7 +80,7 @@ if ! gpu_list=$(nvidia-smi -L 2>&1) || ! grep -q '^GPU ' <<<"$gpu_list"; then
   exit 2
 fi
 
-build_dir=${1:-build-gpu}
+build_dir=${build_dir:-build-gpu}
 case "$build_dir" in /*) ;; *) build_dir="$repo/$build_dir" ;; esac
 log_dir="$build_dir/gpu_check_logs"
 
@@ -88,75 +141,134 @@ else
   fi
 fi
 
-# --- 3. compute-sanitizer over the GPU tests ------------------------------------------------
-sanitizer=$(command -v compute-sanitizer 2>/dev/null || true)
+# --- 3. compute-sanitizer, tool by tool -----------------------------------------------------
+sanitizer=${MNIST_COMPUTE_SANITIZER:-}
+[[ -n $sanitizer && ! -x $sanitizer ]] && sanitizer=
+[[ -z $sanitizer ]] && sanitizer=$(command -v compute-sanitizer 2>/dev/null || true)
 if [[ -z "$sanitizer" ]]; then
   for candidate in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda*/bin/compute-sanitizer \
                    /usr/local/cuda*/compute-sanitizer/compute-sanitizer; do
     if [[ -x "$candidate" ]]; then sanitizer=$candidate; break; fi
   done
 fi
-
 if [[ -z "$sanitizer" ]]; then
-  record "compute-sanitizer" "FAIL (not found on PATH or under /usr/local/cuda*)"
-else
-  mkdir -p "$log_dir"
-  gpu_tests=()
+  record "compute-sanitizer" "FAIL (not found: MNIST_COMPUTE_SANITIZER, PATH, /usr/local/cuda*)"
+  summary
+  exit 1
+fi
+echo "=== compute-sanitizer: $sanitizer ($("$sanitizer" --version 2>&1 | grep -m1 -i version))"
+mkdir -p "$log_dir"
+
+# What each tool runs over: the test executables with Gpu* tests (the custom kernels' own
+# tests first: they are quick and each covers one kernel; the end-to-end ones after), then
+# `mnist train` for one short epoch of each model.
+names=()
+if wants_target tests; then
+  later=()
   for bin in "$build_dir"/test_*; do
     [[ -f "$bin" && -x "$bin" ]] || continue
     # Indented lines of --gtest_list_tests are test names: any means the binary has GPU tests.
-    if "$bin" --gtest_list_tests --gtest_filter='Gpu*' 2>/dev/null | grep -q '^  '; then gpu_tests+=("$bin"); fi
+    "$bin" --gtest_list_tests --gtest_filter='Gpu*' 2>/dev/null | grep -q '^  ' || continue
+    case $(basename "$bin") in
+      test_gpu_trainer | test_cli | test_checkpoint | test_predict | test_report_command | test_reliability | \
+        test_cnn_training | test_mlp | test_cnn) later+=("$(basename "$bin")") ;;
+      *) names+=("$(basename "$bin")") ;;
+    esac
   done
-  if ((${#gpu_tests[@]} == 0)); then
-    record "compute-sanitizer" "FAIL (no test executable with Gpu* tests in $build_dir)"
+  names+=("${later[@]}")
+  if ((${#names[@]} == 0)); then
+    record "compute-sanitizer tests" "FAIL (no test executable with Gpu* tests in $build_dir)"
   fi
-
-  sanitizer_error=86  # our exit code for "the sanitizer found errors", told apart from a test failure
-  # sanitize NAME COMMAND...: the four tools over one command, a result line each.
-  sanitize() {
-    local name=$1 tool log rc extra
-    shift
-    for tool in memcheck racecheck initcheck synccheck; do
-      extra=()
-      [[ $tool == memcheck ]] && extra=(--leak-check full)
-      log="$log_dir/$name.$tool.log"
-      echo ">>> $tool $name (log: $log)"
-      "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode "$sanitizer_error" "$@" >"$log" 2>&1
-      rc=$?
-      grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|^\[  (PASSED|FAILED|SKIPPED)' "$log" | sed 's/^/    /'
-      if ((rc == 0)); then
-        if grep -q '^\[  SKIPPED' "$log"; then
-          record "$tool $name" "pass (some tests skipped)"
-        else
-          record "$tool $name" "pass"
-        fi
-      elif ((rc == sanitizer_error)); then
-        tail -n 40 "$log"
-        record "$tool $name" "FAIL (sanitizer errors, see log)"
-      else
-        tail -n 40 "$log"
-        record "$tool $name" "FAIL (exit $rc, see log)"
-      fi
-    done
-  }
-
-  for bin in "${gpu_tests[@]}"; do
-    sanitize "$(basename "$bin")" "$bin" --gtest_filter='Gpu*'
-  done
-
-  # --- 4. compute-sanitizer over one epoch of `mnist train` on the GPU, each model ----------
-  # 2,000 training images (16 steps of 128), the epoch's CUDA graph, validation and test.
+fi
+if wants_target train; then
   if [[ -f data/mnist/train-images-idx3-ubyte.gz || -f data/mnist/train-images-idx3-ubyte ]]; then
-    for model in mlp cnn; do
-      out="$log_dir/train-$model-run"
-      rm -rf "$out"
-      sanitize "mnist-train-$model" "$build_dir/mnist" train --device gpu --model "$model" --train-subset 2000 \
-          --epochs 1 --no-report --out "$out"
-    done
+    names+=(mnist-train-mlp mnist-train-cnn)
   else
     record "compute-sanitizer mnist train" "FAIL (no data/mnist: run data/fetch.sh mnist first)"
   fi
 fi
+
+# command_for TOOL NAME: sets cmd to what NAME runs under TOOL.
+command_for() {
+  local model
+  case $2 in
+    mnist-train-*)
+      # 2,000 training images (16 steps of 128), the epoch's CUDA graph, validation and test.
+      model=${2#mnist-train-}
+      rm -rf "$log_dir/$2.$1.run"
+      cmd=("$build_dir/mnist" train --device gpu --model "$model" --train-subset 2000 --epochs 1 --no-report
+        --out "$log_dir/$2.$1.run") ;;
+    *) cmd=("$build_dir/$2" --gtest_filter='Gpu*') ;;
+  esac
+}
+
+sanitizer_error=86  # our exit code for "the sanitizer found errors", told apart from a test failure
+left() { if ((budget)); then echo $((budget - SECONDS)); else echo 999999; fi; }
+# Each run writes its log, whose last line is then its exit status and time; a run cut at its
+# limit exits 124 (timeout's TERM) or 137 (the KILL 5 s later).
+launch() {  # launch TOOL NAME LIMIT
+  local tool=$1 name=$2 limit=$3 log="$log_dir/$2.$1.log" extra=()
+  case $tool in
+    memcheck) extra=(--leak-check full) ;;
+    racecheck | synccheck) [[ $kernels != all ]] && extra=(--kernel-name "$kernels") ;;
+  esac
+  command_for "$tool" "$name"
+  (
+    start=$SECONDS
+    timeout --kill-after=5 "$limit" "$sanitizer" --tool "$tool" "${extra[@]}" --error-exitcode "$sanitizer_error" \
+      "${cmd[@]}" >"$log" 2>&1
+    echo "=== gpu_check run: exit $? after $((SECONDS - start)) s" >>"$log"
+  ) &
+}
+# result TOOL NAME: the run's result line, from its log.
+result() {
+  local tool=$1 name=$2 log="$log_dir/$2.$1.log" rc took
+  rc=$(tail -n1 "$log" | sed -n 's/^=== gpu_check run: exit \([0-9]*\) after .*/\1/p')
+  took="$(tail -n1 "$log" | sed -n 's/^=== gpu_check run: exit [0-9]* after \([0-9]*\) s$/\1/p') s"
+  grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|^\[  (PASSED|FAILED|SKIPPED)' "$log" | sed 's/^/    /'
+  case $rc in
+    0)
+      if grep -q '^\[  SKIPPED' "$log"; then record "$tool $name" "pass, some tests skipped ($took)"
+      else record "$tool $name" "pass ($took)"; fi ;;
+    "$sanitizer_error") tail -n 40 "$log"; record "$tool $name" "FAIL (sanitizer errors, $took, see $log)" ;;
+    124 | 137) tail -n 5 "$log"; record "$tool $name" "TIMED OUT after $took (limit reached; not a pass)" ;;
+    *) tail -n 40 "$log"; record "$tool $name" "FAIL (exit ${rc:-unknown}, $took, see $log)" ;;
+  esac
+}
+
+unusable=""
+for tool in ${tools//,/ }; do
+  [[ -n $unusable ]] && break
+  started=()
+  skipped=()
+  for name in "${names[@]}"; do
+    # At most --jobs runs at a time; GPU tests share the one GPU fine (H200: 140 GB).
+    while (($(jobs -rp | wc -l) >= jobs)); do wait -n; done
+    limit=$run_timeout
+    (($(left) - 2 < limit)) && limit=$(($(left) - 2))
+    # Under 20 s a sanitizer run rarely gets past loading the program and its libraries.
+    if ((limit < 20)); then
+      skipped+=("$name")
+      continue
+    fi
+    echo ">>> $tool $name (up to ${limit}s, log: $log_dir/$name.$tool.log)"
+    launch "$tool" "$name" "$limit"
+    started+=("$name")
+  done
+  wait
+  refused=0
+  for name in "${started[@]}"; do
+    result "$tool" "$name"
+    # gVisor: the sanitizer refuses the device (KINDS.md); every other run would too.
+    grep -q 'Device not supported' "$log_dir/$name.$tool.log" && refused=$((refused + 1))
+  done
+  ((${#skipped[@]})) &&
+    record "$tool: ${#skipped[@]} not started" "skipped (no time left in --budget $budget): ${skipped[*]}"
+  if ((${#started[@]} && refused == ${#started[@]})); then
+    unusable=$(grep -h -m1 'Device not supported' "$log_dir"/*."$tool".log | head -n1)
+    record "compute-sanitizer" "FAIL (refuses this machine's device: ${unusable:-see logs}; later tools not run)"
+  fi
+done
 
 summary
 exit "$failed"

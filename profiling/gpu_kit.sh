@@ -6,11 +6,15 @@
 # network; profiling/gpu_session.sh unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
 #
 #   bash profiling/gpu_kit.sh
-#   then, with the device tool: run(command="bash profiling/gpu_session.sh",
+#   then, with the device tool: run(command="bash profiling/gpu_session.sh --budget 540",
 #                                   carry=["data/mnist", ".gpu-kit"], timeout_s=600)
 #
 # Only the packages' headers, static libraries and CMake/pkg-config files go in, at their /usr
 # paths; shared libraries stay out (the binaries must not need Debian's).
+# The tree travels to the GPU machine without .git, so the kit also says what it was made from:
+# .gpu-kit/COMMIT (HEAD, and whether tracked files differed from it) and .gpu-kit/tree.sha256
+# (every tracked file's checksum then), which gpu_session.sh prints and checks there. Run this
+# again after editing, or the session reports the edited files as changed since the kit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,4 +53,26 @@ tar -czf .gpu-kit/deps.tar.gz -C / --files-from="$list"
   for package in "${packages[@]}"; do dpkg-query -W -f='  ${Package} ${Version}\n' "$package"; done
   grep -hE '#define CUDNN_(MAJOR|MINOR|PATCHLEVEL) ' /usr/local/cuda/include/cudnn_version.h 2>/dev/null | sed 's/^/  /'
 } >.gpu-kit/MANIFEST
+
+# What the tree was when the kit was made (gpu_session.sh's summary names it; no git there).
+if commit=$(git rev-parse HEAD 2>/dev/null); then
+  changed=$(git status --porcelain --untracked-files=no | awk '{print $NF}')
+  {
+    echo "commit $commit"
+    if [[ -n $changed ]]; then
+      echo "dirty yes: $(wc -l <<<"$changed") tracked file(s) differ from HEAD: $(paste -sd " " <<<"$changed")"
+    else
+      echo "dirty no"
+    fi
+    echo "made $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  } >.gpu-kit/COMMIT
+  # Checksums of the tracked files as they are now (deleted ones left out), for the GPU machine
+  # to tell whether the tree it got is the one this names.
+  git ls-files -z | while IFS= read -r -d '' path; do if [[ -f $path ]]; then printf '%s\0' "$path"; fi; done |
+    xargs -0 sha256sum >.gpu-kit/tree.sha256
+else
+  printf 'commit unknown (no git here)\nmade %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >.gpu-kit/COMMIT
+  rm -f .gpu-kit/tree.sha256
+fi
 echo "gpu_kit: .gpu-kit/deps.tar.gz, $(du -h .gpu-kit/deps.tar.gz | cut -f1), $(wc -l <"$list") files of ${packages[*]}"
+echo "gpu_kit: .gpu-kit/COMMIT: $(head -n2 .gpu-kit/COMMIT | tr '\n' ' ')"
