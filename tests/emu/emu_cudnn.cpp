@@ -48,7 +48,7 @@ bool tensor_core_math(const cudnnConvolutionStruct* conv) { return conv->math !=
 // What the inputs of a convolution are rounded to before the fp32 loops.
 enum class Precision { kFp32, kTf32, kFp16 };
 Precision precision(const cudnnConvolutionStruct* conv) {
-  if (conv->math == CUDNN_FMA_MATH) return Precision::kFp32;
+  if (!tensor_core_math(conv)) return Precision::kFp32;
   return conv->math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION ? Precision::kFp16 : Precision::kTf32;
 }
 
