@@ -26,6 +26,14 @@ constexpr std::uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) { throw ImageError(path + ": " + what); }
 
+// A byte of the file as the message shows it: 'x' when printable, else its value (0x0A), so that
+// a damaged file never puts a line break or a terminal control code into the one-line error.
+std::string shown(std::uint8_t c) {
+  if (c >= 0x20 && c < 0x7f) return std::string("'") + char(c) + "'";
+  const char* hex = "0123456789ABCDEF";
+  return std::string("byte 0x") + hex[c >> 4] + hex[c & 15];
+}
+
 void check_size(const std::string& path, unsigned long width, unsigned long height) {
   if (width != kImageCols || height != kImageRows)
     fail(path, "image is " + std::to_string(width) + "x" + std::to_string(height) +
@@ -117,7 +125,7 @@ class PgmReader {
     skip_space();
     if (at_ >= b_.size()) fail(path_, std::string("truncated: the file ends before the PGM ") + what);
     if (b_[at_] < '0' || b_[at_] > '9')
-      fail(path_, std::string("malformed PGM: expected the ") + what + ", found '" + char(b_[at_]) + "'");
+      fail(path_, std::string("malformed PGM: expected the ") + what + ", found " + shown(b_[at_]));
     unsigned long value = 0;
     for (; at_ < b_.size() && b_[at_] >= '0' && b_[at_] <= '9'; ++at_)
       value = std::min(value * 10 + (b_[at_] - '0'), 99999999ul);  // saturates: anything that large is refused
@@ -153,6 +161,9 @@ std::vector<std::uint8_t> decode_png(const std::vector<std::uint8_t>& b, const s
     const std::uint32_t length = be32(&b[at]);
     const std::string type(reinterpret_cast<const char*>(&b[at + 4]), 4);
     if (length > 0x7fffffffu) fail(path, "corrupt PNG: chunk length " + std::to_string(length) + " is invalid");
+    for (char c : type)  // PNG chunk types are four ASCII letters
+      if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+        fail(path, "corrupt PNG: chunk type with " + shown(std::uint8_t(c)) + " (chunk types are four letters)");
     if (b.size() - at - 8 < std::size_t{length} + 4) fail(path, "truncated PNG: the file ends inside a chunk");
     const std::uint8_t* data = &b[at + 8];
     if (crc32(crc32(0L, Z_NULL, 0), &b[at + 4], length + 4) != be32(data + length))
@@ -234,8 +245,9 @@ std::vector<std::uint8_t> decode_png(const std::vector<std::uint8_t>& b, const s
 
 }  // namespace
 
-std::vector<std::uint8_t> read_digit_image(const std::string& path) {
-  const std::vector<std::uint8_t> b = read_file(path);
+std::vector<std::uint8_t> read_digit_image(const std::string& path) { return decode_digit_image(read_file(path), path); }
+
+std::vector<std::uint8_t> decode_digit_image(const std::vector<std::uint8_t>& b, const std::string& path) {
   if (b.empty()) fail(path, "is empty (0 bytes), not an image");
   const std::size_t signature = std::min(b.size(), sizeof kPngSignature);
   if (std::memcmp(b.data(), kPngSignature, signature) == 0) {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <random>
 #include <string>
@@ -195,6 +196,7 @@ TEST(ImageIo, WhatIsNotAReadableImageIsNamed) {
   write_text(dir / "deep.pgm", "P5\n28 28\n65535\n" + std::string(2 * kPixels, '\0'));
   write_text(dir / "garbled.pgm", "P2\n28 28\n255\n1 2 x 4\n");
   write_text(dir / "over.pgm", "P2\n28 28\n15\n1 2 16 4\n");
+  write_text(dir / "escape.pgm", "P2\n28 28\n255\n1 2 \x1b[2J 4\n");  // a terminal control code
   PngOptions o;
   o.interlace = 1;
   write_text(dir / "interlaced.png", png(gray, o));
@@ -212,6 +214,10 @@ TEST(ImageIo, WhatIsNotAReadableImageIsNamed) {
   write_text(dir / "crc.png", crc);
   std::string short_data = png(Pixels(gray.begin(), gray.begin() + 27 * 28), PngOptions{});  // 27 rows of data
   write_text(dir / "rows.png", short_data);
+  const std::string good = png(gray, PngOptions{});
+  const std::size_t text_type = 8 + 25 + 4;  // the tEXt chunk's type, after the signature and IHDR
+  std::string line_break = good.substr(0, text_type) + "tE\n\x1a" + good.substr(text_type + 4);
+  write_text(dir / "type.png", line_break);  // its CRC is wrong too: the type is checked first
 
   struct Case {
     std::string name, must_mention;
@@ -222,11 +228,15 @@ TEST(ImageIo, WhatIsNotAReadableImageIsNamed) {
                         Case{"garbled.pgm", "found 'x'"}, Case{"over.pgm", "above maxval 15"},
                         Case{"interlaced.png", "interlaced"}, Case{"deep.png", "16-bit PNG"},
                         Case{"palette.png", "palette"}, Case{"filter.png", "filter type 5"},
-                        Case{"crc.png", "CRC mismatch in the IDAT chunk"}, Case{"rows.png", "shorter"}}) {
+                        Case{"crc.png", "CRC mismatch in the IDAT chunk"}, Case{"rows.png", "shorter"},
+                        Case{"escape.pgm", "found byte 0x1B"}, Case{"type.png", "chunk type with byte 0x0A"}}) {
     const fs::path path = c.name.empty() ? dir : dir / c.name;
     const std::string error = error_of(path);
     EXPECT_EQ(error.rfind(path.string() + ": ", 0), 0u) << error;
     EXPECT_NE(error.find(c.must_mention), std::string::npos) << c.name << ": " << error;
+    // One line of printable text, whatever bytes the file holds.
+    EXPECT_TRUE(std::all_of(error.begin(), error.end(), [](char ch) { return ch >= 0x20 && ch < 0x7f; }))
+        << c.name << ": " << error;
   }
   fs::remove_all(dir);
 }

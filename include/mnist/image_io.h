@@ -20,4 +20,8 @@ class ImageError : public std::runtime_error {
 // Any other size is refused rather than resized. Throws ImageError "<path>: <what is wrong>".
 std::vector<std::uint8_t> read_digit_image(const std::string& path);
 
+// The same for a file's bytes already in memory (what read_digit_image does after reading;
+// tests/fuzz/fuzz_image.cpp feeds it directly). `path` only names the file in the message.
+std::vector<std::uint8_t> decode_digit_image(const std::vector<std::uint8_t>& bytes, const std::string& path);
+
 }  // namespace mnist
