@@ -6,7 +6,7 @@
 //      fuzzer could otherwise only enter by guessing a 32-bit checksum.
 // Every decode must either return a checkpoint consistent with itself, which serializes and
 // decodes back to the same thing, or throw CheckpointError with a one-line "<path>: <what>"
-// message; anything else (a sanitizer report, another exception) is a crash.
+// message of printable ASCII (fuzz_message.h); anything else (a sanitizer report, another exception) is a crash.
 //
 // Build and run: see tests/fuzz/CMakeLists.txt.
 #include <zlib.h>
@@ -14,21 +14,19 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "mnist/checkpoint.h"
+#include "fuzz_message.h"
 
 namespace {
 
 const std::string kPath = "fuzz.ckpt";
 
 [[noreturn]] void broken(const char* what, const std::string& detail = "") {
-  std::fprintf(stderr, "fuzz_checkpoint: %s %s\n", what, detail.c_str());
-  std::abort();
+  fuzz::broken("fuzz_checkpoint", what, detail);
 }
 
 // The parameter count the kind and sizes imply, counted here independently of the reader.
@@ -83,9 +81,7 @@ void decode(const std::vector<std::uint8_t>& bytes) {
   try {
     check(mnist::decode_checkpoint(bytes, kPath));
   } catch (const mnist::CheckpointError& error) {
-    const std::string message = error.what();
-    if (message.rfind(kPath + ": ", 0) != 0) broken("message does not start with the path:", message);
-    if (message.find('\n') != std::string::npos) broken("message is not one line:", message);
+    fuzz::check_message("fuzz_checkpoint", kPath, error.what());
   }
 }
 

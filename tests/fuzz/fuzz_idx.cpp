@@ -1,33 +1,26 @@
 // libFuzzer harness for the IDX parsers (host/idx.cpp): the fuzzer's bytes are the contents of
 // a file, raw or gzip (detected by its magic bytes exactly as load_idx_images/load_idx_labels
 // do, since those call the same parse_idx_* functions). Every input must either parse into a
-// consistent set or throw DataError with a one-line "<path>: <what>" message; anything else
+// consistent set or throw DataError with a one-line "<path>: <what>" message of printable ASCII
+// (fuzz_message.h); anything else
 // (a sanitizer report, another exception, a set that contradicts its header) is a crash.
 //
 // Build and run: see tests/fuzz/CMakeLists.txt.
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "mnist/idx.h"
+#include "fuzz_message.h"
 
 namespace {
 
 const std::string kPath = "fuzz-input";
 
-[[noreturn]] void broken(const char* what, const std::string& detail) {
-  std::fprintf(stderr, "fuzz_idx: %s: %s\n", what, detail.c_str());
-  std::abort();
-}
+[[noreturn]] void broken(const char* what, const std::string& detail) { fuzz::broken("fuzz_idx", what, detail); }
 
-void check_message(const mnist::DataError& error) {
-  const std::string message = error.what();
-  if (message.rfind(kPath + ": ", 0) != 0) broken("message does not start with the path", message);
-  if (message.find('\n') != std::string::npos) broken("message is not one line", message);
-}
+void check_message(const mnist::DataError& error) { fuzz::check_message("fuzz_idx", kPath, error.what()); }
 
 }  // namespace
 

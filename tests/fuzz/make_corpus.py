@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the fuzz harnesses: tests/fuzz/corpus/{idx,checkpoint}/.
+"""Writes the seed corpus of the fuzz harnesses: tests/fuzz/corpus/{idx,checkpoint,image}/.
 
 A few tiny valid files and a few damaged ones, so that the fuzzer starts from inputs that reach
 deep into each parser. The files are committed; run this again only to change them:
     python3 tests/fuzz/make_corpus.py
+Inputs a harness once failed on are committed beside these, not written here (they are
+regression tests: image/png-chunk-type-line-break).
 """
 import gzip
 import json
@@ -54,6 +56,33 @@ def checkpoint(hidden, best=0.5, config=None, version=1, kind=1, cnn=None):
     return out + struct.pack("<I", zlib.crc32(out))
 
 
+def pgm_p5(pixels, maxval=255):
+    return b"P5\n# a comment\n28 28\n%d\n" % maxval + bytes(pixels)
+
+
+def pgm_p2(pixels, maxval=255):
+    lines = (" ".join(str(p) for p in pixels[r * 28:(r + 1) * 28]) for r in range(28))
+    return b"P2\n28 28 %d\n" % maxval + "\n".join(lines).encode() + b"\n"
+
+
+def png_chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_rows(channels):
+    """28 rows of a filter byte (0..4 in turn) and 28·channels samples."""
+    return b"".join(bytes([y % 5]) + bytes((x * 3 + y * 5) % 256 for x in range(28 * channels)) for y in range(28))
+
+
+def png(color, rows=None, width=28, height=28, depth=8, interlace=0, header_only=False):
+    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color]
+    header = struct.pack(">IIBBBBB", width, height, depth, color, 0, 0, interlace)
+    out = b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
+    if not header_only:
+        out += png_chunk(b"tEXt", b"Comment\0seed") + png_chunk(b"IDAT", zlib.compress(rows or png_rows(channels), 9))
+    return out + png_chunk(b"IEND", b"")
+
+
 def write(kind, name, data):
     path = HERE / "corpus" / kind / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +113,24 @@ def main():
     write("checkpoint", "cnn-kind-2-header", checkpoint([1], kind=2)[:64])
     write("checkpoint", "cnn-1-1-k1-dense1", checkpoint([1], kind=2, cnn=(1, 1, 1)))  # the smallest CNN
     write("checkpoint", "magic-only", good[:8])
+
+    # Digit images: whole PGMs and PNGs of each colour type, headers of the kinds refused, and
+    # bare filtered rows, which fuzz_image also wraps into a PNG (its first byte the colour type).
+    pixels = [(i * 11) % 256 for i in range(PIXELS)]
+    write("image", "pgm-p5", pgm_p5(pixels))
+    write("image", "pgm-p2-maxval-15", pgm_p2([p % 16 for p in pixels], maxval=15))
+    write("image", "pgm-p5-16-bit", pgm_p5(pixels, maxval=65535)[:40])
+    write("image", "pgm-p5-truncated", pgm_p5(pixels)[:300])
+    for color, name in ((0, "gray"), (2, "rgb"), (4, "gray-alpha"), (6, "rgba")):
+        write("image", f"png-{name}", png(color))
+        write("image", f"rows-{name}", bytes([color]) + png_rows({0: 1, 2: 3, 4: 2, 6: 4}[color]))
+    write("image", "png-palette", png(3, header_only=True))
+    write("image", "png-16-bit", png(0, depth=16, header_only=True))
+    write("image", "png-interlaced", png(0, interlace=1, header_only=True))
+    write("image", "png-27x28", png(0, width=27, header_only=True))
+    write("image", "png-truncated", png(0)[:200])
+    write("image", "netpbm-p6", b"P6\n28 28\n255\n")
+    write("image", "jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
 
 if __name__ == "__main__":
     main()

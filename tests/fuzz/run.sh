@@ -16,8 +16,9 @@ cmake -S tests/fuzz -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++ >/dev/nu
 cmake --build build-fuzz
 
 # name and the largest input worth trying: IDX files of a few images (raw or gzip); the
-# smallest whole checkpoint (784-1-10) is 10 KB. The harnesses run side by side (one core each).
-harnesses=("idx 4096" "checkpoint 16384")
+# smallest whole checkpoint (784-1-10) is 10 KB; the rows of a 28x28 RGBA PNG are 3,164 bytes.
+# The harnesses run side by side, sharing the cores.
+harnesses=("idx 4096" "checkpoint 16384" "image 4096")
 pids=()
 for harness in "${harnesses[@]}"; do
   read -r name max_len <<<"$harness"
@@ -39,7 +40,7 @@ for i in "${!harnesses[@]}"; do
   artifacts=build-fuzz/artifacts/$name
   if wait "${pids[$i]}"; then
     passed=$((passed + 1))
-    echo "fuzz_$name: passed: $(grep -m1 '^Done' "$log" || echo "no summary"); corpus $(ls build-fuzz/corpus/"$name" | wc -l) inputs"
+    echo "fuzz_$name: passed: $(grep -m1 '^Done' "$log" || echo "no summary"); corpus $(find build-fuzz/corpus/"$name" -type f | wc -l) inputs"
   else
     failed=$((failed + 1))
     echo "fuzz_$name: FAILED; the end of its log ($log):"
