@@ -18,6 +18,7 @@
 #include "mnist/idx.h"
 #include "mnist/cnn.h"
 #include "mnist/model.h"
+#include "mnist/printable.h"
 #include "mnist/run_dir.h"
 
 namespace fs = std::filesystem;
@@ -33,7 +34,7 @@ constexpr int kMaxCnnKernel = 31;                    // bounds every CNN layer's
 constexpr std::uint32_t kMaxConfigBytes = 1u << 20;  // the JSON is a few hundred bytes
 constexpr std::size_t kCrcBytes = 4;
 
-[[noreturn]] void fail(const std::string& path, const std::string& what) { throw CheckpointError(path + ": " + what); }
+[[noreturn]] void fail(const std::string& path, const std::string& what) { throw CheckpointError(printable(path) + ": " + what); }
 
 std::uint32_t crc32_of(const std::uint8_t* data, std::size_t n, uLong crc = crc32(0L, Z_NULL, 0)) {
   while (n > 0) {  // zlib takes 32-bit lengths
@@ -298,7 +299,9 @@ std::string serialize_checkpoint(const Checkpoint& c) {
   if (!sizes_ok || s.params.size() != implied_params(s.kind, s.sizes) || s.adam_m.size() != s.params.size() ||
       s.adam_v.size() != s.params.size() || c.epoch < 0)
     throw std::invalid_argument("serialize_checkpoint: the model state is inconsistent with its sizes");
-  const std::string config = c.config.dump();
+  // A path that is not UTF-8 (a Latin-1 --data-dir) is stored with U+FFFD in its place: dump()
+  // would otherwise throw, and the run would end without its checkpoint.
+  const std::string config = c.config.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 
   Writer w;
   w.bytes(kMagic, sizeof kMagic);

@@ -14,6 +14,8 @@
 #include <memory>
 #include <system_error>
 
+#include "mnist/printable.h"
+
 namespace fs = std::filesystem;
 
 namespace mnist {
@@ -26,7 +28,7 @@ constexpr std::size_t kLabelsHeaderBytes = 8;       // magic, count
 constexpr int kClasses = 10;
 
 [[noreturn]] void fail(const std::string& path, const std::string& what) {
-  throw DataError(path + ": " + what);
+  throw DataError(printable(path) + ": " + what);
 }
 
 std::string hex32(std::uint32_t v) {
@@ -238,7 +240,8 @@ LabeledImages load_labeled(const std::string& images_path, const std::string& la
   ImageSet images = load_idx_images(images_path);
   std::vector<std::uint8_t> labels = load_idx_labels(labels_path);
   if (labels.size() != images.count) {
-    throw DataError(images_path + ": has " + std::to_string(images.count) + " images but " + labels_path + " has " +
+    throw DataError(printable(images_path) + ": has " + std::to_string(images.count) + " images but " +
+                    printable(labels_path) + " has " +
                     std::to_string(labels.size()) + " labels; they must be a matching pair");
   }
   LabeledImages out;
@@ -252,11 +255,11 @@ Dataset load_dataset(const std::string& dir) {
   std::error_code ec;
   const fs::file_status st = fs::status(root, ec);
   if (st.type() == fs::file_type::not_found) {
-    throw DataError(dir + ": dataset directory not found (it should hold train-images-idx3-ubyte(.gz) and 3 more files); " +
+    throw DataError(printable(dir) + ": dataset directory not found (it should hold train-images-idx3-ubyte(.gz) and 3 more files); " +
                     dataset_hint(root));
   }
   if (st.type() != fs::file_type::directory) {
-    throw DataError(dir + ": not a directory (expected the dataset directory holding the IDX files)");
+    throw DataError(printable(dir) + ": not a directory (expected the dataset directory holding the IDX files)");
   }
 
   // Plain file first, then .gz: whichever is found is used; both are checked the same way.
@@ -273,7 +276,7 @@ Dataset load_dataset(const std::string& dir) {
     } else if (fs::exists(gz, ec)) {
       found[i] = gz.string();
     } else {
-      missing += (missing.empty() ? "" : ", ") + plain.string() + "(.gz)";
+      missing += (missing.empty() ? "" : ", ") + printable(plain.string()) + "(.gz)";
     }
   }
   if (!missing.empty()) throw DataError(missing + " not found; " + dataset_hint(root));

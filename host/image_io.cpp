@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "mnist/idx.h"
+#include "mnist/printable.h"
 
 namespace fs = std::filesystem;
 
@@ -24,7 +25,7 @@ namespace {
 constexpr std::uintmax_t kMaxFileBytes = 16u << 20;  // a 28×28 image is a few kB in any format
 constexpr std::uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-[[noreturn]] void fail(const std::string& path, const std::string& what) { throw ImageError(path + ": " + what); }
+[[noreturn]] void fail(const std::string& path, const std::string& what) { throw ImageError(printable(path) + ": " + what); }
 
 // A byte of the file as the message shows it: 'x' when printable, else its value (0x0A), so that
 // a damaged file never puts a line break or a terminal control code into the one-line error.

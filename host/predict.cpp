@@ -13,6 +13,7 @@
 #include "mnist/mlp.h"
 #include "mnist/model.h"
 #include "mnist/ops/gather.h"
+#include "mnist/printable.h"
 
 namespace mnist {
 
@@ -47,7 +48,7 @@ int predict_files(Model& model, const std::vector<std::string>& files) {
     for (int c = 1; c < kClasses; ++c) largest = std::fmax(largest, logits[c]);
     for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - largest);
     const double p = std::exp(double(logits[digit]) - largest) / sum;
-    std::printf("%s: %d (p=%.3f)\n", file.c_str(), digit, p);
+    std::printf("%s: %d (p=%.3f)\n", printable(file).c_str(), digit, p);
   }
   return failures ? 1 : 0;
 }

@@ -40,7 +40,9 @@ RunDir::RunDir(const std::string& path, bool force) {
     // A fresh runs/<timestamp>, with a suffix if two runs start in the same second.
     const std::string base = "runs/" + timestamp();
     path_ = base;
-    for (int n = 2; fs::exists(path_); ++n) path_ = base + "-" + std::to_string(n);
+    std::error_code ec;  // e.g. runs/ not searchable: one line, not a filesystem_error
+    for (int n = 2; fs::exists(path_, ec); ++n) path_ = base + "-" + std::to_string(n);
+    if (ec) throw ConfigError("cannot create run directory " + path_ + ": " + ec.message());
   } else {
     path_ = path;
     std::error_code ec;
@@ -66,7 +68,9 @@ void RunDir::append_epoch(const EpochMetrics& metrics) {
 }
 
 void RunDir::write_report(const nlohmann::json& report) {
-  write_file_atomically(path_ + "/report.json", report.dump(2) + "\n");
+  // As in the checkpoint, a path that is not UTF-8 gets U+FFFD rather than ending the run.
+  write_file_atomically(path_ + "/report.json",
+                        report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 void write_file_atomically(const std::string& path, const std::string& text) {

@@ -15,6 +15,7 @@
 #include "mnist/device.h"
 #include "mnist/errors.h"
 #include "mnist/model.h"
+#include "mnist/printable.h"
 #include "mnist/report_command.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
@@ -153,9 +154,13 @@ Checkpoint load_resume_point(const TrainConfig& config) {
     std::string option = std::string("--") + key;
     for (char& c : option) c = c == '_' ? '-' : c;
     if (option == "--optimizer") option = "--adamw";
+    // The stored value as ASCII JSON (escapes for anything else) and cut short: a crafted
+    // checkpoint must not put control codes or a page of text into the warning.
+    std::string stored = checkpoint.config[key].dump(-1, ' ', true);
+    if (stored.size() > 40) stored = stored.substr(0, 37) + "...";
     std::fprintf(stderr, "mnist: warning: %s is %s here but %s in %s; the resumed run will differ from an "
-                 "uninterrupted one\n", option.c_str(), now[key].dump().c_str(), checkpoint.config[key].dump().c_str(),
-                 config.resume.c_str());
+                 "uninterrupted one\n", option.c_str(), now[key].dump().c_str(), stored.c_str(),
+                 printable(config.resume).c_str());
   }
   return checkpoint;
 }
@@ -283,10 +288,19 @@ int run_evaluate(const EvaluateConfig& options) {
   try {
     set_model(config, state.kind, state.sizes);
   } catch (const ConfigError& error) {
-    throw CheckpointError(options.model + ": " + error.what());
+    throw CheckpointError(printable(options.model) + ": " + error.what());
   }
-  if (stored.contains("label_smoothing") && stored["label_smoothing"].is_number())
-    config.label_smoothing = stored["label_smoothing"].get<float>();
+  if (stored.contains("label_smoothing") && stored["label_smoothing"].is_number()) {
+    // Read as double and checked as validate() checks the option: a crafted 1e39 would not fit
+    // a float, and 0.99999999 would round to 1.
+    const double smoothing = stored["label_smoothing"].get<double>();
+    if (!(smoothing >= 0.0 && smoothing < 1.0 && static_cast<float>(smoothing) < 1.f)) {
+      char value[32];
+      std::snprintf(value, sizeof value, "%.9g", smoothing);
+      throw CheckpointError(printable(options.model) + ": its stored label_smoothing " + value + " is not in [0, 1)");
+    }
+    config.label_smoothing = static_cast<float>(smoothing);
+  }
   config.dataset = options.dataset;
   if (config.dataset.empty())
     config.dataset = stored.contains("dataset") && stored["dataset"] == "fashion" ? "fashion" : "mnist";

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -549,6 +550,29 @@ TEST(ResumeCli, MismatchedHiddenOrFinishedRunIsOneClearLine) {
   fs::remove_all(dir);
 }
 
+// A checkpoint's stored configuration is read from a file, so its text can be anything: the
+// resume warning that quotes it shows it as ASCII JSON, cut short, on one line.
+TEST(ResumeCli, WarningQuotesAStoredValueAsShortAsciiText) {
+  const fs::path dir = fresh_temp_dir("resume-cli-text");
+  TrainConfig config;
+  config.hidden = {8};
+  nlohmann::json stored = to_json(config);
+  stored["dataset"] = "mn\u009b2J\u202eist" + std::string(200, 'x');  // a C1 control (CSI), a bidi override
+  const std::string checkpoint = (dir / "crafted.ckpt").string();
+  write_checkpoint(checkpoint, Checkpoint{make_cpu_trainer(config, DataSplit{})->state(), 1, 0.5, stored});
+
+  const Outcome resumed = run_mnist("train --device cpu --hidden 8 --epochs 2 --train-subset 500 --no-report --out " +
+                                    (dir / "run").string() + " --resume " + checkpoint);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  const std::size_t at = resumed.output.find("warning: --dataset");
+  ASSERT_NE(at, std::string::npos) << resumed.output;
+  const std::string warning = resumed.output.substr(at, resumed.output.find('\n', at) - at);
+  EXPECT_NE(warning.find("\\u009b"), std::string::npos) << warning;
+  EXPECT_LT(warning.size(), 200u) << warning;
+  EXPECT_TRUE(std::all_of(warning.begin(), warning.end(), [](char c) { return c >= 0x20 && c < 0x7f; })) << warning;
+  fs::remove_all(dir);
+}
+
 std::vector<nlohmann::json> metrics_lines(const fs::path& dir) {
   std::vector<nlohmann::json> lines;
   std::istringstream in(read_text(dir / "metrics.jsonl"));
@@ -646,6 +670,16 @@ TEST(EvaluateCli, BadCheckpointOrDataIsOneClearLine) {
   const fs::path dir = fresh_temp_dir("evaluate-bad");
   const std::string good = untrained_checkpoint(dir);
   write_text(dir / "notes.txt", "hello\n");
+  // Stored label smoothing that --label-smoothing would refuse: evaluate's test loss uses it.
+  // (1e39 overflows a float.)
+  for (const char* value : {"1e39", "-3"}) {
+    TrainConfig config;
+    config.hidden = {8};
+    nlohmann::json stored = to_json(config);
+    stored["label_smoothing"] = std::stod(value);
+    write_checkpoint((dir / (std::string("smoothing") + value + ".ckpt")).string(),
+                     Checkpoint{make_cpu_trainer(config, DataSplit{})->state(), 1, 0.5, stored});
+  }
   struct Case {
     std::string args, must_mention;
   };
@@ -654,7 +688,9 @@ TEST(EvaluateCli, BadCheckpointOrDataIsOneClearLine) {
                         Case{"--model " + (dir / "notes.txt").string(), "not an mnist checkpoint"},
                         Case{"--model " + good + " --data-dir " + (dir / "nodata").string(), "nodata"},
                         Case{"--model " + good + " --dataset cifar", "--dataset"},
-                        Case{"--model " + good + " --device tpu", "--device"}, Case{"", "--model"}}) {
+                        Case{"--model " + good + " --device tpu", "--device"}, Case{"", "--model"},
+                        Case{"--model " + (dir / "smoothing1e39.ckpt").string(), "label_smoothing 1e+39 is not in [0, 1)"},
+                        Case{"--model " + (dir / "smoothing-3.ckpt").string(), "label_smoothing -3 is not in [0, 1)"}}) {
     const bool device_given = c.args.find("--device") != std::string::npos;
     const Outcome outcome = run_mnist("evaluate " + c.args + (device_given ? "" : " --device cpu"));
     EXPECT_NE(outcome.status, 0) << c.args << ": " << outcome.output;

@@ -329,6 +329,19 @@ TEST(PredictCli, EachBadFileIsOneLineNamingIt) {
   EXPECT_EQ(line_count(mixed.output), 3) << mixed.output;
   EXPECT_NE(mixed.output.find((dir / "good.pgm").string() + ": "), std::string::npos) << mixed.output;
 
+  // Names with a line break and an escape code (downloaded files can be called anything) are
+  // shown with those bytes as \xNN: a name cannot forge a second line or drive the terminal.
+  const fs::path odd_good = dir / "good\n\x1b[2J.pgm", odd_bad = dir / "bad\n.txt";
+  fs::copy_file(dir / "good.pgm", odd_good);
+  write_text(odd_bad, "not an image\n");
+  const Outcome odd = run_mnist("predict --model " + model + " '" + odd_good.string() + "' '" + odd_bad.string() + "'");
+  EXPECT_EQ(odd.status, 1) << odd.output;
+  EXPECT_EQ(line_count(odd.output), 2) << odd.output;
+  EXPECT_NE(odd.output.find((dir / "good\\x0A\\x1B[2J.pgm: ").string()), std::string::npos) << odd.output;
+  EXPECT_NE(odd.output.find("mnist: error: " + (dir / "bad\\x0A.txt: not a PGM").string()), std::string::npos)
+      << odd.output;
+  EXPECT_EQ(odd.output.find('\x1b'), std::string::npos) << odd.output;
+
   // A bad checkpoint or no files at all: one line before any image is read.
   for (const std::string& args : {"--model " + (dir / "notes.txt").string() + " " + (dir / "good.pgm").string(),
                                   "--model " + model, std::string((dir / "good.pgm").string())}) {

@@ -616,5 +616,34 @@ TEST(OutputDirectoryCli, UnwritableOutIsOneLineAndExit2) {
   fs::remove_all(dir);
 }
 
+// Without --out the run goes to runs/<timestamp>: a runs/ that cannot be looked into (here a
+// symlink to itself) is one line, not a filesystem_error.
+TEST(OutputDirectoryCli, UnsearchableRunsIsOneLineAndExit2) {
+  const fs::path dir = fresh_temp_dir("runs-loop");
+  fs::create_directory_symlink("runs", dir / "runs");
+  const Outcome outcome = test::run_program("cd " + dir.string() + " && " + MNIST_BINARY,
+                                            "train --device cpu --epochs 1 --hidden 8 --train-subset 500 --data-dir " +
+                                                fs::absolute("data/mnist").string());
+  EXPECT_EQ(outcome.status, 2) << outcome.output;
+  EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
+  EXPECT_EQ(outcome.output.rfind("mnist: error: cannot create run directory runs/", 0), 0u) << outcome.output;
+  fs::remove_all(dir);
+}
+
+// A --data-dir whose name is not UTF-8 (Latin-1 "m\xfcnist") trains and saves its run: JSON
+// cannot hold the byte, so report.json and the checkpoint's configuration carry U+FFFD for it.
+TEST(DataDirCli, ANameThatIsNotUtf8StillSavesItsRun) {
+  const fs::path dir = fresh_temp_dir("latin1");
+  fs::create_directory_symlink(fs::absolute("data/mnist"), dir / "m\xfcnist");
+  const Outcome outcome = run_mnist("train --device cpu --epochs 1 --hidden 8 --train-subset 500 --no-report --out " +
+                                    (dir / "run").string() + " --data-dir '" + (dir / "m\xfcnist").string() + "'");
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  const std::string shown = (dir / "m\xef\xbf\xbdnist").string();  // U+FFFD in UTF-8
+  const nlohmann::json report = nlohmann::json::parse(read_text(dir / "run" / "report.json"));
+  EXPECT_EQ(report["config"]["data_dir"], shown);
+  EXPECT_EQ(read_checkpoint((dir / "run" / "last.ckpt").string()).config["data_dir"], shown);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace mnist
