@@ -209,6 +209,56 @@ def test_wrong_shape(tmp):
     check_one_line_failure(run_report(run_dir), "test.confusion")
 
 
+def test_numbers_json_allows_but_mnist_never_writes(tmp):
+    """NaN, Infinity and 1e999 parse in Python, and so does an integer no float holds: each is
+    a one-line error naming its field, not a traceback from int() or float()."""
+    def edit_report(report, value):
+        report["test"]["per_class"][3]["support"] = value
+
+    def edit_confusion(report, value):
+        report["test"]["confusion"][2][5] = value
+
+    cases = [("nan", edit_report, float("nan"), "test.per_class[3].support"),
+             ("inf", edit_report, float("inf"), "test.per_class[3].support"),
+             ("huge", edit_report, 10 ** 400, "test.per_class[3].support"),
+             ("confusion", edit_confusion, float("-inf"), "test.confusion")]
+    for name, edit, value, field_name in cases:
+        run_dir = copy_fixture(tmp, name)
+        report = fixture_report()
+        edit(report, value)
+        with open(os.path.join(run_dir, "report.json"), "w") as f:
+            json.dump(report, f)  # writes NaN / Infinity / the 401 digits as they are
+        check_one_line_failure(run_report(run_dir), field_name)
+    run_dir = copy_fixture(tmp, "metrics")
+    with open(os.path.join(run_dir, "metrics.jsonl"), "a") as f:
+        f.write('{"epoch": 1e999}\n')
+    check_one_line_failure(run_report(run_dir), "metrics.jsonl: line 4: epoch")
+    run_dir = copy_fixture(tmp, "pixels")
+    errors = json.loads(read(os.path.join(FIXTURE, "errors.json")))
+    errors["errors"][0]["pixels"][17] = float("nan")
+    with open(os.path.join(run_dir, "errors.json"), "w") as f:
+        json.dump(errors, f)
+    check_one_line_failure(run_report(run_dir), "errors[0].pixels")
+    run_dir = copy_fixture(tmp, "nested")
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        f.write("[" * 100_000)
+    check_one_line_failure(run_report(run_dir), "report.json: malformed JSON (nested too deeply)")
+
+
+def test_control_characters_stay_out_of_report_md(tmp):
+    run_dir = copy_fixture(tmp)
+    report = fixture_report()
+    report["config"]["data_dir"] = "data/\x1b[2Jmn\rist\u202e\n|x"  # escape code, CR, bidi override, LF
+    report["device"] = "GPU \x07bell"
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_succeeded(run_report(run_dir))
+    md = read(os.path.join(run_dir, "report.md"))
+    for c in ("\x1b", "\r", "\u202e", "\x07"):
+        assert c not in md, f"{c!r} reached report.md"
+    assert "| data_dir | data/ [2Jmn ist  \\|x |" in md, "the config row, its control characters as spaces"
+
+
 def main():
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and callable(f)]
     passed = failed = 0

@@ -20,6 +20,7 @@ import json
 import math
 import os
 import sys
+import unicodedata
 
 PROGRAM = "report"
 CLASSES = 10
@@ -45,22 +46,39 @@ def read_text(path, hint=""):
 
 
 def parse_json(path, text, line=None):
+    where = f"line {line}: " if line is not None else ""
     try:
         return json.loads(text)
     except ValueError as e:
-        where = f"line {line}: " if line is not None else ""
         raise ReportError(f"{path}: {where}malformed JSON ({e})") from None
+    except RecursionError:
+        raise ReportError(f"{path}: {where}malformed JSON (nested too deeply)") from None
 
 
 def is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A finite JSON number. Python's json reads NaN, Infinity and 1e999 (as inf), and an
+    integer too large for a float, none of which mnist writes."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:
+        return False
+
+
+def shown(value):
+    """A value from the file as a message quotes it: repr (which escapes control characters),
+    cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def number(path, value, what, allow_null=False):
     if value is None and allow_null:
         return None
     if not is_number(value):
-        raise ReportError(f"{path}: {what} must be a number{' or null' if allow_null else ''}, got {value!r}")
+        raise ReportError(f"{path}: {what} must be a finite number{' or null' if allow_null else ''}, "
+                          f"got {shown(value)}")
     return float(value)
 
 
@@ -342,7 +360,9 @@ def markdown_cell(value):
         text = "—"
     else:
         text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+    # Control and format characters (line breaks, escape codes, bidi overrides) become spaces.
+    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    return text.replace("|", "\\|")
 
 
 def fraction(x, digits=4):
