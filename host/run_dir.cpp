@@ -37,11 +37,14 @@ nlohmann::json number_or_null(double x) { return std::isfinite(x) ? nlohmann::js
 
 RunDir::RunDir(const std::string& path, bool force) {
   if (path.empty()) {
-    // A fresh runs/<timestamp>, with a suffix if two runs start in the same second.
+    // A fresh runs/<timestamp>, with a suffix if two runs start in the same second. Each name
+    // is claimed by one mkdir, which only one process can win, so runs started side by side
+    // (a sweep script) never share a directory.
     const std::string base = "runs/" + timestamp();
-    path_ = base;
     std::error_code ec;  // e.g. runs/ not searchable: one line, not a filesystem_error
-    for (int n = 2; fs::exists(path_, ec); ++n) path_ = base + "-" + std::to_string(n);
+    fs::create_directories("runs", ec);
+    path_ = base;
+    for (int n = 2; !ec && !fs::create_directory(path_, ec) && !ec; ++n) path_ = base + "-" + std::to_string(n);
     if (ec) throw ConfigError("cannot create run directory " + path_ + ": " + ec.message());
   } else {
     path_ = path;

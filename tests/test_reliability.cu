@@ -630,6 +630,35 @@ TEST(OutputDirectoryCli, UnsearchableRunsIsOneLineAndExit2) {
   fs::remove_all(dir);
 }
 
+// Runs started side by side in the same second (a sweep script; threads here, which race for
+// the directory names as processes do) each get a runs/<timestamp>[-N] of their own.
+TEST(OutputDirectory, RunsStartedTogetherGetTheirOwnDirectories) {
+  const fs::path dir = fresh_temp_dir("runs-together");
+  const fs::path cwd = fs::current_path();
+  fs::current_path(dir);
+  constexpr int kRuns = 16;
+  std::vector<std::string> paths(kRuns);
+  std::atomic<int> waiting{kRuns};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kRuns; ++i)
+    threads.emplace_back([&, i] {
+      for (--waiting; waiting > 0;) std::this_thread::yield();  // all start at once
+      try {
+        paths[i] = RunDir("", false).path();
+      } catch (const std::exception& error) {
+        paths[i] = std::string("error: ") + error.what();
+      }
+    });
+  for (std::thread& t : threads) t.join();
+  fs::current_path(cwd);
+  for (const std::string& path : paths) EXPECT_EQ(path.rfind("runs/", 0), 0u) << path;
+  std::vector<std::string> distinct = paths;
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  EXPECT_EQ(distinct.size(), paths.size()) << "two runs share a directory";
+  fs::remove_all(dir);
+}
+
 // A --data-dir whose name is not UTF-8 (Latin-1 "m\xfcnist") trains and saves its run: JSON
 // cannot hold the byte, so report.json and the checkpoint's configuration carry U+FFFD for it.
 TEST(DataDirCli, ANameThatIsNotUtf8StillSavesItsRun) {
