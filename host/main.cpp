@@ -55,7 +55,9 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
       ->capture_default_str();
   train.add_flag("--drop-last", c.drop_last,
                  "Drop the last partial batch of each epoch (default: train on it, averaged over its own size)");
-  train.add_flag("--force", c.force, "Reuse an --out directory that already holds a run");
+  train.add_flag("--force", c.force,
+                 "Reuse an --out directory that already holds a run (its checkpoints, report and pictures are "
+                 "deleted first)");
   train.add_flag("--no-report", c.no_report,
                  "Do not draw the report (curves.png, confusion.png, errors.png, report.md) at the end; "
                  "`mnist report RUN_DIR` draws it later");

@@ -1,5 +1,6 @@
 #include "mnist/run_dir.h"
 
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -9,7 +10,6 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <vector>
 
@@ -35,7 +35,7 @@ nlohmann::json number_or_null(double x) { return std::isfinite(x) ? nlohmann::js
 
 }  // namespace
 
-RunDir::RunDir(const std::string& path, bool force) {
+RunDir::RunDir(const std::string& path, bool force, const std::string& metrics_log) {
   if (path.empty()) {
     // A fresh runs/<timestamp>, with a suffix if two runs start in the same second. Each name
     // is claimed by one mkdir, which only one process can win, so runs started side by side
@@ -59,15 +59,28 @@ RunDir::RunDir(const std::string& path, bool force) {
   if (ec) throw ConfigError("cannot create run directory " + path_ + ": " + ec.message());
   if (access(path_.c_str(), W_OK) != 0)
     throw ConfigError("run directory " + path_ + " is not writable: " + std::strerror(errno));
-  // A forced re-run starts a fresh metrics log rather than appending to the old one.
-  std::ofstream(path_ + "/metrics.jsonl", std::ios::trunc);
+  write_file_atomically(path_ + "/metrics.jsonl", metrics_log);
+}
+
+void RunDir::discard_previous_run() const {
+  for (const char* name : {"last.ckpt", "best.ckpt", "report.json", "errors.json", "report.md", "curves.png",
+                           "confusion.png", "errors.png"}) {
+    std::error_code ec;
+    fs::remove(path_ + "/" + name, ec);
+    if (ec) throw ConfigError("--force: cannot remove the earlier run's " + path_ + "/" + name + ": " + ec.message());
+  }
 }
 
 void RunDir::append_epoch(const EpochMetrics& metrics) {
-  std::ofstream out(path_ + "/metrics.jsonl", std::ios::app);
-  out << epoch_json(metrics).dump() << '\n';
-  out.flush();
-  if (!out) throw ConfigError("cannot append to " + path_ + "/metrics.jsonl");
+  const std::string path = path_ + "/metrics.jsonl";
+  const std::string line = epoch_json(metrics).dump() + "\n";
+  std::FILE* file = std::fopen(path.c_str(), "ab");
+  if (!file) throw ConfigError("cannot append to " + path + ": " + std::strerror(errno));
+  const bool written = std::fwrite(line.data(), 1, line.size(), file) == line.size() && std::fflush(file) == 0;
+  const int write_errno = errno;
+  const bool closed = std::fclose(file) == 0;
+  if (!written || !closed)
+    throw ConfigError("cannot append to " + path + ": " + std::strerror(written ? errno : write_errno));
 }
 
 void RunDir::write_report(const nlohmann::json& report) {
@@ -76,8 +89,10 @@ void RunDir::write_report(const nlohmann::json& report) {
                         report.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
+std::string temporary_path(const std::string& path) { return path + ".tmp." + std::to_string(getpid()); }
+
 void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp";
+  const std::string temporary = temporary_path(path);
   std::FILE* file = std::fopen(temporary.c_str(), "wb");
   if (!file) throw ConfigError("cannot write " + temporary + ": " + std::strerror(errno));
   const bool written = std::fwrite(text.data(), 1, text.size(), file) == text.size() && std::fflush(file) == 0 &&
@@ -87,6 +102,14 @@ void write_file_atomically(const std::string& path, const std::string& text) {
     const std::string reason = std::strerror(errno);
     std::remove(temporary.c_str());
     throw ConfigError("cannot write " + path + ": " + reason);
+  }
+  // The rename itself reaches the disk with the directory. Best effort: not every file system
+  // syncs a directory, and the file is already in place.
+  const std::string parent = fs::path(path).parent_path().string();
+  const int directory = open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (directory >= 0) {
+    fsync(directory);
+    close(directory);
   }
 }
 

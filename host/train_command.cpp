@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <optional>
 
 #include "mnist/checkpoint.h"
@@ -54,6 +55,13 @@ std::string out_of_memory_advice(int batch_size) {
 }
 
 namespace {
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in && !in.eof()) throw ConfigError("cannot read " + printable(path));
+  return bytes;
+}
 
 // --- Ctrl-C ---------------------------------------------------------------------------------
 // Before training starts there is nothing to save, so SIGINT exits at once. While training, it
@@ -230,19 +238,26 @@ int run_train(const TrainConfig& config) {
   // A resumed run continues in its checkpoint's directory unless --out names another one.
   std::string out = config.out_dir;
   bool force = config.force;
+  bool continuing = false;  // in the resumed run's own directory
+  std::string resume_dir;
   History history;
   if (resume) {
     const fs::path parent = fs::path(config.resume).parent_path();
-    const std::string resume_dir = parent.empty() ? "." : parent.string();
+    resume_dir = parent.empty() ? "." : parent.string();
     std::error_code ec;
     if (out.empty() || fs::equivalent(out, resume_dir, ec)) {
       out = resume_dir;
-      force = true;  // it holds the run being continued
+      force = continuing = true;  // it holds the run being continued
     }
-    history = earlier_epochs(resume_dir + "/metrics.jsonl", resume->epoch);  // read before RunDir truncates it
+    history = earlier_epochs(resume_dir + "/metrics.jsonl", resume->epoch);
   }
-  RunDir run(out, force);
-  if (resume) write_file_atomically(run.path() + "/metrics.jsonl", history.lines);
+  RunDir run(out, force, history.lines);
+  if (config.force && !continuing) run.discard_previous_run();
+  // Continued elsewhere, the run keeps its best model so far: best.ckpt is only written again
+  // when an epoch improves on it.
+  const std::string earlier_best = resume_dir + "/best.ckpt";
+  if (resume && !continuing && fs::is_regular_file(earlier_best))
+    write_file_atomically(run.path() + "/best.ckpt", file_bytes(earlier_best));
 
   std::printf("training %d images, validating on %d, testing on %d; run directory %s\n", split.train.count,
               split.validation.count, split.test.count, run.path().c_str());
@@ -260,7 +275,6 @@ int run_train(const TrainConfig& config) {
   interrupts->training_started(*trainer);
   TrainResult result = resume ? resume_training(config, split, *trainer, run, *resume)
                               : train(config, split, *trainer, run);
-  interrupts.reset();  // training is over: Ctrl-C is the default again
   result.epochs.insert(result.epochs.begin(), history.epochs.begin(), history.epochs.end());
   run.write_report(build_report(config, result));
   const std::vector<float> logits = trainer->logits(split.test);
@@ -268,7 +282,17 @@ int run_train(const TrainConfig& config) {
                         errors_json(most_confident_errors(logits.data(), split.test.labels, split.test.count),
                                     split.test, config.dataset));
   std::printf("%s", format_summary(result).c_str());
-  std::printf("wrote metrics.jsonl, report.json, errors.json, last.ckpt and best.ckpt in %s\n", run.path().c_str());
+  const bool has_best = fs::exists(run.path() + "/best.ckpt");
+  std::printf("wrote metrics.jsonl, report.json, errors.json, last.ckpt%s in %s\n", has_best ? " and best.ckpt" : "",
+              printable(run.path()).c_str());
+  std::fflush(stdout);
+  // A Ctrl-C after the last step was held until the run's files were all written.
+  if (trainer->stop_requested()) {
+    std::fprintf(stderr, "mnist: interrupted after the last epoch; the run is complete in %s, no report drawn "
+                 "(mnist report %s draws it)\n", printable(run.path()).c_str(), printable(run.path()).c_str());
+    return 130;
+  }
+  interrupts.reset();  // the report script gets Ctrl-C as it is
   if (!config.no_report) draw_report(run.path());
   return 0;
 }

@@ -100,9 +100,11 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     // Without a validation split every epoch is "best", so best.ckpt is last.ckpt.
     const bool improved = !has_validation || std::isnan(best) || metrics.val_accuracy > best;
     if (has_validation && improved) best = metrics.val_accuracy;
+    // best.ckpt before last.ckpt: last.ckpt records `best`, so if it were written first and
+    // best.ckpt then failed, a resume would take this epoch as already saved as the best.
     const Checkpoint checkpoint{trainer.state(), epoch, best, to_json(config)};
-    write_checkpoint(last_path, checkpoint);
     if (improved) write_checkpoint(run.path() + "/best.ckpt", checkpoint);
+    write_checkpoint(last_path, checkpoint);
     saved_epoch = epoch;
 
     // Ctrl-C while the epoch was finishing (or on the GPU, during it): it is saved whole.

@@ -523,6 +523,25 @@ TEST(InterruptCli, CtrlCBeforeTrainingIsOneLineAndExit130) {
   fs::remove_all(dir);
 }
 
+// Ctrl-C once the last epoch is logged: the run's remaining files (test metrics, report.json,
+// errors.json) are still written, then one line and exit 130. --hidden 256 makes the two passes
+// over the 10,000 test images long next to the signal's delivery.
+TEST(InterruptCli, CtrlCAfterTheLastEpochFinishesTheRunsFilesAndExits130) {
+  const fs::path dir = fresh_temp_dir("sigint-last");
+  Child child("train --device cpu --train-subset 1000 --epochs 1 --hidden 256 --no-report --out " + dir.string());
+  ASSERT_TRUE(child.read_until("epoch   1/1")) << child.output();
+  child.send(SIGINT);
+  EXPECT_EQ(child.wait(), 130) << child.output();
+  EXPECT_EQ(last_line(child.output()), "mnist: interrupted after the last epoch; the run is complete in " +
+                                           dir.string() + ", no report drawn (mnist report " + dir.string() +
+                                           " draws it)")
+      << child.output();
+  for (const char* name : {"last.ckpt", "best.ckpt", "report.json", "errors.json"})
+    EXPECT_TRUE(fs::exists(dir / name)) << name;
+  EXPECT_NE(child.output().find("test: accuracy"), std::string::npos) << child.output();
+  fs::remove_all(dir);
+}
+
 // --- out of device memory -----------------------------------------------------------------------
 
 TEST(OutOfMemory, MessageNamesTheSizeThatFailed) {
@@ -628,6 +647,79 @@ TEST(OutputDirectoryCli, UnsearchableRunsIsOneLineAndExit2) {
   EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
   EXPECT_EQ(outcome.output.rfind("mnist: error: cannot create run directory runs/", 0), 0u) << outcome.output;
   fs::remove_all(dir);
+}
+
+// --- the run directory's files -----------------------------------------------------------------
+
+// A resume rewrites metrics.jsonl to the epochs its checkpoint holds; if that write fails (here
+// a directory stands where its temporary file goes), the log is still the old one, whole.
+TEST(RunDirFiles, AFailedRewriteOfTheLogLeavesTheOldOne) {
+  const fs::path dir = fresh_temp_dir("log-rewrite");
+  const std::string log = "{\"epoch\":1}\n{\"epoch\":2}\n";
+  test::write_text(dir / "metrics.jsonl", log);
+  fs::create_directory(temporary_path((dir / "metrics.jsonl").string()));
+  EXPECT_THROW(RunDir(dir.string(), true, "{\"epoch\":1}\n"), ConfigError);
+  EXPECT_EQ(read_text(dir / "metrics.jsonl"), log);
+  fs::remove(temporary_path((dir / "metrics.jsonl").string()));
+  RunDir(dir.string(), true, "{\"epoch\":1}\n");
+  EXPECT_EQ(read_text(dir / "metrics.jsonl"), "{\"epoch\":1}\n");
+  fs::remove_all(dir);
+}
+
+// best.ckpt is written before last.ckpt: when it cannot be, last.ckpt does not yet claim the
+// epoch (with its accuracy as the best), so a resume trains that epoch again and saves both.
+TEST(RunDirFiles, AFailedBestCheckpointLeavesNoLastCheckpointAhead) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const std::uint64_t seed = rng();
+  const TrainConfig config = small_config(seed);
+  const SyntheticData data(rng, config);
+  const fs::path dir = fresh_temp_dir("best-first");
+  RunDir run(dir.string(), true);
+  fs::create_directory(temporary_path((dir / "best.ckpt").string()));
+  const std::unique_ptr<Trainer> trainer = make_cpu_trainer(config, data.split());
+  EXPECT_THROW(train(config, data.split(), *trainer, run), CheckpointError);
+  EXPECT_FALSE(fs::exists(dir / "last.ckpt"));
+  EXPECT_FALSE(fs::exists(dir / "best.ckpt"));
+  fs::remove_all(dir);
+}
+
+// --force: what the earlier run left (a report, pictures, its checkpoints) is gone before the
+// new run starts, so no stale file sits beside the new run's.
+TEST(RunDirFiles, ForceDiscardsTheEarlierRunsFilesAndOnlyThose) {
+  const fs::path dir = fresh_temp_dir("force-discard");
+  for (const char* name : {"last.ckpt", "best.ckpt", "report.json", "errors.json", "report.md", "curves.png",
+                           "confusion.png", "errors.png", "notes.txt"})
+    test::write_text(dir / name, "earlier run\n");
+  RunDir run(dir.string(), true);
+  run.discard_previous_run();
+  std::vector<std::string> left;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir)) left.push_back(entry.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"metrics.jsonl", "notes.txt"}));
+  EXPECT_EQ(read_text(dir / "metrics.jsonl"), "");
+  fs::remove_all(dir);
+}
+
+TEST(RunDirFilesCli, ForceLeavesNoStaleReportAndResumeElsewhereKeepsTheBestModel) {
+  const fs::path first = fresh_temp_dir("force-first"), second = fresh_temp_dir("resume-elsewhere");
+  const std::string options = "train --device cpu --train-subset 1000 --hidden 8 --no-report ";
+  ASSERT_EQ(run_mnist(options + "--epochs 1 --out " + first.string()).status, 0);
+  test::write_text(first / "report.md", "a report of an earlier run\n");
+  const Outcome forced = run_mnist(options + "--epochs 1 --force --out " + first.string());
+  ASSERT_EQ(forced.status, 0) << forced.output;
+  EXPECT_FALSE(fs::exists(first / "report.md"));
+  EXPECT_TRUE(fs::exists(first / "best.ckpt"));  // the new run's own
+
+  // Continued in another directory with a learning rate too small to change any prediction:
+  // no epoch improves, and best.ckpt is the one the first directory holds.
+  const Outcome resumed = run_mnist(options + "--epochs 2 --lr 1e-9 --out " + second.string() + " --resume " +
+                                    (first / "last.ckpt").string());
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(read_text(second / "best.ckpt"), read_text(first / "best.ckpt"));
+  EXPECT_NE(resumed.output.find("last.ckpt and best.ckpt in " + second.string()), std::string::npos)
+      << resumed.output;
+  fs::remove_all(first);
+  fs::remove_all(second);
 }
 
 // Runs started side by side in the same second (a sweep script; threads here, which race for

@@ -16,9 +16,15 @@ struct TrainResult;
 class RunDir {
  public:
   // Creates `path`, or a fresh runs/<timestamp> when empty. An existing non-empty directory is
-  // refused unless `force`. Throws ConfigError with one line when it cannot be written.
-  RunDir(const std::string& path, bool force);
+  // refused unless `force`. metrics.jsonl is then replaced, atomically, by `metrics_log` (a
+  // resumed run's earlier epochs; empty for a new run), so a failure here leaves the old log
+  // whole. Throws ConfigError with one line when the directory cannot be written.
+  RunDir(const std::string& path, bool force, const std::string& metrics_log = "");
   const std::string& path() const { return path_; }
+
+  // Deletes what an earlier run left here (its checkpoints, report.json, errors.json, report.md
+  // and pictures), so that none of it is taken for this run's: for --force, not for a resume.
+  void discard_previous_run() const;
 
   void append_epoch(const EpochMetrics& metrics);
   void write_report(const nlohmann::json& report);
@@ -27,9 +33,13 @@ class RunDir {
   std::string path_;
 };
 
-// Writes `text` to `path` through a temporary file in the same directory, flushed and
+// Writes `text` to `path` through a temporary file in the same directory, flushed, synced and
 // renamed, so a crash never leaves a half-written file in place of a good one.
 void write_file_atomically(const std::string& path, const std::string& text);
+
+// The temporary file write_file_atomically uses for `path` in this process: named after the
+// process, so two processes writing the same path never write into one temporary file.
+std::string temporary_path(const std::string& path);
 
 nlohmann::json epoch_json(const EpochMetrics& metrics);
 nlohmann::json build_report(const TrainConfig& config, const TrainResult& result);
