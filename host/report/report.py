@@ -191,35 +191,36 @@ def temporary_path(path):
     return f"{path}.tmp.{os.getpid()}"
 
 
-def replace_atomically(temporary, path):
+def write_atomically(path, write):
+    """Calls write(temporary) and renames the temporary file to `path` once it is on disk; on any
+    failure the temporary file is removed and `path` is left as it was."""
+    temporary = temporary_path(path)
     try:
+        write(temporary)
+        with open(temporary, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(temporary, path)
-    except OSError as e:
+    except BaseException as e:  # KeyboardInterrupt too: no temporary file is left behind
         try:
             os.remove(temporary)
         except OSError:
             pass
-        raise ReportError(f"cannot write {path}: {e.strerror}") from None
+        if isinstance(e, OSError):
+            raise ReportError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
 
 
 def write_text(path, text):
-    temporary = temporary_path(path)
-    try:
+    def write(temporary):
         with open(temporary, "w", encoding="utf-8") as f:
             f.write(text)
-    except OSError as e:
-        raise ReportError(f"cannot write {path}: {e.strerror}") from None
-    replace_atomically(temporary, path)
+    write_atomically(path, write)
 
 
 def save_figure(figure, path):
-    temporary = temporary_path(path)
-    try:
-        # No timestamps or version in the PNG: the same run gives the same bytes.
-        figure.savefig(temporary, format="png", dpi=DPI, metadata={"Software": None})
-    except OSError as e:
-        raise ReportError(f"cannot write {path}: {e.strerror}") from None
-    replace_atomically(temporary, path)
+    # No timestamps or version in the PNG: the same run gives the same bytes.
+    write_atomically(path, lambda temporary: figure.savefig(temporary, format="png", dpi=DPI,
+                                                             metadata={"Software": None}))
 
 
 # --- pictures -----------------------------------------------------------------------------
@@ -494,6 +495,10 @@ def main(argv):
     except ReportError as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"{PROGRAM}: interrupted; the files already drawn are whole, run it again to draw the rest",
+              file=sys.stderr)
+        return 130
     print(os.path.join(run_dir, "report.md"))
     return 0
 
