@@ -34,7 +34,9 @@ constexpr int kMaxCnnKernel = 31;                    // bounds every CNN layer's
 constexpr std::uint32_t kMaxConfigBytes = 1u << 20;  // the JSON is a few hundred bytes
 constexpr std::size_t kCrcBytes = 4;
 
-[[noreturn]] void fail(const std::string& path, const std::string& what) { throw CheckpointError(printable(path) + ": " + what); }
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw CheckpointError(printable(path) + ": " + what);
+}
 
 std::uint32_t crc32_of(const std::uint8_t* data, std::size_t n, uLong crc = crc32(0L, Z_NULL, 0)) {
   while (n > 0) {  // zlib takes 32-bit lengths

@@ -241,8 +241,8 @@ LabeledImages load_labeled(const std::string& images_path, const std::string& la
   std::vector<std::uint8_t> labels = load_idx_labels(labels_path);
   if (labels.size() != images.count) {
     throw DataError(printable(images_path) + ": has " + std::to_string(images.count) + " images but " +
-                    printable(labels_path) + " has " +
-                    std::to_string(labels.size()) + " labels; they must be a matching pair");
+                    printable(labels_path) + " has " + std::to_string(labels.size()) +
+                    " labels; they must be a matching pair");
   }
   LabeledImages out;
   out.pixels = std::move(images.pixels);
@@ -255,7 +255,8 @@ Dataset load_dataset(const std::string& dir) {
   std::error_code ec;
   const fs::file_status st = fs::status(root, ec);
   if (st.type() == fs::file_type::not_found) {
-    throw DataError(printable(dir) + ": dataset directory not found (it should hold train-images-idx3-ubyte(.gz) and 3 more files); " +
+    throw DataError(printable(dir) +
+                    ": dataset directory not found (it should hold train-images-idx3-ubyte(.gz) and 3 more files); " +
                     dataset_hint(root));
   }
   if (st.type() != fs::file_type::directory) {

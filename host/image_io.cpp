@@ -25,14 +25,14 @@ namespace {
 constexpr std::uintmax_t kMaxFileBytes = 16u << 20;  // a 28×28 image is a few kB in any format
 constexpr std::uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
 
-[[noreturn]] void fail(const std::string& path, const std::string& what) { throw ImageError(printable(path) + ": " + what); }
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw ImageError(printable(path) + ": " + what);
+}
 
 // A byte of the file as the message shows it: 'x' when printable, else its value (0x0A), so that
 // a damaged file never puts a line break or a terminal control code into the one-line error.
 std::string shown(std::uint8_t c) {
-  if (c >= 0x20 && c < 0x7f) return std::string("'") + char(c) + "'";
-  const char* hex = "0123456789ABCDEF";
-  return std::string("byte 0x") + hex[c >> 4] + hex[c & 15];
+  return c >= 0x20 && c < 0x7f ? std::string("'") + char(c) + "'" : "byte 0x" + hex_byte(c);
 }
 
 void check_size(const std::string& path, unsigned long width, unsigned long height) {
@@ -246,7 +246,9 @@ std::vector<std::uint8_t> decode_png(const std::vector<std::uint8_t>& b, const s
 
 }  // namespace
 
-std::vector<std::uint8_t> read_digit_image(const std::string& path) { return decode_digit_image(read_file(path), path); }
+std::vector<std::uint8_t> read_digit_image(const std::string& path) {
+  return decode_digit_image(read_file(path), path);
+}
 
 std::vector<std::uint8_t> decode_digit_image(const std::vector<std::uint8_t>& b, const std::string& path) {
   if (b.empty()) fail(path, "is empty (0 bytes), not an image");

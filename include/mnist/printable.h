@@ -7,17 +7,18 @@
 
 namespace mnist {
 
+// A byte as two upper-case hex digits: 0x0A is "0A".
+inline std::string hex_byte(unsigned char byte) {
+  const char* hex = "0123456789ABCDEF";
+  return {hex[byte >> 4], hex[byte & 15]};
+}
+
 inline std::string printable(const std::string& text) {
   std::string out;
   out.reserve(text.size());
   for (char c : text) {
     const auto byte = static_cast<unsigned char>(c);
-    if (byte >= 0x20 && byte != 0x7f) {
-      out += c;
-    } else {
-      const char* hex = "0123456789ABCDEF";
-      out += {'\\', 'x', hex[byte >> 4], hex[byte & 15]};
-    }
+    out += byte >= 0x20 && byte != 0x7f ? std::string(1, c) : "\\x" + hex_byte(byte);
   }
   return out;
 }
