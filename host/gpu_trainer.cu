@@ -406,7 +406,7 @@ class GpuTrainer final : public Trainer {
     // The epoch graph runs full batches and, unless drop_last, a last partial one; evaluation
     // runs chunks of eval_chunk_ and a last, smaller one. Their CNN plans are built now, so that
     // cuDNN chooses every algorithm at start-up (and never inside the graph's capture).
-    if (steps_ > 0) prepare_batch(model_, train_.count - (steps_ - 1) * batch_);
+    if (steps_ > 0) prepare_batch(model_, std::min(batch_, train_.count - (steps_ - 1) * batch_));
     for (const DeviceImages* images : {&validation_, &test_}) {
       if (images->count == 0) continue;
       prepare_batch(model_, std::min(images->count, eval_chunk_));

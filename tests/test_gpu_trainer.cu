@@ -387,6 +387,27 @@ TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
   EXPECT_THROW(gpu->load_state(wrong), std::invalid_argument);
 }
 
+// --drop-last with a remainder: the epoch never runs batch + remainder rows, so no convolution
+// plan may be asked for them. Here 10,100 training images at batch 5,100 run one batch; a plan
+// for 10,100 rows is larger than the model's workspace (the larger of the batch and the
+// 10,000-image evaluation chunk), and the trainer refused to start.
+TEST(GpuCnnTrainer, DropLastPlansOnlyTheBatchesItRuns) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_cnn_config(rng());
+  config.channels = {2, 2};
+  config.hidden = {8};
+  config.batch_size = 5100;
+  config.val_split = 0;
+  config.drop_last = true;
+  const test::RandomDataset data(rng, config, 10100, 10);
+  ASSERT_EQ(data.split().train.count, 10100);
+  std::unique_ptr<Trainer> trainer;
+  ASSERT_NO_THROW(trainer = make_gpu_trainer(config, data.split()));
+  EXPECT_EQ(trainer->train_epoch(1).count, 5100ull);
+  EXPECT_EQ(trainer->state().step, 1);
+}
+
 // CPU-only (label cpu): without a device the driver refuses with a message, not a crash.
 TEST(DriverWithoutGpu, MakeGpuTrainerSaysThereIsNoDevice) {
   if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
