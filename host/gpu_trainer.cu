@@ -662,7 +662,8 @@ void check_gpu_config(const TrainConfig& config) {
 
 std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data) {
   if (cuda_device_count() == 0)
-    throw std::runtime_error("no CUDA device or driver found: the GPU trainer cannot run here (use the CPU trainer)");
+    throw std::runtime_error("no CUDA device or driver found (" + cuda_device_absence() +
+                             "): the GPU trainer cannot run here (use the CPU trainer)");
   check_gpu_config(config);
   if (model_kind(config) == ModelKind::kCnn)
     return std::make_unique<GpuTrainer<GpuCnn, CnnShape>>(config, data, cnn_shape(config));

@@ -128,7 +128,8 @@ class InterruptHandler {
 bool choose_device(const std::string& device, const char* work) {
   const int gpus = cuda_device_count();
   if (device == "gpu" && gpus == 0)
-    throw ConfigError("--device gpu: no CUDA device or driver found; use --device cpu (or auto)");
+    throw ConfigError("--device gpu: no CUDA device or driver found (" + cuda_device_absence() +
+                      "); use --device cpu (or auto)");
   if (device == "auto" && gpus == 0) std::fprintf(stderr, "no CUDA device found: %s on the CPU\n", work);
   return device == "gpu" || (device == "auto" && gpus > 0);
 }

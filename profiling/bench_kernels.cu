@@ -500,7 +500,8 @@ int main(int argc, char** argv) {
     }
   }
   if (mnist::cuda_device_count() == 0) {
-    std::printf("bench_kernels: no CUDA device or driver on this machine; nothing to measure\n");
+    std::printf("bench_kernels: no CUDA device or driver on this machine (%s); nothing to measure\n",
+                mnist::cuda_device_absence().c_str());
     return 1;
   }
   try {

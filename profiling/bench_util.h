@@ -39,7 +39,8 @@ inline double wall_ms(const std::function<void()>& work) {
 // stderr, "<program>: ... error: ...", and exit status 1.
 inline int run_on_gpu(const char* program, const std::function<int()>& run) {
   if (mnist::cuda_device_count() == 0) {
-    std::printf("%s: no CUDA device or driver on this machine; nothing to measure\n", program);
+    std::printf("%s: no CUDA device or driver on this machine (%s); nothing to measure\n", program,
+                mnist::cuda_device_absence().c_str());
     return 1;
   }
   try {

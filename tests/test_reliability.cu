@@ -614,6 +614,34 @@ TEST(GpuLimitsCli, CnnBatchBeyondCudnnsTensorSizeIsOneLineAndExit2) {
   fs::remove_all(dir);
 }
 
+// No usable device (label cpu; skipped where there is one): --device gpu is one line that gives
+// the CUDA runtime's reason, exit 2, before any data is read; --device auto says it falls back
+// and trains on the CPU.
+TEST(NoDeviceCli, DeviceGpuIsOneLineAndAutoTrainsOnTheCpu) {
+  if (cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present";
+  const fs::path dir = fresh_temp_dir("no-device");
+  const std::string reason = cuda_device_absence();
+  ASSERT_FALSE(reason.empty());
+
+  const Outcome trained = run_mnist("train --device auto --train-subset 200 --epochs 1 --hidden 8 --batch-size 50 --out " +
+                                    (dir / "auto").string());
+  EXPECT_EQ(trained.status, 0) << trained.output;
+  EXPECT_NE(trained.output.find("no CUDA device found: training on the CPU\n"), std::string::npos) << trained.output;
+  ASSERT_TRUE(fs::exists(dir / "auto" / "last.ckpt")) << trained.output;
+
+  for (const std::string& args : {"train --epochs 1 --hidden 8 --data-dir /nonexistent --out " + (dir / "gpu").string(),
+                                  "evaluate --data-dir /nonexistent --model " + (dir / "auto" / "last.ckpt").string()}) {
+    const Outcome outcome = run_mnist(args + " --device gpu");
+    EXPECT_EQ(outcome.status, 2) << args << ": " << outcome.output;
+    EXPECT_EQ(line_count(outcome.output), 1) << args << ": " << outcome.output;
+    EXPECT_NE(outcome.output.find("--device gpu: no CUDA device or driver found (" + reason + "); use --device cpu"),
+              std::string::npos)
+        << args << ": " << outcome.output;
+  }
+  EXPECT_FALSE(fs::exists(dir / "gpu"));
+  fs::remove_all(dir);
+}
+
 // --- output directory ---------------------------------------------------------------------------
 
 TEST(OutputDirectoryCli, UnwritableOutIsOneLineAndExit2) {

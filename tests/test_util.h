@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <string>
@@ -80,10 +81,23 @@ inline double max_rel_error(const std::vector<float>& got, const std::vector<flo
   return max_rel_error(got.data(), want.data(), got.size(), floor);
 }
 
+// Whether a GPU test without a usable device fails instead of skipping: profiling/gpu_session.sh
+// and gpu_check.sh set MNIST_GPU_TESTS_MUST_RUN=1, since nvidia-smi can list a GPU that the CUDA
+// runtime cannot use (a driver older than the runtime), and a run of skips would pass.
+inline bool gpu_tests_must_run() {
+  const char* value = std::getenv("MNIST_GPU_TESTS_MUST_RUN");
+  return value != nullptr && std::string(value) == "1";
+}
+
 }  // namespace mnist::test
 
-// GPU tests call this first: without a usable device they report SKIPPED with the reason.
-#define MNIST_REQUIRE_GPU()                                                                       \
-  do {                                                                                            \
-    if (::mnist::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device or driver on this machine"; \
+// GPU tests call this first: without a usable device they report SKIPPED with the reason (or
+// fail, under MNIST_GPU_TESTS_MUST_RUN=1).
+#define MNIST_REQUIRE_GPU()                                                                        \
+  do {                                                                                             \
+    if (::mnist::cuda_device_count() == 0) {                                                       \
+      if (::mnist::test::gpu_tests_must_run())                                                     \
+        FAIL() << "MNIST_GPU_TESTS_MUST_RUN=1 but no usable CUDA device: " << ::mnist::cuda_device_absence(); \
+      GTEST_SKIP() << "no CUDA device or driver on this machine (" << ::mnist::cuda_device_absence() << ")"; \
+    }                                                                                              \
   } while (0)

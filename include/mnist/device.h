@@ -18,6 +18,9 @@ namespace mnist {
 
 // Number of usable CUDA devices; 0 when there is no device, no driver or a driver too old.
 int cuda_device_count();
+// Why cuda_device_count() is 0, in the CUDA runtime's words ("cudaErrorInsufficientDriver: CUDA
+// driver version is insufficient for CUDA runtime version"); empty when a device is usable.
+std::string cuda_device_absence();
 
 // "out of device memory allocating 1.2 GiB": the CudaError of a failed DeviceBuffer allocation.
 inline std::string out_of_memory_message(std::size_t bytes) {
@@ -67,11 +70,14 @@ class DeviceBuffer {
   std::size_t size() const { return count_; }
   std::size_t bytes() const { return count_ * sizeof(T); }
 
-  // upload() and fill_bytes() are set-up helpers: they return only when the device holds
-  // the data, so work launched next on any stream (even a non-blocking one) sees it.
+  // upload() and fill_bytes() are set-up helpers: they wait for all device work first (the
+  // legacy stream they copy on is not ordered after a non-blocking stream's kernels, which may
+  // still be reading the old contents) and return only when the device holds the data, so work
+  // launched next on any stream sees it.
   void upload(const std::vector<T>& host) {
     if (host.size() != count_) throw std::invalid_argument("DeviceBuffer::upload: size mismatch");
     if (count_ == 0) return;
+    MNIST_CHECK(cudaDeviceSynchronize());
     MNIST_CHECK(cudaMemcpy(data_, host.data(), bytes(), cudaMemcpyHostToDevice));
     MNIST_CHECK(cudaDeviceSynchronize());
   }
@@ -85,6 +91,7 @@ class DeviceBuffer {
   // Fill every byte with `byte` (0xFF turns floats into NaN: the poison of the tests).
   void fill_bytes(int byte) {
     if (count_ == 0) return;
+    MNIST_CHECK(cudaDeviceSynchronize());
     MNIST_CHECK(cudaMemset(data_, byte, bytes()));
     MNIST_CHECK(cudaDeviceSynchronize());
   }
