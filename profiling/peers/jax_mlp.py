@@ -129,9 +129,13 @@ def run(args, np, jax):
         key, sub = jax.random.split(key)
         params.append((he_uniform(jax, jnp, sub, (sizes[i], sizes[i + 1]), sizes[i]),
                        jnp.zeros((sizes[i + 1],), jnp.float32)))
+    # Everything the epoch takes is committed to the device, as its outputs are: jit's cache
+    # tells committed arguments from uncommitted ones, so an uncommitted key or step counter in
+    # the warm-up call would make the first timed epoch compile the epoch again.
     params = jax.device_put(params, device)
     adam_init, adam_update, adam_kind = make_adam(jax, jnp, args.lr)
-    opt_state = adam_init(params)
+    opt_state = jax.device_put(adam_init(params), device)
+    key = jax.device_put(key, device)
 
     def features(conv_params, x):  # [N, 784] -> conv-ReLU-pool twice -> [N, 7*7*C2]
         h = x.reshape(x.shape[0], 28, 28, 1)
