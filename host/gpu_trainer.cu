@@ -418,6 +418,7 @@ class GpuTrainer final : public Trainer {
   std::string device_name() const override { return device_name_; }
   // True once the first full epoch has been captured: the epochs after it replay the graph.
   bool replays_graphs() const override { return static_cast<bool>(epoch_graph_); }
+  double last_epoch_device_ms() const override { return last_epoch_device_ms_; }
 
   // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the whole epoch is
   // one graph. A divergence is found then too, from the flag the steps' finite checks left.
@@ -425,6 +426,7 @@ class GpuTrainer final : public Trainer {
     NvtxRange epoch_range("epoch " + std::to_string(epoch));
     const cudaStream_t stream = stream_.get();
     const int first_step = std::min(take_first_step(), steps_);
+    epoch_start_.record(stream);
     shuffle(epoch);
     MNIST_CHECK(cudaMemsetAsync(epoch_totals_.data(), 0, epoch_totals_.bytes(), stream));
     {
@@ -449,7 +451,9 @@ class GpuTrainer final : public Trainer {
     std::int64_t first_bad = kAllFinite;
     MNIST_CHECK(cudaMemcpyAsync(&totals, epoch_totals_.data(), sizeof totals, cudaMemcpyDeviceToHost, stream));
     MNIST_CHECK(cudaMemcpyAsync(&first_bad, first_bad_.data(), sizeof first_bad, cudaMemcpyDeviceToHost, stream));
+    epoch_stop_.record(stream);
     stream_.synchronize();
+    last_epoch_device_ms_ = epoch_stop_.elapsed_ms_since(epoch_start_);
     const std::int64_t epoch_start_step = host_step_;
     host_step_ += steps_ - first_step;
     if (first_bad != kAllFinite) {
@@ -642,6 +646,8 @@ class GpuTrainer final : public Trainer {
   std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
   GraphExec epoch_graph_;
   bool graph_refused_ = false;  // the capture failed once: no graphs for this trainer
+  Event epoch_start_, epoch_stop_;  // around each train_epoch's work on the stream
+  double last_epoch_device_ms_ = std::numeric_limits<double>::quiet_NaN();
 };
 
 }  // namespace

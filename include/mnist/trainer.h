@@ -2,6 +2,7 @@
 // The training loop: load → split → for each epoch (shuffle, steps, evaluate) → report.
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -98,6 +99,10 @@ class Trainer {
   // the capture failed): true once the first full epoch, which runs as stream launches and is
   // captured at its end, is done; false before it and on the CPU.
   virtual bool replays_graphs() const { return false; }
+  // Device time of the last train_epoch in milliseconds, from CUDA events recorded on the
+  // trainer's stream around the epoch's work (shuffle, steps, the copy of its totals): what the
+  // benchmarks report beside the host clock. NaN on the CPU and before the first epoch.
+  virtual double last_epoch_device_ms() const { return std::numeric_limits<double>::quiet_NaN(); }
   // Shuffles the training split with (seed, epoch) and runs every step of the epoch;
   // returns the loss and accuracy of the training batches as they were trained on. Throws
   // TrainingDiverged when the loss or a parameter stops being finite.
