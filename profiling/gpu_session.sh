@@ -25,7 +25,8 @@
 #   mnist train default x3 (seed 1 twice,
 #     --no-graph: the metrics must agree)        45 each  ~17 s each
 #   compare.sh --model mlp, then cnn            180 each  up to 180 s each: the cnn one is
-#                                                         usually cut or skipped
+#     (75 s a run at most; cut, it still                 usually cut or skipped
+#     prints the rows it finished)
 #   racecheck, synccheck (our kernels only),
 #     initcheck                                   rest    only if time is left
 #   ctest -L cpu                                  rest    only if 60 s are left (CI runs them;
@@ -100,6 +101,7 @@ finish() {
   note "- done in $SECONDS s of the $budget s budget (exit $rc)"
   cp /tmp/mnist-cuda-files.txt build-gpu/CMakeCache.txt "$extras/" 2>/dev/null
   cp build-gpu/ctest-*.xml "$extras/" 2>/dev/null
+  [[ -d build-gpu/gtest-xml ]] && cp -r build-gpu/gtest-xml "$extras/"
   [[ -d build-gpu/gpu_check_logs ]] && cp -r build-gpu/gpu_check_logs "$extras/"
   # The training runs' and compare.sh's small files (checkpoints are megabytes: left out).
   find build-gpu/runs runs -maxdepth 2 -type f -size -2M \
@@ -313,7 +315,11 @@ if wants tests; then
   rm -f build-gpu/ctest-gpu.xml
   t=$(capped 150)
   stop_at=$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)
-  stage "ctest -L gpu" "$t" "${ours[@]}" ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 90 \
+  # GoogleTest's own XML per test process (a new name when the file exists): the properties the
+  # tests record, such as the cuDNN algorithms chosen (algorithms_*, conv_plans), are only there.
+  rm -rf build-gpu/gtest-xml
+  stage "ctest -L gpu" "$t" "${ours[@]}" GTEST_OUTPUT="xml:$repo/build-gpu/gtest-xml/" \
+    ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 90 \
     --stop-time "$stop_at" --output-on-failure --output-junit "$repo/build-gpu/ctest-gpu.xml"
   # (ctest -N rewrites LastTest.log: the run's copy first.)
   cp build-gpu/Testing/Temporary/LastTest.log "$extras/LastTest-gpu.log" 2>/dev/null
@@ -382,7 +388,7 @@ if wants compare; then
     echo "=== compare.sh --model $model" >>"$out/compare.md"
     stage --min 60 --tee "$out/compare.md" "compare.sh --model $model" 180 "${ours[@]}" \
       MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="$peer_python" \
-      bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1
+      bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1 --run-timeout 75
   done
 fi
 

@@ -420,6 +420,7 @@ TEST(GpuBiasReluDropout, StepIsReadFromTheDevice) {
   const std::int64_t step = static_cast<std::int64_t>(rng() % 1000000);
   DeviceBuffer<float> d_z(z), d_b(b), d_y(z.size());
   DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{step});
+  d_y.fill_bytes(0xFF);  // fresh device memory may be zero, which a dropped element is too
   gpu::bias_relu_dropout_forward(d_z.data(), d_b.data(), d_y.data(), kRows, kCols, true, key, d_step.data(), nullptr);
   const std::vector<float> first = d_y.download();
   d_step.upload({step + 1});

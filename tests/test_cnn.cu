@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -557,10 +558,18 @@ std::vector<float> pixel_batch(std::mt19937_64& rng, int rows, const CnnShape& s
 
 EvalTotals download_totals(const DeviceBuffer<EvalTotals>& totals) { return totals.download().at(0); }
 
+// The metrics of the same images from logits equal up to rounding: the loss within 1e-5
+// relative; a prediction may flip where an image's two largest logits are within rounding of
+// each other (cuDNN's and cuBLAS's sums against the CPU's), so up to 1 image in 100 may move
+// between confusion cells. A wrong layout or formula moves most of them.
 void expect_totals_close(const EvalTotals& got, const EvalTotals& want) {
   EXPECT_EQ(got.count, want.count);
-  EXPECT_EQ(got.correct, want.correct);
-  for (int i = 0; i < kClasses * kClasses; ++i) EXPECT_EQ(got.confusion[i], want.confusion[i]) << "cell " << i;
+  const long long flips = std::max<long long>(1, static_cast<long long>(want.count) / 100);
+  EXPECT_LE(std::llabs(static_cast<long long>(got.correct) - static_cast<long long>(want.correct)), flips);
+  long long moved = 0;  // each flipped prediction leaves one cell and enters another
+  for (int i = 0; i < kClasses * kClasses; ++i)
+    moved += std::llabs(static_cast<long long>(got.confusion[i]) - static_cast<long long>(want.confusion[i]));
+  EXPECT_LE(moved, 2 * flips) << "confusion cells moved by " << moved;
   EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-5 * std::fabs(want.loss_sum));
 }
 
@@ -599,6 +608,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   Stream stream;
   GpuCnn gpu(shape, seed, dropout, smoothing, rows, max_train_batch, stream.get());
   ::testing::Test::RecordProperty("conv_plans", gpu.describe(rows));
+  SCOPED_TRACE("cuDNN's algorithms: " + gpu.describe(rows));  // in every failure message
   EXPECT_TRUE(gpu.download_params() == he_uniform_init(shape, seed)) << "the same He-uniform draw, uploaded as it is";
   const DeviceBuffer<float> d_x(x);
   const DeviceBuffer<std::uint8_t> d_labels(labels);
@@ -749,7 +759,11 @@ TEST(GpuCnn, EvaluationMatchesTheCpu) {
   gpu.evaluate_batch(d_x.data(), d_labels.data(), eval_rows, d_totals.data(), d_predictions.data());
   const std::vector<float> gpu_logits = gpu.download_logits(eval_rows);
   expect_totals_close(download_totals(d_totals), cpu_totals);
-  EXPECT_EQ(d_predictions.download(), cpu_predictions);
+  const std::vector<std::int32_t> gpu_predictions = d_predictions.download();
+  ASSERT_EQ(gpu_predictions.size(), cpu_predictions.size());
+  int disagree = 0;  // as in expect_totals_close: one image in 100 may be a near-tie
+  for (std::size_t i = 0; i < gpu_predictions.size(); ++i) disagree += gpu_predictions[i] != cpu_predictions[i];
+  EXPECT_LE(disagree, eval_rows / 100);
   double worst = 0;
   for (int r = 0; r < eval_rows; ++r) {
     const float* want = cpu_logits.data() + std::size_t(r) * shape.classes;

@@ -314,6 +314,7 @@ void compare_with_twin(GemmMath math, double tol, const Conv2dShape* shapes, std
     const std::vector<float> g = scaled(test::random_floats(rng, s.y_size()));
     gpu::Conv2d plan(handle.get(), s, math);
     ::testing::Test::RecordProperty("algorithms_" + std::to_string(i), describe(s) + ": " + plan.describe());
+    SCOPED_TRACE("cuDNN's algorithms for " + describe(s) + ": " + plan.describe());  // in every failure message
     const Outputs got = run_gpu(plan, x, w, &b, g);
 
     expect_within("y", got.y, forward(x, w, b.data(), s), forward(absolute(x), absolute(w), absolute(b).data(), s),
