@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <random>
 #include <stdexcept>
@@ -21,6 +20,7 @@
 #include "mnist/ops/conv2d.h"
 #include "mnist/philox.h"
 #include "test_util.h"
+#include "totals_util.h"
 
 namespace mnist {
 namespace {
@@ -558,21 +558,6 @@ std::vector<float> pixel_batch(std::mt19937_64& rng, int rows, const CnnShape& s
 
 EvalTotals download_totals(const DeviceBuffer<EvalTotals>& totals) { return totals.download().at(0); }
 
-// The metrics of the same images from logits equal up to rounding: the loss within 1e-5
-// relative; a prediction may flip where an image's two largest logits are within rounding of
-// each other (cuDNN's and cuBLAS's sums against the CPU's), so up to 1 image in 100 may move
-// between confusion cells. A wrong layout or formula moves most of them.
-void expect_totals_close(const EvalTotals& got, const EvalTotals& want) {
-  EXPECT_EQ(got.count, want.count);
-  const long long flips = std::max<long long>(1, static_cast<long long>(want.count) / 100);
-  EXPECT_LE(std::llabs(static_cast<long long>(got.correct) - static_cast<long long>(want.correct)), flips);
-  long long moved = 0;  // each flipped prediction leaves one cell and enters another
-  for (int i = 0; i < kClasses * kClasses; ++i)
-    moved += std::llabs(static_cast<long long>(got.confusion[i]) - static_cast<long long>(want.confusion[i]));
-  EXPECT_LE(moved, 2 * flips) << "confusion cells moved by " << moved;
-  EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-5 * std::fabs(want.loss_sum));
-}
-
 // Entries that are zero in one of `a`, `b` and not in the other.
 std::size_t zero_pattern_differences(const float* a, const float* b, std::size_t n) {
   std::size_t differences = 0;
@@ -623,7 +608,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   // The forward pass is continuous in the decisions: always compared. Loss and metrics as in
   // test_gpu_trainer.cu; logits within 1e-4 of the largest magnitude of their row (fp32 sums in
   // other orders, ~1e-6 apart in practice; a wrong weight, mask or layout moves them by O(1)).
-  expect_totals_close(download_totals(d_totals), cpu_totals);
+  test::expect_totals_close(download_totals(d_totals), cpu_totals);
   for (int r = 0; r < rows; ++r) {
     const float* want = cpu_logits.data() + std::size_t(r) * shape.classes;
     double scale = 0;
@@ -758,12 +743,8 @@ TEST(GpuCnn, EvaluationMatchesTheCpu) {
   DeviceBuffer<std::int32_t> d_predictions(eval_rows);
   gpu.evaluate_batch(d_x.data(), d_labels.data(), eval_rows, d_totals.data(), d_predictions.data());
   const std::vector<float> gpu_logits = gpu.download_logits(eval_rows);
-  expect_totals_close(download_totals(d_totals), cpu_totals);
-  const std::vector<std::int32_t> gpu_predictions = d_predictions.download();
-  ASSERT_EQ(gpu_predictions.size(), cpu_predictions.size());
-  int disagree = 0;  // as in expect_totals_close: one image in 100 may be a near-tie
-  for (std::size_t i = 0; i < gpu_predictions.size(); ++i) disagree += gpu_predictions[i] != cpu_predictions[i];
-  EXPECT_LE(disagree, eval_rows / 100);
+  test::expect_totals_close(download_totals(d_totals), cpu_totals);
+  test::expect_predictions_close(d_predictions.download(), cpu_predictions);
   double worst = 0;
   for (int r = 0; r < eval_rows; ++r) {
     const float* want = cpu_logits.data() + std::size_t(r) * shape.classes;

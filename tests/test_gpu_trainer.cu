@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <random>
@@ -22,6 +21,7 @@
 #include "mnist/trainer.h"
 #include "random_dataset.h"
 #include "test_util.h"
+#include "totals_util.h"
 
 namespace mnist {
 namespace {
@@ -88,24 +88,6 @@ void expect_totals_equal(const EvalTotals& got, const EvalTotals& want) {
   for (int i = 0; i < kClasses * kClasses; ++i) EXPECT_EQ(got.confusion[i], want.confusion[i]) << "cell " << i;
 }
 
-// GPU against CPU: the same predictions (counts, confusion), the loss up to rounding.
-// The metrics of the same images under parameters equal up to rounding: the loss within 1e-5
-// relative; the predictions may differ where an image's two largest logits are within rounding
-// of each other (in this setup about 6·δ of the images have a top-two gap below δ, relative,
-// measured on the CPU trainer over 200 seeds; after an epoch the GPU's logits may differ from
-// the CPU's by ~1e-5 relative, an estimate from the parameter tolerance below), so up to 1 image
-// in 100 may move between confusion cells. A wrong layout or formula moves most of them.
-void expect_totals_close(const EvalTotals& got, const EvalTotals& want) {
-  EXPECT_EQ(got.count, want.count);
-  const long long flips = std::max<long long>(1, static_cast<long long>(want.count) / 100);
-  EXPECT_LE(std::llabs(static_cast<long long>(got.correct) - static_cast<long long>(want.correct)), flips);
-  long long moved = 0;  // each flipped prediction leaves one cell and enters another
-  for (int i = 0; i < kClasses * kClasses; ++i)
-    moved += std::llabs(static_cast<long long>(got.confusion[i]) - static_cast<long long>(want.confusion[i]));
-  EXPECT_LE(moved, 2 * flips) << "confusion cells moved by " << moved;
-  EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-5 * std::fabs(want.loss_sum));
-}
-
 void expect_states_equal(const ModelState& got, const ModelState& want) {
   EXPECT_EQ(got.kind, want.kind);
   EXPECT_EQ(got.sizes, want.sizes);
@@ -130,7 +112,7 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
   const EvalTotals cpu_train = cpu->train_epoch(1);
   const EvalTotals gpu_train = gpu->train_epoch(1);
   EXPECT_EQ(gpu_train.count, static_cast<unsigned long long>(kTrainImages));
-  expect_totals_close(gpu_train, cpu_train);
+  test::expect_totals_close(gpu_train, cpu_train);
 
   const ModelState want = cpu->state();
   const ModelState got = gpu->state();
@@ -155,12 +137,10 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
   EXPECT_LE(params.worst_abs, 2.0 * config.lr);
 
   std::vector<std::int32_t> cpu_predictions(kValidationImages, -1), gpu_predictions(kValidationImages, -2);
-  expect_totals_close(gpu->evaluate(data.split().validation, gpu_predictions.data()),
+  test::expect_totals_close(gpu->evaluate(data.split().validation, gpu_predictions.data()),
                       cpu->evaluate(data.split().validation, cpu_predictions.data()));
-  int disagree = 0;  // as in expect_totals_close: one image in 100 may be a near-tie
-  for (int i = 0; i < kValidationImages; ++i) disagree += gpu_predictions[std::size_t(i)] != cpu_predictions[std::size_t(i)];
-  EXPECT_LE(disagree, kValidationImages / 100);
-  expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
+  test::expect_predictions_close(gpu_predictions, cpu_predictions);
+  test::expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
 }
 
 // Two epochs (the first runs as stream launches and is captured at its end, the second replays
@@ -233,8 +213,8 @@ TEST(GpuTrainer, StateRoundTripsAndLoadsACpuCheckpoint) {
   const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
   gpu->load_state(cpu->state());
   expect_states_equal(gpu->state(), cpu->state());
-  expect_totals_close(gpu->evaluate(data.split().validation), cpu->evaluate(data.split().validation));
-  expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
+  test::expect_totals_close(gpu->evaluate(data.split().validation), cpu->evaluate(data.split().validation));
+  test::expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
 
   // A state of another shape is refused, as the CPU trainer refuses it.
   ModelState wrong = saved;
