@@ -426,6 +426,7 @@ class GpuTrainer final : public Trainer {
     NvtxRange epoch_range("epoch " + std::to_string(epoch));
     const cudaStream_t stream = stream_.get();
     const int first_step = std::min(take_first_step(), steps_);
+    last_epoch_device_ms_ = std::numeric_limits<double>::quiet_NaN();  // until this epoch's is read
     epoch_start_.record(stream);
     shuffle(epoch);
     MNIST_CHECK(cudaMemsetAsync(epoch_totals_.data(), 0, epoch_totals_.bytes(), stream));

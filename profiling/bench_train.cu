@@ -12,13 +12,13 @@
 // measures the two ceilings on this GPU: a large GEMM through the trainer's own GEMM call
 // (gpu::dense_forward, fp32 and tf32) and a large device-to-device copy.
 //
-// Timing. The trainer's stream is private and non-blocking, so events recorded on any other
-// stream would not bracket its work. Each epoch is therefore timed on the host: the device is
-// synchronized (cudaDeviceSynchronize), steady_clock read, train_epoch() called (it enqueues
-// the shuffle and the epoch's steps and waits for them: its one synchronization), the device
-// synchronized again and the clock read. That is the epoch as a user pays for it: device time
-// plus the launches and the one wait. The ceilings are timed with CUDA events on their own
-// stream, median of several runs after warm-up.
+// Timing. Each epoch is timed on the host: the device is synchronized (cudaDeviceSynchronize),
+// steady_clock read, train_epoch() called (it enqueues the shuffle and the epoch's steps and
+// waits for them: its one synchronization), the device synchronized again and the clock read.
+// That is the epoch as a user pays for it (device time plus the launches and the one wait), and
+// how the peers time theirs. Beside it, the device time from the CUDA events the trainer records
+// on its own stream around the epoch's work (Trainer::last_epoch_device_ms). The ceilings are
+// timed with CUDA events on their own stream, median of several runs after warm-up.
 //
 // Work counted from the model's shape (nothing is looked up):
 //   FLOPs per image: forward 2·Σ_l in·out, weight gradients 2·Σ_l in·out, input gradients

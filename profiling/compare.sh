@@ -90,16 +90,20 @@ record() {  # record SYSTEM ROUND MS IMAGES_PER_S ACCURACY ERROR
 # background and is waited for, so that a signal to this script stops the wait at once and the
 # trap below stops that group.
 running=""  # "SYSTEM ROUND PID" of the run in progress
+run_started=0
 run_limited() {
   local out=$1 err=$2 status=0
   shift 2
+  run_started=$SECONDS
   timeout --kill-after=5 "$run_timeout" "$@" >"$out" 2>"$err" &
   running="$current $!"
   wait "$!" || status=$?
   running=""
   return "$status"
 }
-timed_out() { ((${1:-0} == 124 || ${1:-0} == 137)); }
+# timed_out STATUS: the run ended at its limit (124, or 137 after the KILL), not earlier (a run
+# killed by something else, such as the OOM killer, also exits 137).
+timed_out() { (((${1:-0} == 124 || ${1:-0} == 137) && SECONDS - run_started >= run_timeout)); }
 
 run_ours() {  # run_ours ROUND
   local log=$out_dir/mnist-cuda.$1 json status=0
@@ -204,7 +208,8 @@ print_table() {
 # A signal (a caller's time limit, Ctrl-C): stop the run in progress, then the table of what
 # finished, so that the rows already measured are not lost with the script.
 stopped() {
-  trap - TERM INT
+  local system round pid
+  trap '' TERM INT  # a caller's second TERM (timeout signals the script, then its group) waits
   if [[ -n $running ]]; then
     read -r system round pid <<<"$running"
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true

@@ -25,7 +25,7 @@
 #   mnist train default x3 (seed 1 twice,
 #     --no-graph: the metrics must agree)        45 each  ~17 s each
 #   compare.sh --model mlp, then cnn            180 each  up to 180 s each: the cnn one is
-#     (75 s a run at most; cut, it still                 usually cut or skipped
+#     (--run-timeout 75; cut, it still                   usually cut or skipped
 #     prints the rows it finished)
 #   racecheck, synccheck (our kernels only),
 #     initcheck                                   rest    only if time is left
@@ -315,11 +315,10 @@ if wants tests; then
   rm -f build-gpu/ctest-gpu.xml
   t=$(capped 150)
   stop_at=$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)
-  # GoogleTest's own XML per test process (a new name when the file exists): the properties the
-  # tests record, such as the cuDNN algorithms chosen (algorithms_*, conv_plans), are only there.
+  # Each gpu test writes GoogleTest's XML to build-gpu/gtest-xml/ (CMakeLists.txt): the
+  # properties the tests record, such as the cuDNN algorithms chosen, are only there.
   rm -rf build-gpu/gtest-xml
-  stage "ctest -L gpu" "$t" "${ours[@]}" GTEST_OUTPUT="xml:$repo/build-gpu/gtest-xml/" \
-    ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 90 \
+  stage "ctest -L gpu" "$t" "${ours[@]}" ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 90 \
     --stop-time "$stop_at" --output-on-failure --output-junit "$repo/build-gpu/ctest-gpu.xml"
   # (ctest -N rewrites LastTest.log: the run's copy first.)
   cp build-gpu/Testing/Temporary/LastTest.log "$extras/LastTest-gpu.log" 2>/dev/null

@@ -43,6 +43,7 @@ chmod +x "$stand_ins/bin/"* "$stand_ins/build/profiling/bench_train"
 
 failures=0
 fail() { echo "FAIL  $*"; failures=$((failures + 1)); }
+command -v pgrep >/dev/null 2>&1 || fail "pgrep not found: what is left running cannot be checked"
 expect_row() {  # expect_row OUTPUT PATTERN WHAT
   if grep -qE "$2" <<<"$1"; then echo "ok    $3"; else fail "$3: no row matching $2"; fi
 }

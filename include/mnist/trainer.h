@@ -101,7 +101,8 @@ class Trainer {
   virtual bool replays_graphs() const { return false; }
   // Device time of the last train_epoch in milliseconds, from CUDA events recorded on the
   // trainer's stream around the epoch's work (shuffle, steps, the copy of its totals): what the
-  // benchmarks report beside the host clock. NaN on the CPU and before the first epoch.
+  // benchmarks report beside the host clock; an epoch resumed mid-way counts only the steps it
+  // ran. NaN on the CPU, before the first epoch and after one that a CUDA error stopped.
   virtual double last_epoch_device_ms() const { return std::numeric_limits<double>::quiet_NaN(); }
   // Shuffles the training split with (seed, epoch) and runs every step of the epoch;
   // returns the loss and accuracy of the training batches as they were trained on. Throws
