@@ -92,8 +92,11 @@ int run(const Options& options) {
   }
 
   std::vector<double> steady, steady_event;
-  for (const EpochRecord& r : records)
-    if (r.epoch > 1) steady.push_back(r.train_ms), steady_event.push_back(r.train_event_ms);
+  for (const EpochRecord& r : records) {
+    if (r.epoch == 1) continue;
+    steady.push_back(r.train_ms);
+    steady_event.push_back(r.train_event_ms);
+  }
   const double ms = median(steady.empty() ? std::vector<double>{records[0].train_ms} : steady);
   const double event_ms = median(steady_event.empty() ? std::vector<double>{records[0].train_event_ms} : steady_event);
   const double images_per_s = split.train.count / (ms / 1000.0);

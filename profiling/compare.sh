@@ -84,7 +84,7 @@ record() {  # record SYSTEM ROUND MS IMAGES_PER_S ACCURACY ERROR
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"
 }
 
-# run_limited OUT ERR COMMAND...: COMMAND with its output in OUT and ERR, stopped after
+# run_limited "SYSTEM ROUND" OUT ERR COMMAND...: COMMAND with its output in OUT and ERR, stopped after
 # run_timeout seconds (exit 124, or 137 when TERM did not stop it). timeout runs it in a process
 # group of its own and stops the whole group (the peers' compile workers too). It runs in the
 # background and is waited for, so that a signal to this script stops the wait at once and the
@@ -92,11 +92,11 @@ record() {  # record SYSTEM ROUND MS IMAGES_PER_S ACCURACY ERROR
 running=""  # "SYSTEM ROUND PID" of the run in progress
 run_started=0
 run_limited() {
-  local out=$1 err=$2 status=0
-  shift 2
+  local label=$1 out=$2 err=$3 status=0
+  shift 3
   run_started=$SECONDS
   timeout --kill-after=5 "$run_timeout" "$@" >"$out" 2>"$err" &
-  running="$current $!"
+  running="$label $!"
   wait "$!" || status=$?
   running=""
   return "$status"
@@ -112,8 +112,7 @@ run_ours() {  # run_ours ROUND
     return
   fi
   echo ">>> round $1: mnist-cuda ($our_bench)" >&2
-  current="mnist-cuda $1"
-  run_limited "$log.json" "$log.err" "$build_dir/profiling/$our_bench" "${our_args[@]}" "${tf32[@]}" || status=$?
+  run_limited "mnist-cuda $1" "$log.json" "$log.err" "$build_dir/profiling/$our_bench" "${our_args[@]}" "${tf32[@]}" || status=$?
   json=$(tail -n 1 "$log.json")
   if timed_out "$status"; then
     record mnist-cuda "$1" "" "" "" "timed out after $run_timeout s (--run-timeout)"
@@ -135,8 +134,7 @@ run_peer() {  # run_peer SYSTEM ROUND SCRIPT ARG...
     return
   fi
   echo ">>> round $round: $system" >&2
-  current="$system $round"
-  run_limited "$log.out" "$log.err" "$python" "$@" --epochs "$epochs" "${tf32[@]}" || status=$?
+  run_limited "$system $round" "$log.out" "$log.err" "$python" "$@" --epochs "$epochs" "${tf32[@]}" || status=$?
   line=$(grep '^RESULT ' "$log.out" | tail -n 1 || true)
   if timed_out "$status"; then
     record "$system" "$round" "" "" "" "timed out after $run_timeout s (--run-timeout)"
@@ -156,6 +154,7 @@ run_peer() {  # run_peer SYSTEM ROUND SCRIPT ARG...
 }
 
 print_table() {
+  local gpu
   gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1 || true)
   echo
   echo "## mnist-cuda against PyTorch and JAX on ${gpu:-this GPU}"

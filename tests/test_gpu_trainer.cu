@@ -138,7 +138,7 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
 
   std::vector<std::int32_t> cpu_predictions(kValidationImages, -1), gpu_predictions(kValidationImages, -2);
   test::expect_totals_close(gpu->evaluate(data.split().validation, gpu_predictions.data()),
-                      cpu->evaluate(data.split().validation, cpu_predictions.data()));
+                            cpu->evaluate(data.split().validation, cpu_predictions.data()));
   test::expect_predictions_close(gpu_predictions, cpu_predictions);
   test::expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
 }
