@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <random>
@@ -13,13 +14,40 @@
 
 namespace mnist::test {
 
-// A fresh seed per test, so every run draws new inputs; reported so a failure can be replayed.
+// A fresh seed per test, so every run draws new inputs. A failing test prints it (below), and
+// MNIST_TEST_SEED=<seed> makes every test draw that seed instead, to replay the failure.
 inline std::uint64_t fresh_seed() {
-  std::random_device device;
-  const std::uint64_t seed = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  std::uint64_t seed = 0;
+  if (const char* fixed = std::getenv("MNIST_TEST_SEED"); fixed != nullptr && *fixed != '\0') {
+    char* end = nullptr;
+    seed = std::strtoull(fixed, &end, 10);
+    if (*end != '\0' || *fixed == '-')
+      ADD_FAILURE() << "MNIST_TEST_SEED must be an unsigned decimal number, got '" << fixed << "'";
+  } else {
+    std::random_device device;
+    seed = (static_cast<std::uint64_t>(device()) << 32) ^ device();
+  }
   ::testing::Test::RecordProperty("seed", std::to_string(seed));
   return seed;
 }
+
+// GoogleTest writes recorded properties only to its XML, so a failure's seed would be lost in
+// ctest's output: this listener prints it with the command line that replays the test.
+class SeedOfFailedTestPrinter : public ::testing::EmptyTestEventListener {
+  void OnTestEnd(const ::testing::TestInfo& test) override {
+    const ::testing::TestResult& result = *test.result();
+    if (!result.Failed()) return;
+    for (int i = 0; i < result.test_property_count(); ++i)
+      if (std::string(result.GetTestProperty(i).key()) == "seed")
+        std::printf("[  SEED    ] replay: MNIST_TEST_SEED=%s %s --gtest_filter=%s.%s\n",
+                    result.GetTestProperty(i).value(), ::testing::internal::GetArgvs().front().c_str(),
+                    test.test_suite_name(), test.name());
+  }
+};
+inline const bool seed_of_failed_test_printer_installed = [] {
+  ::testing::UnitTest::GetInstance()->listeners().Append(new SeedOfFailedTestPrinter);
+  return true;
+}();
 
 inline std::vector<float> random_floats(std::mt19937_64& rng, std::size_t n, float lo = -1.f, float hi = 1.f) {
   std::uniform_real_distribution<float> dist(lo, hi);
