@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "mnist/cnn.h"
 #include "mnist/device.h"
 #include "mnist/mlp.h"
 #include "mnist/trainer.h"
@@ -366,8 +367,11 @@ TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
   // One epoch from the same weights, shuffle and masks. The loss is continuous in the rounding
   // (1e-3 relative allows for three steps of it); the parameters may differ by a visible part of
   // lr only where Adam amplified a near-zero gradient's rounding or a ReLU/max-pool decision
-  // split (test_cnn.cu: at most 254 of 3.3 million after a step): at most 1% beyond 0.1·lr here,
-  // where a wrong step, mask, layout or formula moves most of them by ~lr.
+  // split (test_cnn.cu: at most 254 of 3.3 million after a step). A split at a dense1 unit that
+  // few images activate changes its whole gradient column: on the emulator, 1 seed in ~400
+  // moved 224 of one unit's 392 weights (MNIST_TEST_SEED=15168755315946472177 with
+  // OPENBLAS_NUM_THREADS=1). So at most 1% beyond 0.1·lr, plus one dense1 unit's fan-in and
+  // bias; a wrong dropout rate (0.45), lr (×1.5) or batch (127) moved 25% to 73% of them.
   const EvalTotals cpu_train = cpu->train_epoch(1);
   const EvalTotals gpu_train = gpu->train_epoch(1);
   EXPECT_EQ(gpu_train.count, cpu_train.count);
@@ -378,7 +382,8 @@ TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
   std::size_t moved = 0;
   for (std::size_t i = 0; i < got.params.size(); ++i)
     moved += !(std::fabs(double(got.params[i]) - want.params[i]) <= 0.1 * config.lr);
-  EXPECT_LE(moved, got.params.size() / 100) << moved << " of " << got.params.size() << " parameters";
+  const std::size_t one_dense1_unit = CnnShape::from_sizes(got.sizes).flat() + 1;
+  EXPECT_LE(moved, got.params.size() / 100 + one_dense1_unit) << moved << " of " << got.params.size() << " parameters";
 
   // CPU → GPU: the same parameters give the same predictions, up to an argmax within rounding.
   gpu->load_state(want);
