@@ -115,8 +115,12 @@ void GpuCnn::prepare(int rows) {
     throw std::invalid_argument("GpuCnn: a batch of " + std::to_string(rows) + " images (1 to " +
                                 std::to_string(max_batch_) + " fit the workspace)");
   if (plans_.count(rows)) return;
-  plans_.emplace(rows, ConvPlans{gpu::Conv2d(cudnn_.get(), shape_.conv(0, rows), math_),
-                                 gpu::Conv2d(cudnn_.get(), shape_.conv(1, rows), math_)});
+  // A batch larger than the backward buffers is only ever evaluated: cuDNN need not find
+  // backward algorithms (nor workspace) for it, which at 10,000 images may be the largest.
+  const auto passes = rows <= max_train_batch_ ? gpu::Conv2d::Passes::kForwardAndBackward
+                                               : gpu::Conv2d::Passes::kForwardOnly;
+  plans_.emplace(rows, ConvPlans{gpu::Conv2d(cudnn_.get(), shape_.conv(0, rows), math_, passes),
+                                 gpu::Conv2d(cudnn_.get(), shape_.conv(1, rows), math_, passes)});
 }
 
 GpuCnn::ConvPlans& GpuCnn::plans(int rows) {

@@ -178,6 +178,7 @@ struct Conv2d::Plan {
   cudnnHandle_t handle;
   Conv2dShape shape;
   GemmMath math;
+  bool backward = true;  // false: a forward-only plan, no backward algorithms chosen
   TensorDesc x, y, bias;
   FilterDesc w;
   ConvDesc fwd_conv, bwd_data_conv, bwd_filter_conv;
@@ -188,10 +189,12 @@ struct Conv2d::Plan {
   DeviceBuffer<unsigned char> workspace;
 };
 
-Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, std::size_t workspace_limit) {
+Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, Passes passes,
+               std::size_t workspace_limit) {
   validate(shape);
   if (handle == nullptr) throw std::invalid_argument("gpu::Conv2d: null cuDNN handle");
   auto plan = std::make_unique<Plan>(handle, shape, math);
+  plan->backward = passes == Passes::kForwardAndBackward;
   Plan& p = *plan;
 
   // cuDNN's own output size must be ours (stride 1: H + 2·pad - k + 1).
@@ -215,7 +218,7 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, st
     MNIST_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, p.x.get(), p.w.get(), p.fwd_conv.get(), p.y.get(),
                                                         p.fwd_algo, &ws_fwd));
   }
-  {
+  if (p.backward) {
     int max_count = 0, returned = 0;
     MNIST_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(handle, &max_count));
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> ranked(static_cast<std::size_t>(std::max(max_count, 1)));
@@ -230,7 +233,7 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, st
     MNIST_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w.get(), p.y.get(), p.bwd_data_conv.get(),
                                                              p.x.get(), p.bwd_data_algo, &ws_data));
   }
-  {
+  if (p.backward) {
     int max_count = 0, returned = 0;
     MNIST_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(handle, &max_count));
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> ranked(static_cast<std::size_t>(std::max(max_count, 1)));
@@ -256,14 +259,25 @@ Conv2d::Conv2d(Conv2d&&) noexcept = default;
 Conv2d& Conv2d::operator=(Conv2d&&) noexcept = default;
 
 const Conv2dShape& Conv2d::shape() const { return plan_->shape; }
+bool Conv2d::has_backward() const { return plan_->backward; }
 
 std::string Conv2d::describe() const {
   const Plan& p = *plan_;
-  return std::string("forward ") + algo_name(p.fwd_algo) + " (" + math_name(p.fwd_math) + "), backward data " +
-         algo_name(p.bwd_data_algo) + " (" + math_name(p.bwd_data_math) + "), backward filter " +
-         algo_name(p.bwd_filter_algo) + " (" + math_name(p.bwd_filter_math) + "), workspace " +
-         std::to_string(p.workspace.bytes()) + " bytes";
+  const std::string backward = !p.backward ? ", no backward (forward-only plan)"
+                                           : ", backward data " + algo_name(p.bwd_data_algo) + " (" +
+                                                 math_name(p.bwd_data_math) + "), backward filter " +
+                                                 algo_name(p.bwd_filter_algo) + " (" +
+                                                 math_name(p.bwd_filter_math) + ")";
+  return std::string("forward ") + algo_name(p.fwd_algo) + " (" + math_name(p.fwd_math) + ")" + backward +
+         ", workspace " + std::to_string(p.workspace.bytes()) + " bytes";
 }
+
+namespace {
+void require_backward(const Conv2d& plan, const char* call) {
+  if (!plan.has_backward())
+    throw std::logic_error(std::string("gpu::Conv2d::") + call + " on a forward-only plan");
+}
+}  // namespace
 
 // alpha = 1, beta = 0: the output is overwritten and never read (it may hold NaN).
 void Conv2d::forward(const float* x, const float* w, const float* b, float* y) {
@@ -276,6 +290,7 @@ void Conv2d::forward(const float* x, const float* w, const float* b, float* y) {
 }
 
 void Conv2d::backward_data(const float* dy, const float* w, float* dx) {
+  require_backward(*this, "backward_data");
   Plan& p = *plan_;
   const float one = 1.f, zero = 0.f;
   MNIST_CHECK(cudnnConvolutionBackwardData(p.handle, &one, p.w.get(), w, p.y.get(), dy, p.bwd_data_conv.get(),
@@ -284,6 +299,7 @@ void Conv2d::backward_data(const float* dy, const float* w, float* dx) {
 }
 
 void Conv2d::backward_filter(const float* x, const float* dy, float* dw) {
+  require_backward(*this, "backward_filter");
   Plan& p = *plan_;
   const float one = 1.f, zero = 0.f;
   MNIST_CHECK(cudnnConvolutionBackwardFilter(p.handle, &one, p.x.get(), x, p.y.get(), dy, p.bwd_filter_conv.get(),
@@ -296,6 +312,7 @@ void Conv2d::backward_filter(const float* x, const float* dy, float* dw) {
 // data ALGO_0, max-pooling backward, ...) and this is not among them. The GPU tests check it
 // bit for bit.
 void Conv2d::backward_bias(const float* dy, float* db) {
+  require_backward(*this, "backward_bias");
   Plan& p = *plan_;
   const float one = 1.f, zero = 0.f;
   MNIST_CHECK(cudnnConvolutionBackwardBias(p.handle, &one, p.y.get(), dy, &zero, p.bias.get(), db));

@@ -755,6 +755,9 @@ TEST(GpuCnn, EvaluationMatchesTheCpu) {
   }
   EXPECT_LE(worst, 1e-4) << "logits, relative to the largest of their row";
   ::testing::Test::RecordProperty("logits_worst_scaled", std::to_string(worst));
+  // The 300-image plans only evaluate: cuDNN was asked for no backward algorithm there.
+  EXPECT_NE(gpu.describe(eval_rows).find("forward-only"), std::string::npos) << gpu.describe(eval_rows);
+  EXPECT_EQ(gpu.describe(train_rows).find("forward-only"), std::string::npos) << gpu.describe(train_rows);
 }
 
 TEST(GpuCnn, RunsAreBitIdenticalForTheSameSeed) {

@@ -393,6 +393,39 @@ TEST(GpuConv2d, DeterministicAcrossCallsAndPlans) {
   }
 }
 
+// An evaluation plan: the same forward pass, bit for bit, as a training plan of the shape (the
+// same heuristics choose its algorithm), and backward calls refused before anything is written.
+TEST(GpuConv2d, ForwardOnlyPlanRunsTheSameForwardAndRefusesBackward) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const Conv2dShape s = make_shape(9, 3, 11, 8, 6, 5, 2);
+  const std::vector<float> x = test::random_floats(rng, s.x_size());
+  const std::vector<float> w = test::random_floats(rng, s.w_size());
+  const std::vector<float> b = test::random_floats(rng, static_cast<std::size_t>(s.out_channels));
+  const std::vector<float> g = test::random_floats(rng, s.y_size());
+  CudnnHandle handle;
+  gpu::Conv2d training(handle.get(), s);
+  gpu::Conv2d evaluation(handle.get(), s, GemmMath::kFp32, gpu::Conv2d::Passes::kForwardOnly);
+  EXPECT_TRUE(training.has_backward());
+  EXPECT_FALSE(evaluation.has_backward());
+  EXPECT_NE(evaluation.describe().find("forward-only"), std::string::npos) << evaluation.describe();
+
+  const DeviceBuffer<float> d_x(x), d_w(w), d_b(b), d_g(g);
+  DeviceBuffer<float> d_y(s.y_size()), d_dx(s.x_size()), d_dw(s.w_size()), d_db(s.out_channels);
+  for (DeviceBuffer<float>* out : {&d_y, &d_dx, &d_dw, &d_db}) out->fill_bytes(0xFF);
+  evaluation.forward(d_x.data(), d_w.data(), d_b.data(), d_y.data());
+  const std::vector<float> y = d_y.download();
+  expect_within("y", y, forward(x, w, b.data(), s), forward(absolute(x), absolute(w), absolute(b).data(), s), 1e-5,
+                s);
+  EXPECT_TRUE(y == run_gpu(training, x, w, &b, g).y) << "forward-only and training plans differ";
+
+  EXPECT_THROW(evaluation.backward_data(d_g.data(), d_w.data(), d_dx.data()), std::logic_error);
+  EXPECT_THROW(evaluation.backward_filter(d_x.data(), d_g.data(), d_dw.data()), std::logic_error);
+  EXPECT_THROW(evaluation.backward_bias(d_g.data(), d_db.data()), std::logic_error);
+  for (const DeviceBuffer<float>* out : {&d_dx, &d_dw, &d_db})
+    for (float v : out->download()) ASSERT_TRUE(std::isnan(v)) << "a refused backward call wrote its output";
+}
+
 TEST(GpuConv2d, RejectsBadShape) {
   MNIST_REQUIRE_GPU();
   CudnnHandle handle;

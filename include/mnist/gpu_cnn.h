@@ -32,7 +32,8 @@ class GpuCnn {
  public:
   // Forward buffers hold max(max_batch, max_train_batch) images (an evaluation chunk), backward
   // buffers max_train_batch. The cuBLAS and cuDNN handles are the model's own, bound to `stream`,
-  // which must outlive the model. The convolution plans of both batch sizes are built here.
+  // which must outlive the model. The convolution plans of both batch sizes are built here
+  // (forward-only for a batch larger than max_train_batch, which is never trained on).
   // math: kFp32 (the default) keeps the convolutions and GEMMs in fp32; kTf32 allows TF32.
   GpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_smoothing, int max_batch,
          int max_train_batch, cudaStream_t stream, GemmMath math = GemmMath::kFp32);

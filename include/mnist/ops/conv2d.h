@@ -97,12 +97,16 @@ class Conv2d {
  public:
   static constexpr std::size_t kDefaultWorkspaceLimit = std::size_t{256} << 20;
 
+  // kForwardOnly (an evaluation batch) chooses no backward algorithms and sizes the workspace
+  // for the forward pass alone; its backward calls throw std::logic_error.
+  enum class Passes { kForwardAndBackward, kForwardOnly };
+
   // math: kFp32 asks cuDNN for CUDNN_FMA_MATH (fp32 products and sums, no TF32 even on
   // Ampere/Hopper); kTf32 for CUDNN_DEFAULT_MATH, which lets it use TF32 tensor cores.
   // Throws std::invalid_argument for a bad shape, std::runtime_error when cuDNN offers no
   // deterministic algorithm within workspace_limit bytes, CudaError for a failed cuDNN call.
   Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math = GemmMath::kFp32,
-         std::size_t workspace_limit = kDefaultWorkspaceLimit);
+         Passes passes = Passes::kForwardAndBackward, std::size_t workspace_limit = kDefaultWorkspaceLimit);
   ~Conv2d();
   Conv2d(Conv2d&&) noexcept;
   Conv2d& operator=(Conv2d&&) noexcept;
@@ -117,6 +121,7 @@ class Conv2d {
   void backward_bias(const float* dy, float* db);
 
   const Conv2dShape& shape() const;
+  bool has_backward() const;
   // The chosen algorithms, their math and the workspace size, e.g. for a run's log.
   std::string describe() const;
 
