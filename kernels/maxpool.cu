@@ -35,8 +35,10 @@ __global__ void maxpool_forward_kernel(const float* __restrict__ x, float* __res
     const int r = static_cast<int>(k % (static_cast<std::size_t>(out_h) * out_w));
     const int i = r / out_w, j = r % out_w;
     const float* top = x + (p * height + 2 * i) * width + 2 * j;
-    const float v[4] = {top[0], top[1], top[width], top[width + 1]};
-    y[k] = v[window_argmax(v[0], v[1], v[2], v[3])];
+    const float v0 = top[0], v1 = top[1], v2 = top[width], v3 = top[width + 1];
+    // selects, not an array indexed at run time, which nvcc puts in local memory (a stack frame)
+    const int a = window_argmax(v0, v1, v2, v3);
+    y[k] = a == 0 ? v0 : a == 1 ? v1 : a == 2 ? v2 : v3;
   }
 }
 
