@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 #include <utility>
 
 #include "mnist/cnn.h"
@@ -12,6 +13,7 @@
 #include "mnist/model.h"
 #include "mnist/ops/finite_check.h"
 #include "mnist/ops/gather.h"
+#include "mnist/ops/gemm.h"
 #include "mnist/philox.h"
 #include "mnist/progress.h"
 #include "mnist/trainer.h"
@@ -44,7 +46,11 @@ class CpuTrainer final : public Trainer {
         y_(std::max(config.batch_size, kEvalChunk)),
         indices_(kEvalChunk) {}
 
-  std::string device_name() const override { return "CPU (OpenBLAS)"; }
+  // The thread count is part of what reproduces a run (gemm.h: blas_threads).
+  std::string device_name() const override {
+    const int threads = ref::blas_threads();
+    return "CPU (OpenBLAS, " + std::to_string(threads) + (threads == 1 ? " thread)" : " threads)");
+  }
 
   // Each step is checked: the batch's loss (its sum stays finite while every sample's loss is)
   // and, after Adam, every parameter. The scan of the flat buffer is cheap: ~0.14 ms for the

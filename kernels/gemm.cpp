@@ -69,4 +69,6 @@ void dense_forward_naive(const float* x, const float* w, float* y, int batch, in
   }
 }
 
+int blas_threads() { return openblas_get_num_threads(); }
+
 }  // namespace mnist::ref

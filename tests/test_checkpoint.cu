@@ -635,11 +635,13 @@ PrintedTest parse_test_line(const std::string& output) {
 
 TEST(EvaluateCli, PrintsTheTestAccuracyOfTheRunsReport) {
   const fs::path dir = fresh_temp_dir("evaluate");
-  const Outcome trained =
-      run_mnist("train --device cpu --train-subset 3000 --epochs 1 --hidden 32 --label-smoothing 0.1 --out " + dir.string());
+  const Outcome trained = test::run_program(
+      std::string("OPENBLAS_NUM_THREADS=1 ") + MNIST_BINARY,
+      "train --device cpu --train-subset 3000 --epochs 1 --hidden 32 --label-smoothing 0.1 --out " + dir.string());
   ASSERT_EQ(trained.status, 0) << trained.output;
   const nlohmann::json report = nlohmann::json::parse(read_text(dir / "report.json"));
   EXPECT_EQ(report["timings"]["cuda_graph"], false);  // the CPU has none; a missing key fails too
+  EXPECT_EQ(report["device"], "CPU (OpenBLAS, 1 thread)");  // the thread count sets the GEMMs' rounding
 
   const Outcome evaluated = run_mnist("evaluate --device cpu --model " + (dir / "last.ckpt").string());
   ASSERT_EQ(evaluated.status, 0) << evaluated.output;

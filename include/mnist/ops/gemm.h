@@ -16,6 +16,9 @@ void dense_backward_weights(const float* x, const float* dy, float* dw, int batc
 void dense_backward_input(const float* dy, const float* w, float* dx, int batch, int in, int out);
 // Triple loops; pins the convention that the BLAS calls must agree with.
 void dense_forward_naive(const float* x, const float* w, float* y, int batch, int in, int out);
+// The threads OpenBLAS splits a GEMM over (OPENBLAS_NUM_THREADS, else the cores). Results repeat
+// bit for bit for one count; another count may sum in another order and round differently.
+int blas_threads();
 }  // namespace ref
 
 namespace gpu {
