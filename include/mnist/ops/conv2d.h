@@ -36,7 +36,8 @@
 // candidates the plan takes the first that succeeded, is CUDNN_DETERMINISTIC (no atomics: the
 // backward passes give the same bits every run; this excludes BWD_DATA_ALGO_0 and
 // BWD_FILTER_ALGO_0/3) and fits the workspace limit. One workspace, the largest of the three, is
-// allocated then and reused by every call.
+// allocated then and reused by every call. A forward-only plan (an evaluation batch) chooses the
+// forward algorithm alone and sizes the workspace for it.
 #include <cudnn.h>
 
 #include <cstddef>
