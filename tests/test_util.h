@@ -3,6 +3,8 @@
 // error measures in which a NaN always fails, and the GPU skip.
 #include <gtest/gtest.h>
 
+#include <cctype>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -19,9 +21,11 @@ namespace mnist::test {
 inline std::uint64_t fresh_seed() {
   std::uint64_t seed = 0;
   if (const char* fixed = std::getenv("MNIST_TEST_SEED"); fixed != nullptr && *fixed != '\0') {
+    // strtoull alone would take " 5", "+5" and "-5" (as 2^64 - 5) and clamp an overflow.
     char* end = nullptr;
+    errno = 0;
     seed = std::strtoull(fixed, &end, 10);
-    if (*end != '\0' || *fixed == '-')
+    if (!std::isdigit(static_cast<unsigned char>(*fixed)) || *end != '\0' || errno == ERANGE)
       ADD_FAILURE() << "MNIST_TEST_SEED must be an unsigned decimal number, got '" << fixed << "'";
   } else {
     std::random_device device;
