@@ -89,8 +89,12 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     metrics.val_loss = mean_loss(validation);
     metrics.val_accuracy = accuracy(validation);
     metrics.seconds = seconds_since(epoch_start);
-    std::printf("epoch %3d/%d  train loss %.4f acc %.4f  val loss %.4f acc %.4f  %.2fs\n", epoch, config.epochs,
-                metrics.train_loss, metrics.train_accuracy, metrics.val_loss, metrics.val_accuracy, metrics.seconds);
+    std::printf("epoch %3d/%d  train loss %.4f acc %.4f  ", epoch, config.epochs, metrics.train_loss,
+                metrics.train_accuracy);
+    if (has_validation)
+      std::printf("val loss %.4f acc %.4f  %.2fs\n", metrics.val_loss, metrics.val_accuracy, metrics.seconds);
+    else  // --val-split 0: nothing to print but NaN
+      std::printf("(no validation split)  %.2fs\n", metrics.seconds);
     std::fflush(stdout);
     // The log first, then the checkpoint: after a crash between the two, metrics.jsonl holds one
     // epoch more than last.ckpt, never fewer, and a resume drops that line.

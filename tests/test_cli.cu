@@ -18,6 +18,7 @@ namespace fs = std::filesystem;
 
 using mnist::test::line_count;
 using mnist::test::Outcome;
+using mnist::test::read_text;
 using mnist::test::run_mnist;
 
 fs::path fresh_temp_dir(const std::string& name) {
@@ -130,6 +131,33 @@ TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
   const Outcome again = run_mnist("train --device cpu --train-subset 1000 --epochs 1 --hidden 8 --out " + out.string());
   EXPECT_EQ(again.status, 2) << again.output;
   EXPECT_NE(again.output.find("--force"), std::string::npos) << again.output;
+  fs::remove_all(out);
+}
+
+TEST(Cli, WithoutAValidationSplitSaysSoAndKeepsBestEqualToLast) {
+  // --val-split 0: nothing is held out, so the epoch line says so instead of printing NaN,
+  // metrics.jsonl has null validation fields, and every epoch is the "best" one.
+  const fs::path out = fresh_temp_dir("noval");
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 500 --epochs 2 --hidden 8 --val-split 0 "
+                                    "--no-report --out " + out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("training 500 images, validating on 0"), std::string::npos) << outcome.output;
+  EXPECT_NE(outcome.output.find("(no validation split)"), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find("nan"), std::string::npos) << outcome.output;
+
+  std::ifstream metrics_file(out / "metrics.jsonl");
+  std::string line;
+  int epochs = 0;
+  while (std::getline(metrics_file, line)) {
+    const nlohmann::json epoch = nlohmann::json::parse(line);
+    ++epochs;
+    EXPECT_TRUE(epoch["val_loss"].is_null()) << line;
+    EXPECT_TRUE(epoch["val_accuracy"].is_null()) << line;
+    EXPECT_TRUE(epoch["train_loss"].is_number()) << line;
+  }
+  EXPECT_EQ(epochs, 2);
+  ASSERT_TRUE(fs::is_regular_file(out / "best.ckpt"));
+  EXPECT_EQ(read_text(out / "best.ckpt"), read_text(out / "last.ckpt"));
   fs::remove_all(out);
 }
 
