@@ -80,7 +80,7 @@ void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
 
 void add_predict_options(CLI::App& predict, std::string& model, std::vector<std::string>& files) {
   predict.add_option("--model", model, "Checkpoint to predict with (a run's last.ckpt or best.ckpt)")->required();
-  predict.add_option("files", files,
+  predict.add_option("FILE", files,
                      "Images of one digit each: 28x28 pixels, grayscale PGM (P2/P5) or PNG (8-bit gray, RGB or RGBA; "
                      "colour is converted to gray, transparency shows black). Like MNIST, the digit must be white "
                      "on a black background: invert dark-on-light drawings first")
@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
   CLI::App* report = app.add_subcommand(
       "report", "Draw a run's learning curves, confusion matrix and misclassified digits (PNGs and "
                 "report.md in the run directory); needs python3-matplotlib");
-  report->add_option("run_dir", report_dir, "Run directory of a finished training (holds report.json)")->required();
+  report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")->required();
 
   try {
     app.parse(argc, argv);

@@ -361,6 +361,11 @@ TEST(PredictCli, HelpSaysWhatImagesItReads) {
   EXPECT_EQ(evaluate.status, 0);
   for (const char* expected : {"--model", "--dataset", "--data-dir", "--device"})
     EXPECT_NE(evaluate.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << evaluate.output;
+  // No image: one line naming the positional as the help and the README do (FILE...).
+  const Outcome none = run_mnist("predict --model x.ckpt");
+  EXPECT_EQ(none.status, 2) << none.output;
+  EXPECT_NE(none.output.find("mnist: error: FILE is required"), std::string::npos) << none.output;
+  EXPECT_NE(help.output.find("Usage: mnist predict [OPTIONS] FILE..."), std::string::npos) << help.output;
 }
 
 }  // namespace
