@@ -57,6 +57,12 @@ constexpr int kEvalChunk = 10000;
 // (32 MiB: what the cuBLAS documentation recommends for Hopper).
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t(32) << 20;
 
+// The phases of a training step, in the order they run; time_step_phases cuts a step after each.
+enum class Phase { kGather, kForward, kLoss, kBackward, kOptimizer, kFiniteCheck };
+constexpr const char* kPhaseNames[] = {"gather", "forward", "loss", "backward", "optimizer", "finite check"};
+constexpr int kPhases = static_cast<int>(Phase::kFiniteCheck) + 1;
+static_assert(sizeof kPhaseNames / sizeof kPhaseNames[0] == kPhases);
+
 // ---------------------------------------------------------------------------------------------
 // Small owners: NVTX ranges, CUDA graphs, Thrust's scratch memory, host↔device copies.
 
@@ -433,7 +439,7 @@ class GpuTrainer final : public Trainer {
     {
       NvtxRange train_range("train");
       if (config_.no_graph || graph_refused_ || steps_ == 0 || first_step > 0) {
-        run_steps(first_step);  // a resume mid-epoch runs the rest of that epoch outside the graph
+        run_steps(first_step, steps_);  // a resume mid-epoch runs the rest of that epoch outside the graph
       } else if (epoch_graph_) {
         epoch_graph_.launch(stream);
       } else {
@@ -443,7 +449,7 @@ class GpuTrainer final : public Trainer {
         // launch, and the libraries set themselves up at their first call: work that has no
         // place in a capture). Only the contents of order_ (and the device step counter) differ
         // from epoch to epoch, not any address.
-        run_steps(0);
+        run_steps(0, steps_);
         capture_epoch();
       }
     }
@@ -533,6 +539,44 @@ class GpuTrainer final : public Trainer {
     return state;
   }
 
+  StepPhaseTimes time_step_phases(int steps, int repeats) override {
+    NvtxRange range("time step phases");
+    StepPhaseTimes result;
+    result.steps = std::clamp(steps, 0, train_.count / batch_);  // full batches only
+    result.repeats = std::max(repeats, 1);
+    // Graphs where the epochs replay one (then these captures succeed too), else launches.
+    result.graph = replays_graphs();
+    if (result.steps == 0) return result;
+    const ModelState saved = state();
+    const cudaStream_t stream = stream_.get();
+    shuffle(1);  // order_ holds a permutation even before the first epoch
+    Event start, stop;
+    for (int p = 0; p < kPhases; ++p) {
+      const auto record = [&] { run_steps(0, result.steps, static_cast<Phase>(p)); };
+      record();  // as stream launches first, as before the epoch's capture
+      GraphExec graph;
+      if (result.graph) graph = GraphExec::capture(stream, record);
+      const auto launch = [&] {
+        if (graph)
+          graph.launch(stream);
+        else
+          record();
+      };
+      launch();  // warm-up
+      std::vector<double> samples;
+      for (int r = 0; r < result.repeats; ++r) {
+        start.record(stream);
+        launch();
+        stop.record(stream);
+        samples.push_back(stop.elapsed_ms_since(start) / result.steps);
+      }
+      std::nth_element(samples.begin(), samples.begin() + samples.size() / 2, samples.end());
+      result.prefixes.push_back(StepPhaseTime{kPhaseNames[p], samples[samples.size() / 2]});
+    }
+    load_state(saved);  // parameters, moments, step and the divergence flag as they were
+    return result;
+  }
+
   void load_state(const ModelState& state) override {
     const std::size_t n = model_.params().size();
     if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
@@ -568,7 +612,7 @@ class GpuTrainer final : public Trainer {
   // and says so once. A real device fault shows again in the steps that then run.
   void capture_epoch() {
     try {
-      epoch_graph_ = GraphExec::capture(stream_.get(), [this] { run_steps(0); });
+      epoch_graph_ = GraphExec::capture(stream_.get(), [this] { run_steps(0, steps_); });
     } catch (const std::exception& error) {
       cudaGetLastError();  // a failed end of capture or instantiation is not the next launch's error
       graph_refused_ = true;
@@ -577,13 +621,14 @@ class GpuTrainer final : public Trainer {
     }
   }
 
-  // The steps of one epoch from `first_step` on, enqueued on the stream (or recorded into the
+  // Steps first_step..end_step-1 of the epoch, enqueued on the stream (or recorded into the
   // epoch graph). The last batch is partial unless drop_last; its row count is part of what
-  // is recorded.
-  void run_steps(int first_step) {
+  // is recorded. Each step stops after phase `last` (time_step_phases alone cuts it short).
+  void run_steps(int first_step, int end_step, Phase last = Phase::kFiniteCheck) {
     const cudaStream_t stream = stream_.get();
     const std::int64_t* step = step_.data();
-    for (int s = first_step; s < steps_; ++s) {
+    const auto runs = [last](Phase phase) { return phase <= last; };
+    for (int s = first_step; s < end_step; ++s) {
       const int first = s * batch_;
       const int rows = std::min(batch_, train_.count - first);
       gpu::advance_step(step_.data(), stream);  // ++step before the step, as CpuTrainer does
@@ -591,18 +636,19 @@ class GpuTrainer final : public Trainer {
         NvtxRange range("forward");
         gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order_.data() + first, rows, kPixels,
                           x_.data(), y_.data(), stream);
-        model_.forward(x_.data(), rows, /*train=*/true, step);
-        model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr);
+        if (runs(Phase::kForward)) model_.forward(x_.data(), rows, /*train=*/true, step);
+        if (runs(Phase::kLoss)) model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr);
       }
-      {
+      if (runs(Phase::kBackward)) {
         NvtxRange range("backward");
         model_.backward(rows, step);
       }
-      {
+      if (runs(Phase::kOptimizer)) {
         NvtxRange range("optimizer");
         model_.apply_adam(adam_, step);
-        gpu::finite_check(model_.losses(), std::size_t(rows), model_.params().data(), model_.params().size(), step,
-                          first_bad_.data(), stream);
+        if (runs(Phase::kFiniteCheck))
+          gpu::finite_check(model_.losses(), std::size_t(rows), model_.params().data(), model_.params().size(),
+                            step, first_bad_.data(), stream);
       }
     }
   }

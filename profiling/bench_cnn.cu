@@ -14,7 +14,9 @@
 // graph; the median is taken over the epochs after it. "Time to target" is the training time
 // summed over epochs 1..E, E the first epoch whose test accuracy reaches the target: epoch
 // granularity, so it is an upper bound of the time the accuracy was first reached mid-epoch.
-// The model's construction (cuDNN plans, uploads) is reported on its own line.
+// The model's construction (cuDNN plans, uploads) is reported on its own line. Last, the
+// phases of a step (Trainer::time_step_phases; the trainer restores its state): --phase-steps
+// full steps cut after each phase, each cut replayed as a CUDA graph.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -40,6 +42,8 @@ struct Options {
   bool tf32 = false;
   bool no_graph = false;
   bool json = false;
+  int phase_steps = 20;  // Trainer::time_step_phases: 6 cuts × 5 runs × 20 steps ≈ 1.4 epochs of work
+  int phase_repeats = 3;
 };
 
 using bench::median;
@@ -100,6 +104,8 @@ int run(const Options& options) {
   const double ms = median(steady.empty() ? std::vector<double>{records[0].train_ms} : steady);
   const double event_ms = median(steady_event.empty() ? std::vector<double>{records[0].train_event_ms} : steady_event);
   const double images_per_s = split.train.count / (ms / 1000.0);
+  const int steps = mnist::steps_per_epoch(split.train.count, config.batch_size, config.drop_last);
+  const mnist::StepPhaseTimes phases = trainer->time_step_phases(options.phase_steps, options.phase_repeats);
   const auto accuracy_after = [&](int epoch) {
     return epoch <= int(records.size()) ? records[std::size_t(epoch - 1)].test_accuracy : std::nan("");
   };
@@ -121,6 +127,7 @@ int run(const Options& options) {
                                   {"target", options.target},
                                   {"target_epoch", target_epoch},
                                   {"time_to_target_ms", target_epoch ? nlohmann::json(time_to_target) : nlohmann::json()},
+                                  {"step_phases", bench::step_phases_json(phases)},
                                   {"epochs", nlohmann::ordered_json::array()}};
     for (const EpochRecord& r : records)
       out["epochs"].push_back({{"epoch", r.epoch},
@@ -146,6 +153,7 @@ int run(const Options& options) {
                 target_epoch, time_to_target);
   else
     std::printf("target     %.2f%% not reached in %d epochs\n", 100 * options.target, options.epochs);
+  bench::print_step_phases(phases, event_ms * 1e3 / steps);
   std::printf("RESULT system=mnist-cuda-cnn ms_per_epoch=%.4f images_per_s=%.0f test_accuracy=%.4f epochs=%d "
               "time_to_target_ms=%.1f\n",
               ms, images_per_s, accuracy_after(options.epochs), options.epochs, time_to_target);
@@ -170,6 +178,13 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", options.tf32, "TF32 tensor-core convolutions and GEMMs (default: full fp32)");
   app.add_flag("--no-graph", options.no_graph, "Launch each kernel on the stream instead of replaying a CUDA graph");
   app.add_flag("--json", options.json, "Print one JSON object instead of the text report");
+  app.add_option("--phase-steps", options.phase_steps,
+                 "Full steps per timed cut of a step after each phase (0: do not time the phases)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--phase-repeats", options.phase_repeats, "Timed replays of each cut (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

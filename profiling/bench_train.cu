@@ -28,6 +28,10 @@
 //   optimizer's 28 bytes per parameter (read params, grads, m, v; write params, m, v): what an
 //   unfused step must move if nothing stays in L2 between kernels.
 // Floor = work / measured ceiling; the ratio printed is measured time over floor.
+//
+// Phases (after the test set; the trainer restores its state): Trainer::time_step_phases cuts
+// --phase-steps full steps after each phase (gather, forward, loss, backward, optimizer, finite
+// check) and replays each cut as a CUDA graph: which part of a step costs most, without Nsight.
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
@@ -69,6 +73,8 @@ struct Options {
   bool json = false;
   int gemm_size = 8192;
   int eval_repeats = 5;
+  int phase_steps = 100;  // Trainer::time_step_phases
+  int phase_repeats = 7;
 };
 
 constexpr double kEvalTargetMs = 2.0;  // 10,000 test images
@@ -295,6 +301,7 @@ int run(const Options& options) {
   for (int r = 0; r < options.eval_repeats; ++r)
     eval_samples.push_back(wall_ms([&] { test = trainer->evaluate(split.test); }));
   const double eval_ms = median(eval_samples);
+  const mnist::StepPhaseTimes phases = trainer->time_step_phases(options.phase_steps, options.phase_repeats);
 
   const Ceilings ceilings = measure_ceilings(options.gemm_size);
 
@@ -356,6 +363,7 @@ int run(const Options& options) {
     j["eval_target_ms"] = kEvalTargetMs;
     j["test_accuracy"] = std::isfinite(test_accuracy) ? nlohmann::json(test_accuracy) : nlohmann::json();
     j["test_loss"] = std::isfinite(mnist::mean_loss(test)) ? nlohmann::json(mnist::mean_loss(test)) : nlohmann::json();
+    j["step_phases"] = bench::step_phases_json(phases);
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
@@ -382,6 +390,7 @@ int run(const Options& options) {
               options.eval_repeats, kEvalTargetMs, eval_ms <= kEvalTargetMs ? "met" : "MISSED");
   std::printf("test       accuracy %.2f%% after %d epochs (1 warm-up + %d timed)\n", 100 * test_accuracy, trained,
               options.epochs);
+  bench::print_step_phases(phases, event_median_ms * 1e3 / work.steps);
   std::printf("RESULT system=mnist-cuda ms_per_epoch=%.4f images_per_s=%.0f test_accuracy=%.4f epochs=%d "
               "event_ms_per_epoch=%.4f\n",
               ms, images_per_s, test_accuracy, options.epochs, event_median_ms);
@@ -412,6 +421,13 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::Range(256, 16384));
   app.add_option("--eval-repeats", options.eval_repeats, "Timed evaluations of the test set")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--phase-steps", options.phase_steps,
+                 "Full steps per timed cut of a step after each phase (0: do not time the phases)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--phase-repeats", options.phase_repeats, "Timed replays of each cut (the median is reported)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
   try {

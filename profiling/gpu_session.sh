@@ -353,6 +353,12 @@ if wants bench; then
   # Whether the epochs really replayed a CUDA graph (a failed capture falls back to launches).
   for json in bench_train bench_cnn; do
     note "  - $json: $(grep -o '"cuda_graph":[a-z]*' "$out/$json.json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
+    # What each phase of a step costs (Trainer::time_step_phases; profiling/README.md).
+    note "  - $json step phases, us/step: $(python3 -c '
+import json, sys
+phases = json.load(open(sys.argv[1])).get("step_phases", {}).get("phases", [])
+print(", ".join("%s %.2f" % (p["phase"], p["us_per_step"]) for p in phases) or "none")' "$out/$json.json" 2>/dev/null ||
+      echo 'not read')"
   done
 fi
 if wants train; then

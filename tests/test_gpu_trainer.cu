@@ -332,6 +332,56 @@ TEST(GpuTrainer, ReportsEachEpochsDeviceTime) {
   EXPECT_TRUE(std::isnan(cpu->last_epoch_device_ms()));
 }
 
+// time_step_phases (what the benchmarks print where Nsight Systems cannot run): the six prefixes
+// of a step in the order it runs them, as launches before the epochs replay a graph and as
+// graphs after, and training afterwards exactly as if it had never been called.
+void expect_phase_timing_leaves_training_unchanged(const TrainConfig& config, std::mt19937_64& rng) {
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> timed = make_gpu_trainer(config, data.split());
+  const std::unique_ptr<Trainer> plain = make_gpu_trainer(config, data.split());
+  const auto expect_prefixes = [](const StepPhaseTimes& times) {
+    const std::vector<std::string> names = {"gather", "forward", "loss", "backward", "optimizer", "finite check"};
+    ASSERT_EQ(times.prefixes.size(), names.size());
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      EXPECT_EQ(times.prefixes[i].phase, names[i]);
+      EXPECT_TRUE(std::isfinite(times.prefixes[i].ms_per_step) && times.prefixes[i].ms_per_step >= 0)
+          << names[i] << ": " << times.prefixes[i].ms_per_step;
+    }
+  };
+
+  // Before the first epoch (nothing shuffled yet): stream launches.
+  const StepPhaseTimes before = timed->time_step_phases(5, 3);
+  EXPECT_FALSE(before.graph);
+  EXPECT_EQ(before.steps, kTrainImages / 128);  // full batches only: 2 of the 3
+  EXPECT_EQ(before.repeats, 3);
+  expect_prefixes(before);
+  expect_states_equal(timed->state(), plain->state());
+  for (int epoch = 1; epoch <= 2; ++epoch) {  // launches and capture, then the graph
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    expect_totals_equal(timed->train_epoch(epoch), plain->train_epoch(epoch));
+  }
+  ASSERT_TRUE(timed->replays_graphs());
+
+  const StepPhaseTimes after = timed->time_step_phases(1, 2);
+  EXPECT_TRUE(after.graph);
+  EXPECT_EQ(after.steps, 1);
+  expect_prefixes(after);
+  expect_states_equal(timed->state(), plain->state());
+  expect_totals_equal(timed->train_epoch(3), plain->train_epoch(3));  // the epoch graph still replays
+  expect_states_equal(timed->state(), plain->state());
+  expect_totals_equal(timed->evaluate(data.split().validation), plain->evaluate(data.split().validation));
+}
+
+TEST(GpuTrainer, StepPhaseTimingLeavesTrainingUnchanged) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  expect_phase_timing_leaves_training_unchanged(config, rng);
+  // The CPU trainer has no device phases to time.
+  const RandomDataset data(rng, config);
+  EXPECT_TRUE(make_cpu_trainer(config, data.split())->time_step_phases(2, 2).prefixes.empty());
+}
+
 // --- the CNN (--model cnn) behind the same trainer --------------------------------------------
 // The model itself is held to CpuCnn step by step in test_cnn.cu (GpuCnn.*); these check what the
 // trainer adds: the epoch graph (with the convolution plans of the last, partial batch prepared
@@ -407,6 +457,12 @@ TEST(GpuCnnTrainer, TrainsLikeTheCpuTrainerAndLoadsItsState) {
 // plan may be asked for them. Here 10,100 training images at batch 5,100 run one batch; a plan
 // for 10,100 rows is larger than the model's workspace (the larger of the batch and the
 // 10,000-image evaluation chunk), and the trainer refused to start.
+TEST(GpuCnnTrainer, StepPhaseTimingLeavesTrainingUnchanged) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  expect_phase_timing_leaves_training_unchanged(small_cnn_config(rng()), rng);
+}
+
 TEST(GpuCnnTrainer, DropLastPlansOnlyTheBatchesItRuns) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());

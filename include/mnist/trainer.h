@@ -89,6 +89,20 @@ class TrainingInterrupted : public std::runtime_error {
   std::string checkpoint_;
 };
 
+// A training step cut short after one of its phases, in the order a step runs them: the
+// device time that prefix of the step takes (StepPhaseTimes).
+struct StepPhaseTime {
+  std::string phase;       // "gather", "forward", "loss", "backward", "optimizer", "finite check"
+  double ms_per_step = 0;  // the step up to and including this phase
+};
+// Trainer::time_step_phases: phase k costs prefixes[k] - prefixes[k-1] (the first, prefixes[0]).
+struct StepPhaseTimes {
+  bool graph = false;  // each prefix replayed as one captured CUDA graph (false: stream launches)
+  int steps = 0;       // full batches per timed run
+  int repeats = 0;     // timed runs per prefix; the median is reported
+  std::vector<StepPhaseTime> prefixes;
+};
+
 // What the training loop needs from a device: the steps of one epoch, evaluation, and the
 // model state for checkpoints. The CPU references and the CUDA driver each implement it.
 class Trainer {
@@ -115,6 +129,18 @@ class Trainer {
   virtual std::vector<float> logits(const ImageSlice& slice) = 0;
   virtual ModelState state() const = 0;
   virtual void load_state(const ModelState& state) = 0;
+  // For the benchmarks, where Nsight Systems cannot run: the device time of `steps` full
+  // training steps cut after each phase (the first steps of the last epoch's shuffle), each
+  // prefix captured as a CUDA graph of those steps and replayed `repeats` times after one
+  // warm-up, timed with CUDA events; the median divided by `steps`. Leaving the later phases
+  // out, as Nsight would not, changes what stays in the caches, so a difference is the phase's
+  // cost inside the step, not alone. The model state (parameters, moments, step) is restored
+  // afterwards: training goes on as if this was never called. Empty prefixes on the CPU.
+  virtual StepPhaseTimes time_step_phases(int steps, int repeats) {
+    (void)steps;
+    (void)repeats;
+    return {};
+  }
 
   // Ctrl-C: once *stop is true, train_epoch returns after the step it is running (the CPU
   // trainer) or at the end of the epoch (the GPU trainer, one graph per epoch), with the totals
