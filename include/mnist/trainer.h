@@ -130,9 +130,10 @@ class Trainer {
   virtual ModelState state() const = 0;
   virtual void load_state(const ModelState& state) = 0;
   // For the benchmarks, where Nsight Systems cannot run: the device time of `steps` full
-  // training steps cut after each phase (the first steps of the last epoch's shuffle), each
-  // prefix captured as a CUDA graph of those steps and replayed `repeats` times after one
-  // warm-up, timed with CUDA events; the median divided by `steps`. Leaving the later phases
+  // training steps cut after each phase (the first steps of epoch 1's shuffle), each prefix
+  // captured as a CUDA graph of those steps (stream launches where the epochs replay no graph)
+  // and run `repeats` times after one warm-up, timed with CUDA events; the median (the upper
+  // of the two middle runs for an even count) divided by `steps`. Leaving the later phases
   // out, as Nsight would not, changes what stays in the caches, so a difference is the phase's
   // cost inside the step, not alone. The model state (parameters, moments, step) is restored
   // afterwards: training goes on as if this was never called. Empty prefixes on the CPU.
