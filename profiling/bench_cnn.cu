@@ -178,13 +178,7 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", options.tf32, "TF32 tensor-core convolutions and GEMMs (default: full fp32)");
   app.add_flag("--no-graph", options.no_graph, "Launch each kernel on the stream instead of replaying a CUDA graph");
   app.add_flag("--json", options.json, "Print one JSON object instead of the text report");
-  app.add_option("--phase-steps", options.phase_steps,
-                 "Full steps per timed cut of a step after each phase (0: do not time the phases)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 100000));
-  app.add_option("--phase-repeats", options.phase_repeats, "Timed replays of each cut (the median is reported)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+  bench::add_phase_options(app, options.phase_steps, options.phase_repeats);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

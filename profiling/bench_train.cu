@@ -423,13 +423,7 @@ int main(int argc, char** argv) {
   app.add_option("--eval-repeats", options.eval_repeats, "Timed evaluations of the test set")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
-  app.add_option("--phase-steps", options.phase_steps,
-                 "Full steps per timed cut of a step after each phase (0: do not time the phases)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 100000));
-  app.add_option("--phase-repeats", options.phase_repeats, "Timed replays of each cut (the median is reported)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 1000));
+  bench::add_phase_options(app, options.phase_steps, options.phase_repeats);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& help) {

@@ -3,6 +3,7 @@
 // device, the median, the step-phase table, and their one-line error reporting.
 #include <cuda_runtime_api.h>
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -61,6 +62,17 @@ inline void print_step_phases(const mnist::StepPhaseTimes& times, double epoch_u
   }
   std::printf("             %-14s %9s %11.2f   (the timed epochs: %.2f us/step)\n", "whole step", "", whole,
               epoch_us_per_step);
+}
+
+// The two options of the phase table, with each benchmark's defaults in `steps` and `repeats`.
+inline void add_phase_options(CLI::App& app, int& steps, int& repeats) {
+  app.add_option("--phase-steps", steps,
+                 "Full steps per timed cut of a step after each phase (0: do not time the phases)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100000));
+  app.add_option("--phase-repeats", repeats, "Timed replays of each cut (the median is reported)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
 }
 
 inline nlohmann::ordered_json step_phases_json(const mnist::StepPhaseTimes& times) {
