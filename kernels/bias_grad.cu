@@ -13,7 +13,9 @@ constexpr int kSlices = 32;        // threadIdx.y: row slices summed in parallel
 
 // The summation order depends only on (rows, cols), never on scheduling, so the result is the
 // same run to run. It is not the CPU twin's order: see tests/test_bias_grad.cu for the tolerance.
-__global__ void bias_grad_kernel(const float* dz, float* db, int rows, int cols) {
+// A block is 1024 threads: the launch bound keeps ptxas at ≤ 64 registers a thread, so the launch
+// can never fail with "too many resources requested" (24 today, sm_90).
+__global__ void __launch_bounds__(kColsPerBlock* kSlices) bias_grad_kernel(const float* dz, float* db, int rows, int cols) {
   __shared__ float partial[kSlices][kColsPerBlock];
   const int c = blockIdx.x * kColsPerBlock + threadIdx.x;
   float acc = 0.f;
