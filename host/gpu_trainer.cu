@@ -11,7 +11,7 @@
 //
 // Nothing inside an epoch waits for the host: the step counter lives on the device
 // (gpu::advance_step) and so do the running totals. That is what lets the steps of an epoch be
-// captured once into a CUDA graph and replayed every epoch after: a step is ~25 small launches,
+// captured once into CUDA graphs and replayed every epoch after: a step is ~20 small launches,
 // and launching them one by one costs more than running them.
 #include <cuda_runtime_api.h>
 #include <nvtx3/nvToolsExt.h>
@@ -372,12 +372,13 @@ void prepare_batch(GpuCnn& model, int rows) { model.prepare(rows); }
 template <class Model, class Shape>
 class GpuTrainer final : public Trainer {
  public:
-  GpuTrainer(const TrainConfig& config, const DataSplit& data, const Shape& shape)
+  GpuTrainer(const TrainConfig& config, const DataSplit& data, const Shape& shape, int max_graph_steps)
       : config_(config),
         host_data_(data),
         adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
         batch_(config.batch_size),
         steps_(steps_per_epoch(data.train.count, config.batch_size, config.drop_last)),
+        max_graph_steps_(std::max(max_graph_steps, 1)),
         eval_chunk_(eval_chunk(shape)),
         cublas_workspace_(kCublasWorkspaceBytes),
         cublas_(stream_.get()),
@@ -423,11 +424,14 @@ class GpuTrainer final : public Trainer {
 
   std::string device_name() const override { return device_name_; }
   // True once the first full epoch has been captured: the epochs after it replay the graph.
-  bool replays_graphs() const override { return static_cast<bool>(epoch_graph_); }
+  bool replays_graphs() const override { return graphs_captured_; }
+  int graph_steps() const override {
+    return config_.no_graph || graph_refused_ ? 0 : std::min(steps_, max_graph_steps_);
+  }
   double last_epoch_device_ms() const override { return last_epoch_device_ms_; }
 
-  // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the whole epoch is
-  // one graph. A divergence is found then too, from the flag the steps' finite checks left.
+  // A stop request (Ctrl-C) is honoured by the loop when the epoch ends: the epoch's graphs are
+  // enqueued together. A divergence is found then too, from the flag the steps' finite checks left.
   EvalTotals train_epoch(int epoch) override {
     NvtxRange epoch_range("epoch " + std::to_string(epoch));
     const cudaStream_t stream = stream_.get();
@@ -440,8 +444,8 @@ class GpuTrainer final : public Trainer {
       NvtxRange train_range("train");
       if (config_.no_graph || graph_refused_ || steps_ == 0 || first_step > 0) {
         run_steps(first_step, steps_);  // a resume mid-epoch runs the rest of that epoch outside the graph
-      } else if (epoch_graph_) {
-        epoch_graph_.launch(stream);
+      } else if (graphs_captured_) {
+        replay_epoch();
       } else {
         // The first full epoch runs as stream launches, then records its steps for the next
         // epochs to replay: so every kernel and every cuBLAS and cuDNN call has run once, with
@@ -606,36 +610,68 @@ class GpuTrainer final : public Trainer {
     thrust::stable_sort_by_key(policy, keys_.data(), keys_.data() + n, order_.data());
   }
 
-  // Records the epoch's steps into epoch_graph_. Nothing runs while a graph is captured, so a
+  // An epoch of up to max_graph_steps_ steps is one graph (tail_graph_). A longer one is
+  // block_graph_, max_graph_steps_ full batches gathered through window_, replayed block_count()
+  // times with window_ loaded from the next part of the shuffle before each replay (a copy on
+  // the stream, between the graphs), then tail_graph_: the steps after the blocks, from order_
+  // itself (the same part of order_ every epoch), the partial batch included.
+  int block_count() const { return steps_ > max_graph_steps_ ? (train_.count / batch_) / max_graph_steps_ : 0; }
+  int tail_first_step() const { return block_count() * max_graph_steps_; }
+
+  // Records the epoch's steps into the graphs. Nothing runs while a graph is captured, so a
   // capture that fails (a library call that cannot be captured on this machine's cuBLAS or
   // cuDNN) leaves the model as it was: the run goes on without graphs, as --no-graph would,
   // and says so once. A real device fault shows again in the steps that then run.
   void capture_epoch() {
     try {
-      epoch_graph_ = GraphExec::capture(stream_.get(), [this] { run_steps(0, steps_); });
+      const cudaStream_t stream = stream_.get();
+      if (block_count() > 0) {
+        window_ = DeviceBuffer<std::int32_t>(std::size_t(max_graph_steps_) * batch_);
+        block_graph_ = GraphExec::capture(
+            stream, [this] { run_steps(0, max_graph_steps_, Phase::kFiniteCheck, window_.data()); });
+      }
+      if (tail_first_step() < steps_)
+        tail_graph_ = GraphExec::capture(stream, [this] { run_steps(tail_first_step(), steps_); });
+      graphs_captured_ = true;
     } catch (const std::exception& error) {
       cudaGetLastError();  // a failed end of capture or instantiation is not the next launch's error
+      block_graph_ = GraphExec();
+      tail_graph_ = GraphExec();
       graph_refused_ = true;
       std::cerr << "mnist: warning: the CUDA graph of an epoch could not be captured (" << error.what()
                 << "); training on without graphs, as --no-graph does\n";
     }
   }
 
-  // Steps first_step..end_step-1 of the epoch, enqueued on the stream (or recorded into the
-  // epoch graph). The last batch is partial unless drop_last; its row count is part of what
-  // is recorded. Each step stops after phase `last` (time_step_phases alone cuts it short).
-  void run_steps(int first_step, int end_step, Phase last = Phase::kFiniteCheck) {
+  void replay_epoch() {
+    const cudaStream_t stream = stream_.get();
+    const std::size_t window = window_.size();
+    for (int b = 0; b < block_count(); ++b) {
+      MNIST_CHECK(cudaMemcpyAsync(window_.data(), order_.data() + b * window, window * sizeof(std::int32_t),
+                                  cudaMemcpyDeviceToDevice, stream));
+      block_graph_.launch(stream);
+    }
+    if (tail_graph_) tail_graph_.launch(stream);
+  }
+
+  // Steps first_step..end_step-1 of the epoch, enqueued on the stream (or recorded into a
+  // graph), gathering their images through `order` (default: order_ from step first_step on).
+  // The last batch is partial unless drop_last; its row count is part of what is recorded.
+  // Each step stops after phase `last` (time_step_phases alone cuts it short).
+  void run_steps(int first_step, int end_step, Phase last = Phase::kFiniteCheck,
+                 const std::int32_t* order = nullptr) {
     const cudaStream_t stream = stream_.get();
     const std::int64_t* step = step_.data();
     const auto runs = [last](Phase phase) { return phase <= last; };
+    if (order == nullptr) order = order_.data() + std::size_t(first_step) * batch_;
     for (int s = first_step; s < end_step; ++s) {
       const int first = s * batch_;
       const int rows = std::min(batch_, train_.count - first);
       gpu::advance_step(step_.data(), stream);  // ++step before the step, as CpuTrainer does
       {
         NvtxRange range("forward");
-        gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order_.data() + first, rows, kPixels,
-                          x_.data(), y_.data(), stream);
+        gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order + std::size_t(s - first_step) * batch_,
+                          rows, kPixels, x_.data(), y_.data(), stream);
         if (runs(Phase::kForward)) model_.forward(x_.data(), rows, /*train=*/true, step);
         if (runs(Phase::kLoss)) model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr);
       }
@@ -669,7 +705,8 @@ class GpuTrainer final : public Trainer {
   DataSplit host_data_;  // host pointers, only to recognise the resident slices
   AdamConfig adam_;
   int batch_;
-  int steps_;  // per epoch
+  int steps_;            // per epoch
+  int max_graph_steps_;  // the most steps one graph holds (make_gpu_trainer)
   int eval_chunk_;  // images per evaluation call
   std::string device_name_;
 
@@ -691,7 +728,9 @@ class GpuTrainer final : public Trainer {
   DeviceBuffer<EvalTotals> epoch_totals_, eval_totals_;
   DeviceBuffer<std::int64_t> first_bad_;  // kAllFinite, or step·4 + code of the first NaN/inf (finite_check.h)
   std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
-  GraphExec epoch_graph_;
+  DeviceBuffer<std::int32_t> window_;  // block_graph_'s part of order_ (only for epochs of > max_graph_steps_ steps)
+  GraphExec block_graph_, tail_graph_;  // replay_epoch
+  bool graphs_captured_ = false;
   bool graph_refused_ = false;  // the capture failed once: no graphs for this trainer
   Event epoch_start_, epoch_stop_;  // around each train_epoch's work on the stream
   double last_epoch_device_ms_ = std::numeric_limits<double>::quiet_NaN();
@@ -713,14 +752,14 @@ void check_gpu_config(const TrainConfig& config) {
   }
 }
 
-std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data) {
+std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data, int max_graph_steps) {
   if (cuda_device_count() == 0)
     throw std::runtime_error("no CUDA device or driver found (" + cuda_device_absence() +
                              "): the GPU trainer cannot run here (use the CPU trainer)");
   check_gpu_config(config);
   if (model_kind(config) == ModelKind::kCnn)
-    return std::make_unique<GpuTrainer<GpuCnn, CnnShape>>(config, data, cnn_shape(config));
-  return std::make_unique<GpuTrainer<GpuMlp, MlpShape>>(config, data, mlp_shape(config));
+    return std::make_unique<GpuTrainer<GpuCnn, CnnShape>>(config, data, cnn_shape(config), max_graph_steps);
+  return std::make_unique<GpuTrainer<GpuMlp, MlpShape>>(config, data, mlp_shape(config), max_graph_steps);
 }
 
 }  // namespace mnist

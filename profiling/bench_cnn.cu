@@ -117,6 +117,7 @@ int run(const Options& options) {
                                   {"device", trainer->device_name()},
                                   {"batch_size", options.batch_size},
                                   {"cuda_graph", trainer->replays_graphs()},
+                                  {"graph_steps", trainer->graph_steps()},
                                   {"train_images", split.train.count},
                                   {"build_ms", build_ms},
                                   {"ms_per_epoch", ms},
@@ -139,9 +140,10 @@ int run(const Options& options) {
     std::printf("%s\n", out.dump().c_str());
     return 0;
   }
+  const std::string graphs = "CUDA graphs of " + std::to_string(trainer->graph_steps()) + " steps";
   std::printf("model      %s on %s, batch %d, %d training images, %s\n", model.c_str(),
               trainer->device_name().c_str(), options.batch_size, split.train.count,
-              trainer->replays_graphs() ? "one CUDA graph per epoch" : "stream launches (no CUDA graph)");
+              trainer->replays_graphs() ? graphs.c_str() : "stream launches (no CUDA graph)");
   std::printf("set-up     %.1f ms (uploads, cuDNN plans)\n", build_ms);
   std::printf("epoch      %.2f ms median over epochs 2..%d (epoch 1: %.2f ms, stream launches and the graph capture); %.0f images/s\n",
               ms, options.epochs, records[0].train_ms, images_per_s);

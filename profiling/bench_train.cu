@@ -260,7 +260,8 @@ int run(const Options& options) {
                 cuda_version_text(gpu.runtime_cuda).c_str());
     std::printf("model %s, dropout %g, Adam lr %g, batch %d, %s GEMMs, %s\n", join_sizes(shape.sizes).c_str(),
                 config.dropout, config.lr, config.batch_size, config.tf32 ? "tf32" : "fp32",
-                config.no_graph ? "stream launches (--no-graph)" : "one CUDA graph per epoch");
+                config.no_graph ? "stream launches (--no-graph)"
+                                : ("CUDA graphs of " + std::to_string(trainer->graph_steps()) + " steps").c_str());
     std::printf("data %s: %d training images (%d steps/epoch), %d test images\n",
                 config.resolved_data_dir().c_str(), work.images, work.steps, split.test.count);
     std::printf("timing: %s\n\n", kTimingMethod);
@@ -328,7 +329,8 @@ int run(const Options& options) {
                 {"runtime_cuda", cuda_version_text(gpu.runtime_cuda)}};
     j["config"] = {{"model", join_sizes(shape.sizes)}, {"dropout", config.dropout},  {"lr", config.lr},
                    {"batch_size", config.batch_size},  {"math", config.tf32 ? "tf32" : "fp32"},
-                   {"cuda_graph", trainer->replays_graphs()},   {"data_dir", config.resolved_data_dir()}};
+                   {"cuda_graph", trainer->replays_graphs()},   {"graph_steps", trainer->graph_steps()},
+                   {"data_dir", config.resolved_data_dir()}};
     j["timing_method"] = kTimingMethod;
     j["train_images"] = work.images;
     j["steps_per_epoch"] = work.steps;

@@ -158,6 +158,7 @@ void expect_graph_replay_bit_identical(TrainConfig config, std::mt19937_64& rng)
   }
   ASSERT_TRUE(graph->replays_graphs()) << "the graph was not captured: the comparison compared no graph";
   EXPECT_FALSE(stream->replays_graphs());
+  EXPECT_EQ(graph->graph_steps(), 3) << "the epoch's 3 steps are one graph";
   EXPECT_EQ(graph->state().step, 6);
   expect_totals_equal(graph->evaluate(data.split().validation), stream->evaluate(data.split().validation));
 }
@@ -166,6 +167,60 @@ TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   expect_graph_replay_bit_identical(small_config(rng()), rng);
+}
+
+// An epoch longer than one graph may hold replays a graph of that many steps over successive
+// windows of its shuffle, then a graph of the rest: the same bits as stream launches. The cap is
+// 4 steps here (kMaxGraphSteps, 512, in real runs), with batch 32 over two layouts: 10 full
+// batches and a partial one of 7 images (two blocks of 4, then a tail of 2 full steps and the
+// partial one), and 8 full batches with drop_last and 7 images dropped (two blocks, no tail).
+TEST(GpuTrainer, ALongEpochReplaysBoundedGraphsBitIdenticalToStreamLaunches) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  constexpr int kCap = 4;
+  struct Layout {
+    int images;
+    bool drop_last;
+    int steps;
+  };
+  for (const Layout layout : {Layout{327, false, 11}, Layout{263, true, 8}}) {
+    SCOPED_TRACE(std::to_string(layout.images) + " images" + (layout.drop_last ? ", drop_last" : ""));
+    TrainConfig config = small_config(rng());
+    config.batch_size = 32;
+    config.val_split = 0;
+    config.drop_last = layout.drop_last;
+    const test::RandomDataset data(rng, config, layout.images, kTestImages);
+    const std::unique_ptr<Trainer> graph = make_gpu_trainer(config, data.split(), kCap);
+    config.no_graph = true;
+    const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split(), kCap);
+    EXPECT_EQ(graph->graph_steps(), kCap);
+    EXPECT_EQ(stream->graph_steps(), 0);
+    for (int epoch = 1; epoch <= 3; ++epoch) {
+      SCOPED_TRACE("epoch " + std::to_string(epoch));
+      expect_totals_equal(graph->train_epoch(epoch), stream->train_epoch(epoch));
+      expect_states_equal(graph->state(), stream->state());
+    }
+    ASSERT_TRUE(graph->replays_graphs()) << "the graphs were not captured: the comparison compared none";
+    EXPECT_EQ(graph->graph_steps(), kCap);
+    EXPECT_EQ(graph->state().step, 3 * layout.steps);
+    expect_totals_equal(graph->evaluate(data.split().test), stream->evaluate(data.split().test));
+  }
+}
+
+// The real cap: batch 1 over 600 images would be 600 steps in one graph; it is 512 a graph.
+// The default model's epoch (422 steps at batch 128) stays one graph; the steps of the split,
+// not of the training file, count.
+TEST(GpuTrainer, OneGraphHoldsAtMostKMaxGraphStepsSteps) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_config(rng());
+  config.batch_size = 1;
+  config.val_split = 0.25f;
+  const test::RandomDataset data(rng, config, 800, kTestImages);  // 600 to train on
+  EXPECT_EQ(make_gpu_trainer(config, data.split())->graph_steps(), kMaxGraphSteps);
+  config.batch_size = 2;
+  EXPECT_EQ(make_gpu_trainer(config, data.split())->graph_steps(), 300);
+  static_assert(kMaxGraphSteps >= (54000 + 127) / 128, "the default model's epoch is one graph");
 }
 
 TEST(GpuTrainer, TheSeedFixesTheRun) {

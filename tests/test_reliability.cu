@@ -143,6 +143,7 @@ class PoisonedAtEpoch final : public Trainer {
   PoisonedAtEpoch(std::unique_ptr<Trainer> inner, int epoch) : inner_(std::move(inner)), epoch_(epoch) {}
   std::string device_name() const override { return inner_->device_name(); }
   bool replays_graphs() const override { return inner_->replays_graphs(); }
+  int graph_steps() const override { return inner_->graph_steps(); }
   EvalTotals train_epoch(int epoch) override {
     if (epoch == epoch_) {
       const ModelState clean = inner_->state();

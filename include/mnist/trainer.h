@@ -113,6 +113,11 @@ class Trainer {
   // the capture failed): true once the first full epoch, which runs as stream launches and is
   // captured at its end, is done; false before it and on the CPU.
   virtual bool replays_graphs() const { return false; }
+  // The steps one captured graph holds (or will, before the first epoch ends): the epoch's own
+  // count up to make_gpu_trainer's max_graph_steps; a longer epoch replays a graph of that many
+  // steps several times, then one of the rest. 0 without graphs (CPU, --no-graph, a refused
+  // capture).
+  virtual int graph_steps() const { return 0; }
   // Device time of the last train_epoch in milliseconds, from CUDA events recorded on the
   // trainer's stream around the epoch's work (shuffle, steps, the copy of its totals): what the
   // benchmarks report beside the host clock; an epoch resumed mid-way counts only the steps it
@@ -144,7 +149,7 @@ class Trainer {
   }
 
   // Ctrl-C: once *stop is true, train_epoch returns after the step it is running (the CPU
-  // trainer) or at the end of the epoch (the GPU trainer, one graph per epoch), with the totals
+  // trainer) or at the end of the epoch (the GPU trainer, whose epoch is CUDA graphs enqueued together), with the totals
   // of the steps it ran; state().step tells how far it got. Null (the default): never stops.
   void set_stop_flag(const std::atomic<bool>* stop) { stop_ = stop; }
   bool stop_requested() const { return stop_ != nullptr && stop_->load(); }
@@ -162,7 +167,15 @@ class Trainer {
 };
 
 std::unique_ptr<Trainer> make_cpu_trainer(const TrainConfig& config, const DataSplit& data);
-std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data);
+// The most training steps one captured CUDA graph holds. An executable graph keeps every node
+// it was captured with (NVIDIA's CCCL puts a kernel node at ~10 KB; not measured here) and takes
+// longer to instantiate the more it has, while a step is 22 launches (the default MLP) and an
+// epoch of batch 1 is 54,000 steps: ~10^6 nodes. The default model's epoch (batch 128: 422
+// steps) is one graph.
+constexpr int kMaxGraphSteps = 512;
+// max_graph_steps: kMaxGraphSteps, or fewer where a test wants long epochs cheaply.
+std::unique_ptr<Trainer> make_gpu_trainer(const TrainConfig& config, const DataSplit& data,
+                                          int max_graph_steps = kMaxGraphSteps);
 // Throws ConfigError with one line when the GPU cannot train `config` (a CNN batch larger
 // than one cuDNN call takes); make_gpu_trainer checks it too, `mnist train` before the data loads.
 void check_gpu_config(const TrainConfig& config);
