@@ -149,8 +149,9 @@ class Trainer {
   }
 
   // Ctrl-C: once *stop is true, train_epoch returns after the step it is running (the CPU
-  // trainer) or at the end of the epoch (the GPU trainer, whose epoch is CUDA graphs enqueued together), with the totals
-  // of the steps it ran; state().step tells how far it got. Null (the default): never stops.
+  // trainer) or at the end of the epoch (the GPU trainer, whose epoch's CUDA graphs are enqueued
+  // together), with the totals of the steps it ran; state().step tells how far it got. Null (the
+  // default): never stops.
   void set_stop_flag(const std::atomic<bool>* stop) { stop_ = stop; }
   bool stop_requested() const { return stop_ != nullptr && stop_->load(); }
   // The next train_epoch starts at this 0-based step of its epoch, skipping the batches before
