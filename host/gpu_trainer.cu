@@ -424,7 +424,7 @@ class GpuTrainer final : public Trainer {
 
   std::string device_name() const override { return device_name_; }
   // True once the first full epoch has been captured: the epochs after it replay the graph.
-  bool replays_graphs() const override { return graphs_captured_; }
+  bool replays_graphs() const override { return graphs_captured(); }
   int graph_steps() const override {
     return config_.no_graph || graph_refused_ ? 0 : std::min(steps_, max_graph_steps_);
   }
@@ -444,7 +444,7 @@ class GpuTrainer final : public Trainer {
       NvtxRange train_range("train");
       if (config_.no_graph || graph_refused_ || steps_ == 0 || first_step > 0) {
         run_steps(first_step, steps_);  // a resume mid-epoch runs the rest of that epoch outside the graph
-      } else if (graphs_captured_) {
+      } else if (graphs_captured()) {
         replay_epoch();
       } else {
         // The first full epoch runs as stream launches, then records its steps for the next
@@ -617,6 +617,8 @@ class GpuTrainer final : public Trainer {
   // itself (the same part of order_ every epoch), the partial batch included.
   int block_count() const { return steps_ > max_graph_steps_ ? (train_.count / batch_) / max_graph_steps_ : 0; }
   int tail_first_step() const { return block_count() * max_graph_steps_; }
+  // An epoch of steps_ > 0 always has a block or a tail graph once captured.
+  bool graphs_captured() const { return block_graph_ || tail_graph_; }
 
   // Records the epoch's steps into the graphs. Nothing runs while a graph is captured, so a
   // capture that fails (a library call that cannot be captured on this machine's cuBLAS or
@@ -632,7 +634,6 @@ class GpuTrainer final : public Trainer {
       }
       if (tail_first_step() < steps_)
         tail_graph_ = GraphExec::capture(stream, [this] { run_steps(tail_first_step(), steps_); });
-      graphs_captured_ = true;
     } catch (const std::exception& error) {
       cudaGetLastError();  // a failed end of capture or instantiation is not the next launch's error
       block_graph_ = GraphExec();
@@ -730,7 +731,6 @@ class GpuTrainer final : public Trainer {
   std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
   DeviceBuffer<std::int32_t> window_;  // block_graph_'s part of order_ (only for epochs of > max_graph_steps_ steps)
   GraphExec block_graph_, tail_graph_;  // replay_epoch
-  bool graphs_captured_ = false;
   bool graph_refused_ = false;  // the capture failed once: no graphs for this trainer
   Event epoch_start_, epoch_stop_;  // around each train_epoch's work on the stream
   double last_epoch_device_ms_ = std::numeric_limits<double>::quiet_NaN();
