@@ -2,7 +2,9 @@
 // subcommand; every failure reaches the user as one line on stderr and a non-zero exit.
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <string>
@@ -17,6 +19,23 @@
 #include "mnist/trainer.h"
 
 namespace {
+
+// A path given as '' (most often an unset shell variable, as in --out "$RUN") is refused rather
+// than taken as "not given", which would quietly train from scratch or into a fresh run directory.
+const CLI::Validator kNonEmptyPath(
+    [](std::string& value) { return value.empty() ? std::string("is empty; give a path") : std::string(); }, "");
+
+// --seed as a decimal number of 64 bits. CLI11 alone reads -1 and 10^20 as 2^64 - 1 without a
+// word, so two different mistakes would silently train with the same, unasked-for seed.
+const CLI::Validator kSeed(
+    [](std::string& value) {
+      const std::string refusal = "must be a whole number in 0..18446744073709551615, got '" + value + "'";
+      if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) return refusal;
+      errno = 0;
+      std::strtoull(value.c_str(), nullptr, 10);
+      return errno == ERANGE ? refusal : std::string();
+    },
+    "");
 
 void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
   train.add_option("--model", c.model,
@@ -46,11 +65,15 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
   train.add_option("--val-split", c.val_split,
                    "Fraction of the 60,000 training images held out for validation (the last ones), in [0, 1)")
       ->capture_default_str();
-  train.add_option("--seed", c.seed, "Seed of initialisation, shuffling and dropout")->capture_default_str();
+  train.add_option("--seed", c.seed, "Seed of initialisation, shuffling and dropout")
+      ->check(kSeed)
+      ->capture_default_str();
   train.add_option("--dataset", c.dataset, "mnist or fashion")->capture_default_str();
-  train.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]");
+  train.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]")
+      ->check(kNonEmptyPath);
   train.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();
-  train.add_option("--out", c.out_dir, "Run directory for metrics.jsonl and report.json [default: runs/<timestamp>]");
+  train.add_option("--out", c.out_dir, "Run directory for metrics.jsonl and report.json [default: runs/<timestamp>]")
+      ->check(kNonEmptyPath);
   train.add_option("--train-subset", c.train_subset, "Train on the first N training images only (0: all)")
       ->capture_default_str();
   train.add_flag("--drop-last", c.drop_last,
@@ -68,23 +91,30 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
                    "unless --out is given; pass the options of the original run again. After Ctrl-C, last.ckpt "
                    "continues at the very step it stopped at and ends with the same weights as an uninterrupted "
                    "run; only the train loss/accuracy logged for that one epoch cover just the steps run after "
-                   "the resume");
+                   "the resume")
+      ->check(kNonEmptyPath);
 }
 
 void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
-  evaluate.add_option("--model", c.model, "Checkpoint to evaluate (a run's last.ckpt or best.ckpt)")->required();
+  evaluate.add_option("--model", c.model, "Checkpoint to evaluate (a run's last.ckpt or best.ckpt)")
+      ->required()
+      ->check(kNonEmptyPath);
   evaluate.add_option("--dataset", c.dataset, "mnist or fashion [default: the one the model was trained on]");
-  evaluate.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]");
+  evaluate.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]")
+      ->check(kNonEmptyPath);
   evaluate.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();
 }
 
 void add_predict_options(CLI::App& predict, std::string& model, std::vector<std::string>& files) {
-  predict.add_option("--model", model, "Checkpoint to predict with (a run's last.ckpt or best.ckpt)")->required();
+  predict.add_option("--model", model, "Checkpoint to predict with (a run's last.ckpt or best.ckpt)")
+      ->required()
+      ->check(kNonEmptyPath);
   predict.add_option("FILE", files,
                      "Images of one digit each: 28x28 pixels, grayscale PGM (P2/P5) or PNG (8-bit gray, RGB or RGBA; "
                      "colour is converted to gray, transparency shows black). Like MNIST, the digit must be white "
                      "on a black background: invert dark-on-light drawings first")
-      ->required();
+      ->required()
+      ->check(kNonEmptyPath);
 }
 
 // An argument as the shell must see it: bare when it is plainly safe, else single-quoted.
@@ -133,7 +163,9 @@ int main(int argc, char** argv) {
   CLI::App* report = app.add_subcommand(
       "report", "Draw a run's learning curves, confusion matrix and misclassified digits (PNGs and "
                 "report.md in the run directory); needs python3-matplotlib");
-  report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")->required();
+  report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")
+      ->required()
+      ->check(kNonEmptyPath);
 
   try {
     app.parse(argc, argv);

@@ -83,7 +83,35 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--model cnn --channels 8,0", "--channels"}, BadOption{"--model cnn --hidden 0", "--hidden"},
                       BadOption{"--kernel 3", "--kernel is an option of --model cnn"},
                       BadOption{"--channels 8,8", "--channels is an option of --model cnn"},
-                      BadOption{"--data-dir /nonexistent/mnist", "data/fetch.sh"}));
+                      BadOption{"--data-dir /nonexistent/mnist", "data/fetch.sh"},
+                      // -1 and 10^20 used to pass as 2^64 - 1, and an empty path as "not given". The
+                      // --epochs 0 behind each makes a regression fail at once instead of training.
+                      BadOption{"--seed -1 --epochs 0", "--seed: must be"},
+                      BadOption{"--seed 18446744073709551616 --epochs 0", "--seed: must be"},
+                      BadOption{"--seed 0x10 --epochs 0", "--seed: must be"},
+                      BadOption{"--out '' --epochs 0", "--out: is empty"},
+                      BadOption{"--resume '' --epochs 0", "--resume: is empty"},
+                      BadOption{"--data-dir '' --epochs 0", "--data-dir: is empty"}));
+
+TEST(Cli, EmptyPathsOfTheOtherCommandsAreOneClearLine) {
+  for (const char* args : {"evaluate --model ''", "predict --model '' digit.png", "predict --model m.ckpt ''",
+                           "report ''"}) {
+    const Outcome outcome = run_mnist(args);
+    EXPECT_EQ(outcome.status, 2) << args << ": " << outcome.output;
+    EXPECT_EQ(line_count(outcome.output), 1) << args << ": " << outcome.output;
+    EXPECT_NE(outcome.output.find("is empty"), std::string::npos) << args << ": " << outcome.output;
+  }
+}
+
+TEST(Cli, TheLargestSeedIsAccepted) {
+  const fs::path out = fresh_temp_dir("seed");
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 256 --epochs 1 --hidden 16 --no-report "
+                                    "--seed 18446744073709551615 --out " + out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  const nlohmann::json report = nlohmann::json::parse(read_text(out / "report.json"));
+  EXPECT_EQ(report["config"]["seed"].get<std::uint64_t>(), 18446744073709551615ull);
+  fs::remove_all(out);
+}
 
 TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
   // The foundation's end-to-end check: 10,000 training images, one epoch, one hidden layer
