@@ -71,7 +71,7 @@ std::string model_options(ModelKind kind, const std::vector<int>& sizes) {
     return "--model cnn --channels " + std::to_string(sizes[3]) + "," + std::to_string(sizes[4]) + " --kernel " +
            std::to_string(sizes[5]) + " --hidden " + std::to_string(sizes[6]);
   if (kind == ModelKind::kMlp && sizes.size() >= 3)
-    return "--hidden " + joined(std::vector<int>(sizes.begin() + 1, sizes.end() - 1), ",");
+    return "--model mlp --hidden " + joined(std::vector<int>(sizes.begin() + 1, sizes.end() - 1), ",");
   return "(sizes " + joined(sizes, ",") + ")";
 }
 

@@ -205,7 +205,7 @@ TEST(CnnCli, AnMlpCheckpointIsNotResumedAsACnn) {
   const Outcome outcome = run_mnist("train --device cpu --model cnn --epochs 3 --resume " + path);
   EXPECT_EQ(outcome.status, 2) << outcome.output;
   EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
-  for (const char* expected : {"holds a 784-8-10 MLP", "ask for a CNN", "pass --hidden 8"})
+  for (const char* expected : {"holds a 784-8-10 MLP", "ask for a CNN", "pass --model mlp --hidden 8"})
     EXPECT_NE(outcome.output.find(expected), std::string::npos) << expected << " in " << outcome.output;
   fs::remove_all(dir);
 }

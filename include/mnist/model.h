@@ -31,7 +31,7 @@ CnnShape cnn_shape(const TrainConfig& config);  // --channels, --kernel, --hidde
 // advice of a mismatched --resume: the inverse of model_kind/model_sizes for what --model
 // trains. Throws ConfigError when the sizes are not such a model.
 void set_model(TrainConfig& config, ModelKind kind, const std::vector<int>& sizes);
-// "--hidden 512,512" (MLP), "--model cnn --channels 32,64 --kernel 5 --hidden 1024" (CNN).
+// "--model mlp --hidden 512,512" (MLP), "--model cnn --channels 32,64 --kernel 5 --hidden 1024" (CNN).
 std::string model_options(ModelKind kind, const std::vector<int>& sizes);
 // A model's shape as ModelState names it.
 inline ModelKind kind_of(const MlpShape&) { return ModelKind::kMlp; }
