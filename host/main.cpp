@@ -202,7 +202,7 @@ int main(int argc, char** argv) {
   } catch (const mnist::TrainingInterrupted& error) {
     std::fprintf(stderr, "mnist: %s; resume with: %s\n", error.what(),
                  resume_command(argc, argv, error.checkpoint()).c_str());
-    return 130;
+    return mnist::interrupted_exit_status();
   } catch (const mnist::CudaError& error) {
     std::string advice;
     if (error.out_of_memory())

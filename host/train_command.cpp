@@ -63,15 +63,20 @@ std::string file_bytes(const std::string& path) {
   return bytes;
 }
 
-// --- Ctrl-C ---------------------------------------------------------------------------------
+// --- Ctrl-C and SIGTERM --------------------------------------------------------------------
 // Before training starts there is nothing to save, so SIGINT exits at once. While training, it
 // only asks the trainer to stop after the current step; the loop then saves last.ckpt and
 // `mnist train` says how to resume (exit 130). A second Ctrl-C exits at once: the checkpoint
 // is written atomically, so last.ckpt is still the previous one or the new one, never a mix.
-// These two lock-free flags are all the handler touches.
+// SIGTERM (kill, timeout, a batch scheduler's time limit, docker stop) does the same and exits
+// 143, so a job stopped from outside keeps its step too. These lock-free atomics are all the
+// handler touches.
 std::atomic<bool> g_training{false};
 std::atomic<bool> g_stop{false};
-static_assert(std::atomic<bool>::is_always_lock_free, "a signal handler may only touch lock-free atomics");
+std::atomic<int> g_stop_signal{0};  // the first signal that asked to stop; kept until the next run
+static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
+              "a signal handler may only touch lock-free atomics");
+constexpr int kStopSignals[] = {SIGINT, SIGTERM};
 
 template <std::size_t N>
 void write_stderr(const char (&text)[N]) {
@@ -79,34 +84,39 @@ void write_stderr(const char (&text)[N]) {
   (void)ignored;
 }
 
-extern "C" void on_interrupt(int) {
+extern "C" void on_interrupt(int signal) {
+  int none = 0;
+  g_stop_signal.compare_exchange_strong(none, signal);
   if (!g_training.load()) {
     write_stderr("mnist: interrupted before training started; nothing was saved\n");
-    _exit(130);
+    _exit(128 + signal);
   }
   if (g_stop.exchange(true)) {
     write_stderr("mnist: interrupted again: stopped without saving the current step\n");
-    _exit(130);
+    _exit(128 + signal);
   }
 }
 
-// Installs on_interrupt for its lifetime (SA_RESTART: interrupted reads and writes carry on),
-// then puts back what was there. A SIGINT that was ignored when mnist started (a background job
-// of a non-interactive shell) stays ignored.
+// Installs on_interrupt for SIGINT and SIGTERM for its lifetime (SA_RESTART: interrupted reads
+// and writes carry on), then puts back what was there. A signal that was ignored when mnist
+// started (SIGINT for a background job of a non-interactive shell) stays ignored.
 class InterruptHandler {
  public:
   InterruptHandler() {
     g_training = false;
     g_stop = false;
+    g_stop_signal = 0;
     struct sigaction action {};
     action.sa_handler = on_interrupt;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
-    sigaction(SIGINT, nullptr, &previous_);
-    if (previous_.sa_handler != SIG_IGN) sigaction(SIGINT, &action, nullptr);
+    for (std::size_t i = 0; i < std::size(kStopSignals); ++i) {
+      sigaction(kStopSignals[i], nullptr, &previous_[i]);
+      if (previous_[i].sa_handler != SIG_IGN) sigaction(kStopSignals[i], &action, nullptr);
+    }
   }
   ~InterruptHandler() {
-    sigaction(SIGINT, &previous_, nullptr);
+    for (std::size_t i = 0; i < std::size(kStopSignals); ++i) sigaction(kStopSignals[i], &previous_[i], nullptr);
     g_training = false;
     g_stop = false;
   }
@@ -120,7 +130,7 @@ class InterruptHandler {
   }
 
  private:
-  struct sigaction previous_ {};
+  struct sigaction previous_[std::size(kStopSignals)] {};
 };
 
 // Decides the device before the slow work, so a wrong --device fails at once: true for the
@@ -224,6 +234,11 @@ void draw_report(const std::string& run_dir) {
 
 }  // namespace
 
+int interrupted_exit_status() {
+  const int signal = g_stop_signal.load();
+  return 128 + (signal != 0 ? signal : SIGINT);
+}
+
 int run_train(const TrainConfig& config) {
   std::optional<InterruptHandler> interrupts(std::in_place);
   validate(config);
@@ -291,7 +306,7 @@ int run_train(const TrainConfig& config) {
   if (trainer->stop_requested()) {
     std::fprintf(stderr, "mnist: interrupted after the last epoch; the run is complete in %s, no report drawn "
                  "(mnist report %s draws it)\n", printable(run.path()).c_str(), printable(run.path()).c_str());
-    return 130;
+    return interrupted_exit_status();
   }
   interrupts.reset();  // the report script gets Ctrl-C as it is
   if (!config.no_report) draw_report(run.path());

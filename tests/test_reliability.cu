@@ -543,6 +543,39 @@ TEST(InterruptCli, CtrlCAfterTheLastEpochFinishesTheRunsFilesAndExits130) {
   fs::remove_all(dir);
 }
 
+// SIGTERM (kill, timeout, a batch scheduler's time limit) once epoch 1 is logged: the same save
+// as Ctrl-C, exit 143. Sent before training starts: one line, nothing saved, exit 143.
+TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) {
+  const fs::path dir = fresh_temp_dir("sigterm");
+  Child child("train --device cpu --train-subset 3000 --epochs 3 --hidden 128 --batch-size 32 --no-report --out " +
+              dir.string());
+  ASSERT_TRUE(child.read_until("epoch   1/3")) << child.output();
+  child.send(SIGTERM);
+  ASSERT_EQ(child.wait(), 143) << child.output();
+  const std::regex expected("mnist: interrupted (at epoch [23], step [0-9]+ of 94|after epoch [12] of 3); saved " +
+                            dir.string() + "/last\\.ckpt; resume with: .* --resume " + dir.string() + "/last\\.ckpt");
+  EXPECT_TRUE(std::regex_match(last_line(child.output()), expected)) << child.output();
+  EXPECT_FALSE(fs::exists(dir / "report.json"));
+  EXPECT_GE(read_checkpoint((dir / "last.ckpt").string()).epoch, 1);
+  fs::remove_all(dir);
+}
+
+TEST(InterruptCli, SigtermBeforeTrainingIsOneLineAndExit143) {
+  const fs::path dir = fresh_temp_dir("sigterm-early");
+  Child child("train --device cpu --epochs 1 --hidden 8 --out " + (dir / "run").string());
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (!child.catches(SIGTERM) && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(child.catches(SIGTERM)) << "the train command installed no SIGTERM handler";
+  child.send(SIGTERM);
+  EXPECT_EQ(child.wait(), 143) << child.output();
+  EXPECT_EQ(line_count(child.output()), 1) << child.output();
+  EXPECT_NE(child.output().find("mnist: interrupted before training started; nothing was saved"), std::string::npos)
+      << child.output();
+  EXPECT_FALSE(fs::exists(dir / "run" / "last.ckpt"));
+  fs::remove_all(dir);
+}
+
 // --- out of device memory -----------------------------------------------------------------------
 
 TEST(OutOfMemory, MessageNamesTheSizeThatFailed) {
