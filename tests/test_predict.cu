@@ -302,6 +302,34 @@ TEST(PredictCli, ReadsMnistsFirstTestImageAsASeven) {
   fs::remove_all(dir);
 }
 
+// A Fashion-MNIST checkpoint names the class of the label it prints; an MNIST one prints the
+// digit alone. The model is untrained, so any label may come out: the name must be its own.
+TEST(PredictCli, AFashionModelNamesTheClassOfItsLabel) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const fs::path dir = fresh_temp_dir("predict-fashion");
+  TrainConfig config;
+  config.hidden = {8};
+  config.seed = rng();
+  const std::string image = (dir / "item.pgm").string();
+  write_text(image, pgm_p5(random_pixels(rng, kPixels)));
+  const char* const names[10] = {"T-shirt/top", "trouser", "pullover", "dress", "coat",
+                                 "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
+  for (const char* dataset : {"fashion", "mnist"}) {
+    config.dataset = dataset;
+    const std::string model = (dir / (std::string(dataset) + ".ckpt")).string();
+    write_checkpoint(model, Checkpoint{make_cpu_trainer(config, DataSplit{})->state(), 1, 0.5, to_json(config)});
+    const Outcome outcome = run_mnist("predict --model " + model + " " + image);
+    ASSERT_EQ(outcome.status, 0) << outcome.output;
+    const std::string prefix = image + ": ";
+    ASSERT_EQ(outcome.output.rfind(prefix, 0), 0u) << outcome.output;
+    const int label = outcome.output[prefix.size()] - '0';
+    ASSERT_TRUE(label >= 0 && label <= 9) << outcome.output;
+    const std::string named = std::string(dataset) == "fashion" ? std::string(" ") + names[label] : std::string();
+    EXPECT_EQ(outcome.output.substr(prefix.size() + 1, named.size() + 4), named + " (p=") << outcome.output;
+  }
+  fs::remove_all(dir);
+}
+
 TEST(PredictCli, EachBadFileIsOneLineNamingIt) {
   std::mt19937_64 rng(test::fresh_seed());
   const fs::path dir = fresh_temp_dir("predict-bad");
