@@ -2,6 +2,7 @@
 // subcommand; every failure reaches the user as one line on stderr and a non-zero exit.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -17,6 +18,7 @@
 #include "mnist/report_command.h"
 #include "mnist/train_command.h"
 #include "mnist/trainer.h"
+#include "mnist/versions.h"
 
 namespace {
 
@@ -147,6 +149,14 @@ std::string resume_command(int argc, char** argv, const std::string& checkpoint)
 int main(int argc, char** argv) {
   CLI::App app{"mnist: train and evaluate handwritten-digit classifiers on an NVIDIA GPU (or the CPU)", "mnist"};
   app.require_subcommand(1);
+  app.set_version_flag("--version", [] {
+    std::string text = "mnist: the versions it was built with and runs on (also in each run's report.json)";
+    const nlohmann::json versions = mnist::program_versions();
+    for (auto it = versions.begin(); it != versions.end(); ++it)
+      text += "\n  " + it.key() + std::string(14 - std::min<std::size_t>(it.key().size(), 13), ' ') +
+              it.value().get<std::string>();
+    return text;
+  }, "Print the versions of the compiler, CUDA runtime and driver, cuBLAS, cuDNN and OpenBLAS, and exit");
   mnist::TrainConfig config;
   CLI::App* train = app.add_subcommand("train", "Train the MLP (or --model cnn) and report test accuracy");
   add_train_options(*train, config);
@@ -173,6 +183,8 @@ int main(int argc, char** argv) {
     return app.exit(help);
   } catch (const CLI::CallForAllHelp& help) {
     return app.exit(help);
+  } catch (const CLI::CallForVersion& version) {
+    return app.exit(version);
   } catch (const CLI::ParseError& error) {
     std::fprintf(stderr, "mnist: error: %s (see mnist --help or mnist <command> --help)\n", error.what());
     return 2;

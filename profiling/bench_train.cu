@@ -43,10 +43,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <exception>
-#include <fstream>
 #include <functional>
 #include <memory>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -58,10 +56,13 @@
 #include "mnist/mlp.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/trainer.h"
+#include "mnist/versions.h"
 
 namespace {
 
+using mnist::cuda_version_text;
 using mnist::DeviceBuffer;
+using mnist::nvidia_driver_release;
 
 struct Options {
   std::string data_dir = "data/mnist";
@@ -193,18 +194,6 @@ struct DeviceInfo {
   int runtime_cuda = 0;     // the CUDA runtime this program runs with
 };
 
-std::string cuda_version_text(int v) { return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10); }
-
-// The driver's release number: the first version-like token of /proc/driver/nvidia/version.
-std::string driver_release() {
-  std::ifstream in("/proc/driver/nvidia/version");
-  std::string line;
-  std::smatch match;
-  if (std::getline(in, line) && std::regex_search(line, match, std::regex(R"(\b\d+\.\d+(\.\d+)?\b)")))
-    return match.str();
-  return "unknown";
-}
-
 DeviceInfo device_info() {
   DeviceInfo info;
   int device = 0;
@@ -215,7 +204,7 @@ DeviceInfo device_info() {
   info.major = prop.major;
   info.minor = prop.minor;
   info.sms = prop.multiProcessorCount;
-  info.driver = driver_release();
+  info.driver = nvidia_driver_release();
   MNIST_CHECK(cudaDriverGetVersion(&info.driver_cuda));
   MNIST_CHECK(cudaRuntimeGetVersion(&info.runtime_cuda));
   return info;

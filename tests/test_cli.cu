@@ -8,9 +8,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <regex>
 #include <string>
 
 #include "cli_util.h"
+#include "mnist/versions.h"
 
 namespace {
 
@@ -40,6 +42,35 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
   const Outcome top = run_mnist("--help");
   EXPECT_EQ(top.status, 0);
   EXPECT_NE(top.output.find("\n  report "), std::string::npos) << top.output;  // the subcommand
+}
+
+// `mnist --version` lists every library version report.json records, each read from the
+// library: cuDNN's major is 9 (the one this project needs) and CUDA's have the "13.0" shape.
+TEST(Cli, VersionListsTheLibrariesItRunsWith) {
+  const Outcome outcome = run_mnist("--version");
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  const nlohmann::json versions = mnist::program_versions();
+  for (const char* key : {"compiler", "cuda_toolkit", "cuda_runtime", "cuda_driver", "nvidia_driver", "cublas", "cudnn",
+                          "openblas"}) {
+    ASSERT_TRUE(versions.contains(key) && versions[key].is_string()) << key << " in " << versions.dump();
+    const std::string line = "\n  " + std::string(key);
+    const std::size_t at = outcome.output.find(line);
+    ASSERT_NE(at, std::string::npos) << key << " in\n" << outcome.output;
+    const std::size_t end = outcome.output.find('\n', at + 1);
+    std::string value = outcome.output.substr(at + line.size(), end - at - line.size());
+    value.erase(0, value.find_first_not_of(' '));
+    EXPECT_EQ(value, versions[key].get<std::string>()) << key;
+    EXPECT_FALSE(value.empty() || value == "unknown") << key;
+  }
+  const std::regex cuda(R"(\d+\.\d)");
+  EXPECT_TRUE(std::regex_match(versions["cuda_runtime"].get<std::string>(), cuda)) << versions.dump();
+  EXPECT_TRUE(std::regex_match(versions["cuda_toolkit"].get<std::string>(), cuda)) << versions.dump();
+  EXPECT_TRUE(std::regex_search(versions["cudnn"].get<std::string>(), std::regex(R"((^|headers )9\.\d+\.\d+)")))
+      << versions.dump();
+  EXPECT_TRUE(std::regex_match(versions["openblas"].get<std::string>(), std::regex(R"(\d+\.\d+\.\d+)")))
+      << versions.dump();
+  EXPECT_EQ(mnist::cuda_version_text(12080), "12.8");
+  EXPECT_EQ(mnist::cuda_version_text(13000), "13.0");
 }
 
 TEST(Cli, MissingSubcommandIsOneLineAndNonZero) {
@@ -137,6 +168,8 @@ TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
     }
   EXPECT_EQ(total, 10000u);
   EXPECT_NEAR(double(diagonal) / total, accuracy, 1e-12);
+  // The versions the run was trained with, as this process reads them from the same libraries.
+  EXPECT_EQ(report["versions"], mnist::program_versions()) << report["versions"].dump();
 
   std::ifstream metrics_file(out / "metrics.jsonl");
   std::string line;
