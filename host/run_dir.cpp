@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "mnist/trainer.h"
-#include "mnist/versions.h"
 
 namespace fs = std::filesystem;
 
@@ -178,8 +177,7 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
             {"confusion", confusion},
             {"per_class", per_class},
             {"most_confused", pairs}}},
-          {"timings", {{"train_seconds", result.train_seconds}, {"cuda_graph", result.cuda_graph}}},
-          {"versions", program_versions()}};
+          {"timings", {{"train_seconds", result.train_seconds}, {"cuda_graph", result.cuda_graph}}}};
 }
 
 std::string format_summary(const TrainResult& result) {

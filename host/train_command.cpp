@@ -20,6 +20,7 @@
 #include "mnist/report_command.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
+#include "mnist/versions.h"
 
 namespace fs = std::filesystem;
 
@@ -292,7 +293,11 @@ int run_train(const TrainConfig& config) {
   TrainResult result = resume ? resume_training(config, split, *trainer, run, *resume)
                               : train(config, split, *trainer, run);
   result.epochs.insert(result.epochs.begin(), history.epochs.begin(), history.epochs.end());
-  run.write_report(build_report(config, result));
+  // The versions are added here, not in build_report: run_dir.cpp is also built without the
+  // CUDA libraries, for the fuzz harnesses (tests/fuzz).
+  nlohmann::json report = build_report(config, result);
+  report["versions"] = program_versions();
+  run.write_report(report);
   const std::vector<float> logits = trainer->logits(split.test);
   write_file_atomically(run.path() + "/errors.json",
                         errors_json(most_confident_errors(logits.data(), split.test.labels, split.test.count),
