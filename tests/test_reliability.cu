@@ -507,22 +507,25 @@ TEST(InterruptCli, CtrlCSavesAndTheResumeCommandFinishesTheSameRun) {
   fs::remove_all(part);
 }
 
-// Ctrl-C while the data is loading: nothing to save, so one line and exit 130 at once.
-TEST(InterruptCli, CtrlCBeforeTrainingIsOneLineAndExit130) {
-  const fs::path dir = fresh_temp_dir("sigint-early");
+// Ctrl-C (or SIGTERM) while the data is loading: nothing to save, so one line and exit 130
+// (143) at once.
+void expect_signal_before_training_is_one_line(int signal, int status) {
+  const fs::path dir = fresh_temp_dir("signal-early");
   Child child("train --device cpu --epochs 1 --hidden 8 --out " + (dir / "run").string());
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!child.catches(SIGINT) && std::chrono::steady_clock::now() < deadline)
+  while (!child.catches(signal) && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_TRUE(child.catches(SIGINT)) << "the train command installed no SIGINT handler";
-  child.send(SIGINT);
-  EXPECT_EQ(child.wait(), 130) << child.output();
+  ASSERT_TRUE(child.catches(signal)) << "the train command installed no handler for signal " << signal;
+  child.send(signal);
+  EXPECT_EQ(child.wait(), status) << child.output();
   EXPECT_EQ(line_count(child.output()), 1) << child.output();
   EXPECT_NE(child.output().find("mnist: interrupted before training started; nothing was saved"), std::string::npos)
       << child.output();
   EXPECT_FALSE(fs::exists(dir / "run" / "last.ckpt"));
   fs::remove_all(dir);
 }
+
+TEST(InterruptCli, CtrlCBeforeTrainingIsOneLineAndExit130) { expect_signal_before_training_is_one_line(SIGINT, 130); }
 
 // Ctrl-C once the last epoch is logged: the run's remaining files (test metrics, report.json,
 // errors.json) are still written, then one line and exit 130. --hidden 256 makes the two passes
@@ -544,7 +547,7 @@ TEST(InterruptCli, CtrlCAfterTheLastEpochFinishesTheRunsFilesAndExits130) {
 }
 
 // SIGTERM (kill, timeout, a batch scheduler's time limit) once epoch 1 is logged: the same save
-// as Ctrl-C, exit 143. Sent before training starts: one line, nothing saved, exit 143.
+// as Ctrl-C, exit 143.
 TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) {
   const fs::path dir = fresh_temp_dir("sigterm");
   Child child("train --device cpu --train-subset 3000 --epochs 3 --hidden 128 --batch-size 32 --no-report --out " +
@@ -561,19 +564,7 @@ TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) {
 }
 
 TEST(InterruptCli, SigtermBeforeTrainingIsOneLineAndExit143) {
-  const fs::path dir = fresh_temp_dir("sigterm-early");
-  Child child("train --device cpu --epochs 1 --hidden 8 --out " + (dir / "run").string());
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (!child.catches(SIGTERM) && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  ASSERT_TRUE(child.catches(SIGTERM)) << "the train command installed no SIGTERM handler";
-  child.send(SIGTERM);
-  EXPECT_EQ(child.wait(), 143) << child.output();
-  EXPECT_EQ(line_count(child.output()), 1) << child.output();
-  EXPECT_NE(child.output().find("mnist: interrupted before training started; nothing was saved"), std::string::npos)
-      << child.output();
-  EXPECT_FALSE(fs::exists(dir / "run" / "last.ckpt"));
-  fs::remove_all(dir);
+  expect_signal_before_training_is_one_line(SIGTERM, 143);
 }
 
 // --- out of device memory -----------------------------------------------------------------------
