@@ -259,6 +259,21 @@ def test_control_characters_stay_out_of_report_md(tmp):
     assert "| data_dir | data/ [2Jmn ist  \\|x |" in md, "the config row, its control characters as spaces"
 
 
+def test_versions_table_only_when_recorded(tmp):
+    md = read(os.path.join(fixture_run(), "report.md"))
+    assert "## Versions" not in md, "the fixture records no versions, so report.md must show none"
+    run_dir = copy_fixture(tmp)
+    report = fixture_report()
+    report["versions"] = {"cudnn": "9.1.2", "cuda_driver": "none", "openblas": "0.3.\x1b21"}
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_succeeded(run_report(run_dir))
+    md = read(os.path.join(run_dir, "report.md"))
+    assert "## Versions" in md, "no Versions section"
+    for row in ("| cudnn | 9.1.2 |", "| cuda_driver | none |", "| openblas | 0.3. 21 |"):
+        assert row in md, f"row {row!r} missing"
+
+
 def main():
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and callable(f)]
     passed = failed = 0

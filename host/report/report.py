@@ -10,7 +10,7 @@ Reads RUN_DIR/metrics.jsonl and RUN_DIR/report.json (both required) and RUN_DIR/
     confusion.png  the test confusion matrix (true digit on rows, predicted on columns)
     errors.png     the most confidently misclassified test digits (only with errors.json)
     report.md      configuration, final metrics, per-class precision/recall/F1, the
-                   most-confused pairs, and the three pictures
+                   most-confused pairs, the three pictures, and the library versions
 
 Needs numpy and matplotlib (Debian: python3-numpy python3-matplotlib; run it with
 /usr/bin/python3). Any problem with the inputs is one line on stderr and exit status 1.
@@ -127,6 +127,9 @@ def read_report(run_dir):
     timings = report.get("timings")
     if isinstance(timings, dict) and is_number(timings.get("train_seconds")):
         out["train_seconds"] = float(timings["train_seconds"])
+    # Optional: runs from before report.json recorded them have none.
+    versions = report.get("versions", {})
+    out["versions"] = versions if isinstance(versions, dict) else {}
 
     confusion = field(path, test, "confusion", "test.")
     if (not isinstance(confusion, list) or len(confusion) != CLASSES
@@ -464,6 +467,11 @@ def build_markdown(run_dir, epochs, report, errors):
     out += ["## Configuration", ""]
     rows = [[markdown_cell(k), markdown_cell(v)] for k, v in report["config"].items()]
     out += [table(["option", "value"], rows) if rows else "report.json holds no configuration.", ""]
+
+    if report["versions"]:
+        out += ["## Versions", "", "What the run was built with and ran on (`mnist --version`).", ""]
+        rows = [[markdown_cell(k), markdown_cell(v)] for k, v in report["versions"].items()]
+        out += [table(["component", "version"], rows), ""]
     return "\n".join(out)
 
 
