@@ -346,9 +346,13 @@ int run_evaluate(const EvaluateConfig& options) {
     }
     config.label_smoothing = static_cast<float>(smoothing);
   }
-  config.dataset = options.dataset;
-  if (config.dataset.empty())
-    config.dataset = stored.contains("dataset") && stored["dataset"] == "fashion" ? "fashion" : "mnist";
+  const std::string trained_on = stored.contains("dataset") && stored["dataset"] == "fashion" ? "fashion" : "mnist";
+  config.dataset = options.dataset.empty() ? trained_on : options.dataset;
+  // Allowed (how does a digit model do on clothes?), but said, so a mistyped --dataset is not
+  // read as a broken model.
+  if (config.dataset != trained_on)
+    std::fprintf(stderr, "mnist: warning: %s was trained on %s; evaluating it on %s\n",
+                 printable(options.model).c_str(), trained_on.c_str(), config.dataset.c_str());
   config.data_dir = options.data_dir;
   config.device = options.device;
   const bool on_gpu = choose_device(config.device, "evaluating");
@@ -358,9 +362,9 @@ int run_evaluate(const EvaluateConfig& options) {
   split.test = ImageSlice{dataset.test.pixels.data(), dataset.test.labels.data(), static_cast<int>(dataset.test.count())};
   const std::unique_ptr<Trainer> trainer = make_trainer(on_gpu, config, split);
   trainer->load_state(checkpoint.state);
-  std::printf("model %s: %s, %d epoch%s trained; testing on the %d images of %s\n", options.model.c_str(),
-              describe_model(state.kind, state.sizes).c_str(), checkpoint.epoch, checkpoint.epoch == 1 ? "" : "s", split.test.count,
-              config.resolved_data_dir().c_str());
+  std::printf("model %s: %s, %d epoch%s trained on %s; testing on the %d images of %s\n", options.model.c_str(),
+              describe_model(state.kind, state.sizes).c_str(), checkpoint.epoch, checkpoint.epoch == 1 ? "" : "s",
+              trained_on.c_str(), split.test.count, config.resolved_data_dir().c_str());
 
   TrainResult result;
   result.device_name = trainer->device_name();

@@ -669,6 +669,28 @@ TEST(EvaluateCli, AnMlpWithoutHiddenLayersEvaluates) {
   fs::remove_all(dir);
 }
 
+// Evaluating on another dataset than the model's is allowed but said, in one warning line.
+TEST(EvaluateCli, AnotherDatasetThanTheModelsIsWarnedAbout) {
+  const fs::path dir = fresh_temp_dir("evaluate-other-dataset");
+  TrainConfig config;
+  config.hidden = {4};
+  const std::string path = (dir / "digits.ckpt").string();
+  write_checkpoint(path, Checkpoint{make_cpu_trainer(config, DataSplit{})->state(), 1, 0.5, to_json(config)});
+  // Fashion-MNIST's name on MNIST's files: the warning comes from the names, not the pixels.
+  const Outcome other = run_mnist("evaluate --device cpu --dataset fashion --data-dir data/mnist --model " + path);
+  EXPECT_EQ(other.status, 0) << other.output;
+  EXPECT_NE(other.output.find("mnist: warning: " + path + " was trained on mnist; evaluating it on fashion\n"),
+            std::string::npos)
+      << other.output;
+  EXPECT_NE(other.output.find("1 epoch trained on mnist; testing on the 10000 images of data/mnist"),
+            std::string::npos)
+      << other.output;
+  const Outcome same = run_mnist("evaluate --device cpu --dataset mnist --model " + path);
+  EXPECT_EQ(same.status, 0) << same.output;
+  EXPECT_EQ(same.output.find("warning"), std::string::npos) << same.output;
+  fs::remove_all(dir);
+}
+
 TEST(EvaluateCli, BadCheckpointOrDataIsOneClearLine) {
   const fs::path dir = fresh_temp_dir("evaluate-bad");
   const std::string good = untrained_checkpoint(dir);
