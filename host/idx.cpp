@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <memory>
 #include <system_error>
 
@@ -287,6 +288,13 @@ Dataset load_dataset(const std::string& dir) {
   ds.train = load_labeled(found[0], found[1]);
   ds.test = load_labeled(found[2], found[3]);
   return ds;
+}
+
+std::string class_name(const std::string& dataset, int label) {
+  static const char* const kFashion[] = {"T-shirt/top", "trouser", "pullover", "dress", "coat",
+                                         "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
+  if (dataset != "fashion" || label < 0 || label >= int(std::size(kFashion))) return "";
+  return kFashion[label];
 }
 
 }  // namespace mnist

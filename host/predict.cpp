@@ -19,13 +19,9 @@ namespace mnist {
 
 namespace {
 
-// Fashion-MNIST's classes by label (its README); MNIST's label is the digit itself.
-constexpr const char* kFashionClasses[kClasses] = {"T-shirt/top", "trouser", "pullover", "dress", "coat",
-                                                   "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
-
 // Model: CpuMlp or CpuCnn, holding the checkpoint's parameters.
 template <class Model>
-int predict_files(Model& model, const std::vector<std::string>& files, bool fashion) {
+int predict_files(Model& model, const std::vector<std::string>& files, const std::string& dataset) {
   int failures = 0;
   std::vector<float> x(kPixels);
   for (const std::string& file : files) {
@@ -52,8 +48,8 @@ int predict_files(Model& model, const std::vector<std::string>& files, bool fash
     for (int c = 1; c < kClasses; ++c) largest = std::fmax(largest, logits[c]);
     for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - largest);
     const double p = std::exp(double(logits[digit]) - largest) / sum;
-    const std::string name = fashion ? std::string(" ") + kFashionClasses[digit] : std::string();
-    std::printf("%s: %d%s (p=%.3f)\n", printable(file).c_str(), digit, name.c_str(), p);
+    const std::string name = class_name(dataset, digit);
+    std::printf("%s: %d%s%s (p=%.3f)\n", printable(file).c_str(), digit, name.empty() ? "" : " ", name.c_str(), p);
   }
   return failures ? 1 : 0;
 }
@@ -68,15 +64,16 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& f
   // that the sizes are a model's and the parameters fit them.
   TrainConfig config;  // only its model options: the shape, as `mnist evaluate` derives it
   set_model(config, state.kind, state.sizes);
-  const bool fashion = checkpoint.config.contains("dataset") && checkpoint.config["dataset"] == "fashion";
+  const std::string dataset =
+      checkpoint.config.contains("dataset") && checkpoint.config["dataset"] == "fashion" ? "fashion" : "mnist";
   if (state.kind == ModelKind::kCnn) {
     CpuCnn model(cnn_shape(config), 0, 0.f, 0.f, 1);
     model.params() = state.params;
-    return predict_files(model, files, fashion);
+    return predict_files(model, files, dataset);
   }
   CpuMlp model(mlp_shape(config), 0, 0.f, 0.f, 1);
   model.params() = state.params;
-  return predict_files(model, files, fashion);
+  return predict_files(model, files, dataset);
 }
 
 }  // namespace mnist

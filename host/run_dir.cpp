@@ -13,6 +13,7 @@
 #include <sstream>
 #include <vector>
 
+#include "mnist/idx.h"
 #include "mnist/trainer.h"
 
 namespace fs = std::filesystem;
@@ -180,13 +181,14 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
           {"timings", {{"train_seconds", result.train_seconds}, {"cuda_graph", result.cuda_graph}}}};
 }
 
-std::string format_summary(const TrainResult& result) {
+std::string format_summary(const TrainResult& result, const std::string& dataset) {
   const EvalTotals& t = result.test;
+  const bool named = !class_name(dataset, 0).empty();
   std::ostringstream out;
   char line[256];
   std::snprintf(line, sizeof line, "test: accuracy %.4f (%llu/%llu)  loss %.4f\n",
                 t.count ? double(t.correct) / t.count : 0.0, t.correct, t.count, t.count ? t.loss_sum / t.count : 0.0);
-  out << line << "confusion matrix (rows: true digit, columns: predicted)\n      ";
+  out << line << "confusion matrix (rows: true " << (named ? "class" : "digit") << ", columns: predicted)\n      ";
   for (int p = 0; p < kClasses; ++p) out << std::string(5, ' ') << p;
   out << '\n';
   for (int c = 0; c < kClasses; ++c) {
@@ -196,6 +198,7 @@ std::string format_summary(const TrainResult& result) {
       std::snprintf(line, sizeof line, "%6llu", t.confusion[c * kClasses + p]);
       out << line;
     }
+    if (named) out << "  " << class_name(dataset, c);  // the legend of the row and the column
     out << '\n';
   }
   out << "most confused:";

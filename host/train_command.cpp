@@ -302,7 +302,7 @@ int run_train(const TrainConfig& config) {
   write_file_atomically(run.path() + "/errors.json",
                         errors_json(most_confident_errors(logits.data(), split.test.labels, split.test.count),
                                     split.test, config.dataset));
-  std::printf("%s", format_summary(result).c_str());
+  std::printf("%s", format_summary(result, config.dataset).c_str());
   const bool has_best = fs::exists(run.path() + "/best.ckpt");
   std::printf("wrote metrics.jsonl, report.json, errors.json, last.ckpt%s in %s\n", has_best ? " and best.ckpt" : "",
               printable(run.path()).c_str());
@@ -369,7 +369,7 @@ int run_evaluate(const EvaluateConfig& options) {
   TrainResult result;
   result.device_name = trainer->device_name();
   result.test = trainer->evaluate(split.test);
-  std::printf("%s", format_summary(result).c_str());
+  std::printf("%s", format_summary(result, config.dataset).c_str());
   return 0;
 }
 

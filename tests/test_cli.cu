@@ -12,6 +12,9 @@
 #include <string>
 
 #include "cli_util.h"
+#include "mnist/idx.h"
+#include "mnist/run_dir.h"
+#include "mnist/trainer.h"
 #include "mnist/versions.h"
 
 namespace {
@@ -71,6 +74,33 @@ TEST(Cli, VersionListsTheLibrariesItRunsWith) {
       << versions.dump();
   EXPECT_EQ(mnist::cuda_version_text(12080), "12.8");
   EXPECT_EQ(mnist::cuda_version_text(13000), "13.0");
+}
+
+// The terminal summary of a Fashion-MNIST run ends each confusion row with its class's name;
+// an MNIST run's rows are digits and stay bare. Random counts, so each row is found by them.
+TEST(Cli, AFashionSummaryNamesTheClassOfEachRow) {
+  std::mt19937_64 rng(std::random_device{}());
+  mnist::TrainResult result;
+  for (auto& n : result.test.confusion) result.test.count += n = rng() % 1000;
+  for (int c = 0; c < 10; ++c) result.test.correct += result.test.confusion[c * 10 + c];
+  const char* const names[10] = {"T-shirt/top", "trouser", "pullover", "dress", "coat",
+                                 "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
+  for (const char* dataset : {"fashion", "mnist"}) {
+    const std::string summary = mnist::format_summary(result, dataset);
+    const bool fashion = std::string(dataset) == "fashion";
+    EXPECT_NE(summary.find(fashion ? "(rows: true class," : "(rows: true digit,"), std::string::npos) << summary;
+    for (int c = 0; c < 10; ++c) {
+      std::string row = "  " + std::to_string(c) + " | ";
+      char count[16];
+      for (int p = 0; p < 10; ++p) {
+        std::snprintf(count, sizeof count, "%6llu", result.test.confusion[c * 10 + p]);
+        row += count;
+      }
+      row += fashion ? std::string("  ") + names[c] + "\n" : "\n";
+      EXPECT_NE(summary.find(row), std::string::npos) << dataset << ": no row\n" << row << "in\n" << summary;
+      EXPECT_EQ(mnist::class_name(dataset, c), fashion ? names[c] : "");
+    }
+  }
 }
 
 TEST(Cli, MissingSubcommandIsOneLineAndNonZero) {

@@ -18,6 +18,10 @@ constexpr int kImageRows = 28;
 constexpr int kImageCols = 28;
 constexpr int kPixels = kImageRows * kImageCols;
 
+// The name of class `label` (0..9) of `dataset`: Fashion-MNIST's ("ankle boot" for 9, from its
+// README); empty for MNIST, whose label is the digit itself.
+std::string class_name(const std::string& dataset, int label);
+
 struct ImageSet {
   std::vector<std::uint8_t> pixels;  // count × 784, row-major
   std::uint32_t count = 0;

@@ -44,7 +44,9 @@ std::string temporary_path(const std::string& path);
 nlohmann::json epoch_json(const EpochMetrics& metrics);
 nlohmann::json build_report(const TrainConfig& config, const TrainResult& result);
 
-// The end-of-training summary for the terminal: test metrics, confusion table, most-confused pairs.
-std::string format_summary(const TrainResult& result);
+// The end-of-training summary for the terminal: test metrics, confusion table, most-confused
+// pairs. The rows of a dataset with class names (class_name in idx.h: Fashion-MNIST) end with
+// the name of their class.
+std::string format_summary(const TrainResult& result, const std::string& dataset);
 
 }  // namespace mnist
