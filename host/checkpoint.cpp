@@ -389,4 +389,9 @@ Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::
   return c;
 }
 
+std::string trained_dataset(const Checkpoint& checkpoint) {
+  const nlohmann::json& config = checkpoint.config;
+  return config.contains("dataset") && config["dataset"] == "fashion" ? "fashion" : "mnist";
+}
+
 }  // namespace mnist

@@ -64,8 +64,7 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& f
   // that the sizes are a model's and the parameters fit them.
   TrainConfig config;  // only its model options: the shape, as `mnist evaluate` derives it
   set_model(config, state.kind, state.sizes);
-  const std::string dataset =
-      checkpoint.config.contains("dataset") && checkpoint.config["dataset"] == "fashion" ? "fashion" : "mnist";
+  const std::string dataset = trained_dataset(checkpoint);
   if (state.kind == ModelKind::kCnn) {
     CpuCnn model(cnn_shape(config), 0, 0.f, 0.f, 1);
     model.params() = state.params;

@@ -346,7 +346,7 @@ int run_evaluate(const EvaluateConfig& options) {
     }
     config.label_smoothing = static_cast<float>(smoothing);
   }
-  const std::string trained_on = stored.contains("dataset") && stored["dataset"] == "fashion" ? "fashion" : "mnist";
+  const std::string trained_on = trained_dataset(checkpoint);
   config.dataset = options.dataset.empty() ? trained_on : options.dataset;
   // Allowed (how does a digit model do on clothes?), but said, so a mistyped --dataset is not
   // read as a broken model.

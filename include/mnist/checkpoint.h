@@ -62,6 +62,9 @@ void write_checkpoint(const std::string& path, const Checkpoint& checkpoint);
 Checkpoint read_checkpoint(const std::string& path);
 // The same checks on bytes already in memory; `path` only names them in messages.
 Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::string& path);
+// The dataset the checkpoint's run trained on, from its stored config: "fashion" or "mnist"
+// (also when the config names none, as checkpoints from before --dataset do).
+std::string trained_dataset(const Checkpoint& checkpoint);
 
 // "784-512-512-10"
 std::string format_sizes(const std::vector<int>& sizes);

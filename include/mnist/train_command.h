@@ -9,8 +9,8 @@ namespace mnist {
 // `mnist train`: validate → (load the --resume checkpoint) → load → split → pick the device →
 // train, checkpointing every epoch → write report.json and errors.json → draw the report
 // (report_command.h) unless config.no_report. Returns the process exit status. Ctrl-C before
-// training exits 130 at once (SIGTERM: 143); during training either saves last.ckpt and throws
-// TrainingInterrupted (trainer.h). A divergence throws TrainingDiverged and saves nothing.
+// training exits 130 at once (SIGTERM: 143); during training either signal saves last.ckpt and
+// throws TrainingInterrupted (trainer.h). A divergence throws TrainingDiverged and saves nothing.
 int run_train(const TrainConfig& config);
 
 // The exit status after TrainingInterrupted: 128 + the signal that stopped the last run_train
