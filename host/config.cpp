@@ -1,6 +1,9 @@
 #include "mnist/config.h"
 
+#include <cfloat>
+#include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 
 namespace mnist {
@@ -8,6 +11,16 @@ namespace mnist {
 namespace {
 void require(bool ok, const std::string& message) {
   if (!ok) throw ConfigError(message);
+}
+
+// A float option as the decimal it was given as: the shortest decimal that reads back as the
+// same float, so report.json says 0.2 and not 0.20000000298023224 (the float widened to double).
+double as_decimal(float x) {
+  char text[32];
+  const auto [end, error] = std::to_chars(text, text + sizeof text - 1, x);
+  if (error != std::errc()) return x;
+  *end = '\0';
+  return std::strtod(text, nullptr);
 }
 }  // namespace
 
@@ -52,14 +65,14 @@ void apply_model_defaults(TrainConfig& c, const GivenOptions& given) {
 nlohmann::json to_json(const TrainConfig& c) {
   nlohmann::json j = {{"model", c.model},
           {"hidden", c.hidden},
-          {"dropout", c.dropout},
-          {"lr", c.lr},
-          {"weight_decay", c.weight_decay},
+          {"dropout", as_decimal(c.dropout)},
+          {"lr", as_decimal(c.lr)},
+          {"weight_decay", as_decimal(c.weight_decay)},
           {"optimizer", c.adamw ? "adamw" : "adam"},
-          {"label_smoothing", c.label_smoothing},
+          {"label_smoothing", as_decimal(c.label_smoothing)},
           {"batch_size", c.batch_size},
           {"epochs", c.epochs},
-          {"val_split", c.val_split},
+          {"val_split", as_decimal(c.val_split)},
           {"seed", c.seed},
           {"dataset", c.dataset},
           {"data_dir", c.resolved_data_dir()},
@@ -73,6 +86,16 @@ nlohmann::json to_json(const TrainConfig& c) {
     j["kernel"] = c.kernel;
   }
   return j;
+}
+
+bool same_setting(const nlohmann::json& a, const nlohmann::json& b) {
+  // Numbers as the floats the options are: 0.2 and 0.20000000298023224 (how earlier versions
+  // wrote a float) are the same --dropout.
+  // (A stored value beyond the float range is compared as it is: narrowing it is undefined.)
+  const auto as_float = [](double x) { return std::fabs(x) <= FLT_MAX ? double(float(x)) : x; };
+  if (a.is_number_float() || b.is_number_float())
+    return a.is_number() && b.is_number() && as_float(a.get<double>()) == as_float(b.get<double>());
+  return a == b;
 }
 
 }  // namespace mnist

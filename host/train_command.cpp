@@ -170,7 +170,7 @@ Checkpoint load_resume_point(const TrainConfig& config) {
   const nlohmann::json now = to_json(config);
   for (const char* key : {"dropout", "lr", "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split",
                           "seed", "dataset", "train_subset", "drop_last"}) {
-    if (!checkpoint.config.contains(key) || checkpoint.config[key] == now[key]) continue;
+    if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], now[key])) continue;
     std::string option = std::string("--") + key;
     for (char& c : option) c = c == '_' ? '-' : c;
     if (option == "--optimizer") option = "--adamw";

@@ -137,7 +137,7 @@ int resume_step_in_epoch(const TrainConfig& config, const DataSplit& data, const
   // The step count only places the resume if the epoch is cut into the same batches.
   const nlohmann::json now = to_json(config);
   for (const char* key : {"batch_size", "train_subset", "val_split", "drop_last", "dataset"})
-    if (from.config.contains(key) && from.config[key] != now[key]) return 0;
+    if (from.config.contains(key) && !same_setting(from.config[key], now[key])) return 0;
   return static_cast<int>(into);
 }
 

@@ -574,6 +574,59 @@ TEST(ResumeCli, WarningQuotesAStoredValueAsShortAsciiText) {
   fs::remove_all(dir);
 }
 
+// report.json and checkpoints store a float option as the decimal it was given as (0.2, not
+// the widened 0.20000000298023224), and that decimal reads back as the very same float.
+TEST(Config, FloatOptionsAreStoredAsTheDecimalsGiven) {
+  std::mt19937_64 rng(std::random_device{}());
+  for (int trial = 0; trial < 200; ++trial) {
+    // A decimal of 1 to 4 significant digits, e.g. "0.0371", as a user would type it.
+    const std::string text = "0." + std::string(rng() % 3, '0') + std::to_string(1 + rng() % 9999);
+    TrainConfig config;
+    config.dropout = config.lr = config.weight_decay = config.label_smoothing = config.val_split = std::stof(text);
+    const nlohmann::json stored = to_json(config);
+    for (const char* key : {"dropout", "lr", "weight_decay", "label_smoothing", "val_split"}) {
+      EXPECT_EQ(stored[key].get<double>(), std::stod(text)) << key << " of " << text << ": " << stored[key];
+      EXPECT_EQ(float(stored[key].get<double>()), config.dropout) << key << " of " << text;
+    }
+  }
+}
+
+TEST(Config, StoredSettingsCompareAsTheFloatsTheOptionsAre) {
+  const nlohmann::json widened = double(0.2f), decimal = 0.2;
+  EXPECT_NE(widened, decimal);  // what earlier versions wrote and what this one writes
+  EXPECT_TRUE(same_setting(widened, decimal));
+  EXPECT_TRUE(same_setting(decimal, widened));
+  EXPECT_FALSE(same_setting(decimal, 0.3));
+  EXPECT_FALSE(same_setting(decimal, double(std::nextafter(0.2f, 1.f))));
+  EXPECT_FALSE(same_setting(decimal, "0.2"));
+  EXPECT_FALSE(same_setting(1e39, 2e39));  // beyond the float range: compared as they are
+  EXPECT_TRUE(same_setting(1e39, 1e39));
+  EXPECT_TRUE(same_setting(128, 128));
+  EXPECT_FALSE(same_setting(128, 64));
+  EXPECT_TRUE(same_setting("mnist", "mnist"));
+  EXPECT_FALSE(same_setting("mnist", "fashion"));
+}
+
+// A checkpoint from before the decimals (its floats widened to double) resumes with the same
+// options without a warning that --dropout or --lr differ.
+TEST(ResumeCli, AnOlderCheckpointsWidenedFloatsAreTheSameOptions) {
+  const fs::path dir = fresh_temp_dir("resume-cli-widened");
+  TrainConfig config;
+  config.hidden = {8};
+  config.train_subset = 500;
+  nlohmann::json stored = to_json(config);
+  for (const char* key : {"dropout", "lr", "val_split"}) stored[key] = double(float(stored[key].get<double>()));
+  ASSERT_NE(stored["dropout"], to_json(config)["dropout"]);
+  const std::string checkpoint = (dir / "older.ckpt").string();
+  write_checkpoint(checkpoint, Checkpoint{make_cpu_trainer(config, DataSplit{})->state(), 1, 0.5, stored});
+
+  const Outcome resumed = run_mnist("train --device cpu --hidden 8 --epochs 2 --train-subset 500 --no-report --out " +
+                                    (dir / "run").string() + " --resume " + checkpoint);
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_EQ(resumed.output.find("warning"), std::string::npos) << resumed.output;
+  fs::remove_all(dir);
+}
+
 std::vector<nlohmann::json> metrics_lines(const fs::path& dir) {
   std::vector<nlohmann::json> lines;
   std::istringstream in(read_text(dir / "metrics.jsonl"));

@@ -56,6 +56,10 @@ struct GivenOptions {
 // given; throws ConfigError when --channels or --kernel is given to the MLP.
 void apply_model_defaults(TrainConfig& config, const GivenOptions& given);
 
+// The run's settings as report.json and checkpoints store them (no --out, --force, --resume).
 nlohmann::json to_json(const TrainConfig& config);
+
+// Whether two stored values of one setting (to_json's, or a checkpoint's) mean the same.
+bool same_setting(const nlohmann::json& a, const nlohmann::json& b);
 
 }  // namespace mnist
