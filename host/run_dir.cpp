@@ -161,6 +161,8 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
                          {"support", true_count},
                          {"precision", number_or_null(predicted_count ? hits / predicted_count : NAN)},
                          {"recall", number_or_null(true_count ? hits / true_count : NAN)}});
+    // Fashion-MNIST's classes have names, which report.py puts beside the numbers.
+    if (const std::string name = class_name(config.dataset, c); !name.empty()) per_class.back()["name"] = name;
   }
   nlohmann::json pairs = nlohmann::json::array();
   for (const auto& p : most_confused_pairs(t, 5))
@@ -202,7 +204,13 @@ std::string format_summary(const TrainResult& result, const std::string& dataset
     out << '\n';
   }
   out << "most confused:";
-  for (const auto& p : most_confused_pairs(t, 5)) out << "  " << p.truth << "→" << p.predicted << " (" << p.count << ")";
+  for (const auto& p : most_confused_pairs(t, 5)) {
+    if (named)
+      out << "  " << class_name(dataset, p.truth) << "→" << class_name(dataset, p.predicted);
+    else
+      out << "  " << p.truth << "→" << p.predicted;
+    out << " (" << p.count << ")";
+  }
   out << '\n';
   return out.str();
 }

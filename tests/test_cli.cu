@@ -76,8 +76,9 @@ TEST(Cli, VersionListsTheLibrariesItRunsWith) {
   EXPECT_EQ(mnist::cuda_version_text(13000), "13.0");
 }
 
-// The terminal summary of a Fashion-MNIST run ends each confusion row with its class's name;
-// an MNIST run's rows are digits and stay bare. Random counts, so each row is found by them.
+// The terminal summary of a Fashion-MNIST run ends each confusion row with its class's name and
+// names its most confused pairs; an MNIST run's rows and pairs are digits and stay bare. Random
+// counts, so each row is found by them.
 TEST(Cli, AFashionSummaryNamesTheClassOfEachRow) {
   std::mt19937_64 rng(std::random_device{}());
   mnist::TrainResult result;
@@ -99,6 +100,27 @@ TEST(Cli, AFashionSummaryNamesTheClassOfEachRow) {
       row += fashion ? std::string("  ") + names[c] + "\n" : "\n";
       EXPECT_NE(summary.find(row), std::string::npos) << dataset << ": no row\n" << row << "in\n" << summary;
       EXPECT_EQ(mnist::class_name(dataset, c), fashion ? names[c] : "");
+    }
+    // The most confused pair, found here from the counts (a tie goes to the first in row order).
+    int truth = 0, predicted = 1;
+    for (int t = 0; t < 10; ++t)
+      for (int p = 0; p < 10; ++p)
+        if (t != p && result.test.confusion[t * 10 + p] > result.test.confusion[truth * 10 + predicted])
+          truth = t, predicted = p;
+    const std::string pair = (fashion ? std::string(names[truth]) + "→" + names[predicted]
+                                      : std::to_string(truth) + "→" + std::to_string(predicted)) +
+                             " (" + std::to_string(result.test.confusion[truth * 10 + predicted]) + ")";
+    EXPECT_NE(summary.find("most confused:  " + pair), std::string::npos) << pair << " not first in\n" << summary;
+
+    // report.json names the classes of a dataset that has names, for report.py.
+    mnist::TrainConfig config;
+    config.dataset = dataset;
+    const nlohmann::json per_class = mnist::build_report(config, result)["test"]["per_class"];
+    for (int c = 0; c < 10; ++c) {
+      if (fashion)
+        EXPECT_EQ(per_class[c].value("name", ""), names[c]) << per_class[c];
+      else
+        EXPECT_FALSE(per_class[c].contains("name")) << per_class[c];
     }
   }
 }

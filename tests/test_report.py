@@ -133,6 +133,8 @@ def test_fixture_markdown(tmp):
     for name in PICTURES:
         assert f"]({name})" in md, f"{name} not embedded"
     assert "| hidden | 512,512 |" in md and "| optimizer | adam |" in md, "configuration table"
+    assert "| digit | support | precision | recall | F1 |" in md and "## Misclassified digits" in md, \
+        "MNIST's classes are digits"
 
 
 def test_rerun_is_identical(tmp):
@@ -272,6 +274,41 @@ def test_versions_table_only_when_recorded(tmp):
     assert "## Versions" in md, "no Versions section"
     for row in ("| cudnn | 9.1.2 |", "| cuda_driver | none |", "| openblas | 0.3. 21 |"):
         assert row in md, f"row {row!r} missing"
+
+
+def test_named_classes(tmp):
+    """A report.json that names its classes (Fashion-MNIST's) gets them in report.md and the
+    pictures; a name that is not a string is a one-line error."""
+    run_dir = copy_fixture(tmp)
+    report = fixture_report()
+    names = ["T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag",
+             "ankle boot"]
+    names[3] = "$dre\x1bss$"   # mathtext markers and an escape code: drawn and written as plain text
+    names[5] = "s" * 40          # cut short
+    for c, row in enumerate(report["test"]["per_class"]):
+        row["name"] = names[c]
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_succeeded(run_report(run_dir))
+    for name in PICTURES:
+        check_picture(os.path.join(run_dir, name))
+    md = read(os.path.join(run_dir, "report.md"))
+    confusion = report["test"]["confusion"]
+    support, precision, recall, f1 = per_class_from_confusion(confusion)[9]
+    assert f"| 9 ankle boot | {support:,} | {precision:.4f} | {recall:.4f} | {f1:.4f} |" in md, "named per-class row"
+    assert "| class | support | precision | recall | F1 |" in md, "per-class header says class"
+    assert "| 3 $dre ss$ |" in md, "the escape code as a space"
+    assert "| 5 " + "s" * 23 + "… |" in md, "a long name cut short"
+    assert "| 4 coat | 9 ankle boot | 14 | 1.43% |" in md, "top confused pair, named"
+    assert "| true class | predicted | count | share of the true class |" in md
+    assert "## Misclassified images" in md and "digit" not in md.split("## Configuration")[0], \
+        "a named dataset's report speaks of classes and images, not digits"
+
+    report["test"]["per_class"][2]["name"] = 7
+    run_dir = copy_fixture(tmp, "bad-name")
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_one_line_failure(run_report(run_dir), "test.per_class[2].name")
 
 
 def main():

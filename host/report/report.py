@@ -7,10 +7,13 @@ Reads RUN_DIR/metrics.jsonl and RUN_DIR/report.json (both required) and RUN_DIR/
 (optional: runs from before it existed have none) and writes, each atomically:
 
     curves.png     loss and accuracy per epoch, train and validation
-    confusion.png  the test confusion matrix (true digit on rows, predicted on columns)
-    errors.png     the most confidently misclassified test digits (only with errors.json)
+    confusion.png  the test confusion matrix (true class on rows, predicted on columns)
+    errors.png     the most confidently misclassified test images (only with errors.json)
     report.md      configuration, final metrics, per-class precision/recall/F1, the
                    most-confused pairs, the three pictures, and the library versions
+
+Classes are digits, or, where report.json names them (test.per_class[].name: Fashion-MNIST),
+numbered names ("9 ankle boot").
 
 Needs numpy and matplotlib (Debian: python3-numpy python3-matplotlib; run it with
 /usr/bin/python3). Any problem with the inputs is one line on stderr and exit status 1.
@@ -88,6 +91,19 @@ def field(path, obj, key, where):
     return obj[key]
 
 
+def optional_name(path, row, where):
+    """A class's name, or None where report.json gives none (MNIST's digits, older runs)."""
+    name = row.get("name")
+    if name is None:
+        return None
+    if not isinstance(name, str) or not name.strip():
+        raise ReportError(f"{path}: {where}name must be a non-empty string, got {shown(name)}")
+    # Control and format characters (line breaks, escape codes) become spaces, and a page of
+    # text is cut short: the name is a caption.
+    name = "".join(" " if unicodedata.category(c).startswith("C") else c for c in name).strip()
+    return name if len(name) <= 24 else name[:23] + "…"
+
+
 def read_epochs(run_dir):
     """metrics.jsonl: one JSON object per epoch; null metrics become NaN."""
     path = os.path.join(run_dir, "metrics.jsonl")
@@ -149,6 +165,7 @@ def read_report(run_dir):
             "support": int(number(path, field(path, row, "support", where), where + "support")),
             "precision": number(path, field(path, row, "precision", where), where + "precision", allow_null=True),
             "recall": number(path, field(path, row, "recall", where), where + "recall", allow_null=True),
+            "name": optional_name(path, row, where),
         })
 
     pairs = test.get("most_confused", [])
@@ -186,6 +203,33 @@ def read_errors(run_dir):
             "pixels": pixels,
         })
     return {"dataset": str(doc.get("dataset", "mnist")), "errors": out}
+
+
+class Classes:
+    """How the report names the classes: digits ("4"), or numbered names ("4 coat") and the
+    bare names ("coat") in the captions of a dataset with names."""
+
+    def __init__(self, report):
+        by_class = {c["class"]: c["name"] for c in report["per_class"]}
+        self.names = [by_class.get(c) for c in range(CLASSES)]
+        self.named = any(self.names)
+        self.noun = "class" if self.named else "digit"
+        self.images = "images" if self.named else "digits"
+
+    def label(self, c):
+        """Row and column labels: '4 coat', or '4'."""
+        name = self.names[c] if 0 <= c < CLASSES else None
+        return f"{c} {name}" if name else str(c)
+
+    def short(self, c):
+        """Captions of the mistakes: 'coat', or '4'."""
+        name = self.names[c] if 0 <= c < CLASSES else None
+        return name if name else str(c)
+
+
+def plot_text(text):
+    """Text for matplotlib as it is: a '$' would otherwise start mathtext."""
+    return text.replace("$", r"\$")
 
 
 # --- writing ------------------------------------------------------------------------------
@@ -273,7 +317,7 @@ def plot_curves(epochs, path):
     save_figure(figure, path)
 
 
-def plot_confusion(report, path):
+def plot_confusion(report, classes, path):
     import numpy as np
     from matplotlib.colors import LogNorm
     from matplotlib.ticker import FuncFormatter
@@ -300,10 +344,12 @@ def plot_confusion(report, path):
                 colour = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
             axes.text(p, t, str(n), ha="center", va="center", color=colour,
                       fontsize=9, fontweight="bold" if t == p else "normal")
-    axes.set_xticks(range(CLASSES))
-    axes.set_yticks(range(CLASSES))
-    axes.set_xlabel("predicted digit")
-    axes.set_ylabel("true digit")
+    labels = [plot_text(classes.label(c)) for c in range(CLASSES)]
+    axes.set_xticks(range(CLASSES), labels, rotation=35 if classes.named else 0,
+                    ha="right" if classes.named else "center", rotation_mode="anchor")
+    axes.set_yticks(range(CLASSES), labels)
+    axes.set_xlabel(f"predicted {classes.noun}")
+    axes.set_ylabel(f"true {classes.noun}")
     axes.tick_params(length=0)
     for spine in axes.spines.values():
         spine.set_visible(False)
@@ -318,18 +364,19 @@ def _colormap(name):
     return matplotlib.colormaps[name].copy()
 
 
-def plot_errors(errors, path):
+def plot_errors(errors, classes, path):
     import numpy as np
 
     n = len(errors)
     if n == 0:
         figure = new_figure(6, 3)
-        figure.text(0.5, 0.5, "no misclassified digits", ha="center", va="center", fontsize=20)
+        figure.text(0.5, 0.5, f"no misclassified {classes.images}", ha="center", va="center", fontsize=20)
         save_figure(figure, path)
         return
     columns = min(6, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / columns)
-    cell_width, cell_height = 1.55, 1.85
+    # Named classes take two caption lines ("ankle boot" over "→ sneaker  p=0.97").
+    cell_width, cell_height = 1.55, 2.1 if classes.named else 1.85
     figure = new_figure(max(columns * cell_width, 5.0), rows * cell_height + 0.6)
     grid = figure.subplots(rows, columns, squeeze=False)
     for i, axes in enumerate(grid.flat):
@@ -341,7 +388,11 @@ def plot_errors(errors, path):
         e = errors[i]
         pixels = np.array(e["pixels"], dtype=float).reshape(IMAGE_SIDE, IMAGE_SIDE)
         axes.imshow(pixels, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
-        axes.set_title(f"{e['true']}→{e['predicted']}  p={e['probability']:.2f}", fontsize=11, pad=3)
+        if classes.named:
+            caption = f"{classes.short(e['true'])}\n→ {classes.short(e['predicted'])}  p={e['probability']:.2f}"
+            axes.set_title(plot_text(caption), fontsize=8.5, pad=3)
+        else:
+            axes.set_title(f"{e['true']}→{e['predicted']}  p={e['probability']:.2f}", fontsize=11, pad=3)
         axes.set_xlabel(f"test #{e['index']}", fontsize=8, color="0.4", labelpad=2)
         for spine in axes.spines.values():
             spine.set_color("0.75")
@@ -390,7 +441,7 @@ def table(header, rows, align=None):
     return "\n".join(lines)
 
 
-def build_markdown(run_dir, epochs, report, errors):
+def build_markdown(run_dir, epochs, report, classes, errors):
     name = os.path.basename(os.path.normpath(os.path.abspath(run_dir)))
     confusion = report["confusion"]
     correct = sum(confusion[i][i] for i in range(CLASSES))
@@ -426,21 +477,21 @@ def build_markdown(run_dir, epochs, report, errors):
         out += ["metrics.jsonl holds no epochs.", ""]
 
     out += ["## Test set per class", "",
-            "Precision: of the images predicted as the digit, the share that are it; recall: of the "
-            "images of the digit, the share predicted as it; F1: their harmonic mean.", ""]
+            f"Precision: of the images predicted as the {classes.noun}, the share that are it; recall: of "
+            f"the images of the {classes.noun}, the share predicted as it; F1: their harmonic mean.", ""]
     rows, f1s = [], []
     for c in report["per_class"]:
         f1 = f1_score(c["precision"], c["recall"])
         if f1 is not None:
             f1s.append(f1)
-        rows.append([str(c["class"]), f"{c['support']:,}", fraction(c["precision"]),
+        rows.append([markdown_cell(classes.label(c["class"])), f"{c['support']:,}", fraction(c["precision"]),
                      fraction(c["recall"]), fraction(f1)])
     macro = [sum(v) / len(v) if v else None for v in (
         [c["precision"] for c in report["per_class"] if c["precision"] is not None],
         [c["recall"] for c in report["per_class"] if c["recall"] is not None], f1s)]
     rows.append(["macro average", f"{sum(c['support'] for c in report['per_class']):,}",
                  fraction(macro[0]), fraction(macro[1]), fraction(macro[2])])
-    out += [table(["digit", "support", "precision", "recall", "F1"], rows, ["--:"] * 5), ""]
+    out += [table([classes.noun, "support", "precision", "recall", "F1"], rows, ["--:"] * 5), ""]
 
     out += ["## Most confused pairs", ""]
     if report["most_confused"]:
@@ -449,16 +500,17 @@ def build_markdown(run_dir, epochs, report, errors):
         for p in report["most_confused"]:
             support = supports.get(p["true"], 0)
             share = percent(p["count"] / support) if support else "—"
-            rows.append([str(p["true"]), str(p["predicted"]), str(p["count"]), share])
-        out += [table(["true digit", "predicted", "count", "share of the true digit"], rows,
-                      ["--:"] * 4), ""]
+            rows.append([markdown_cell(classes.label(p["true"])), markdown_cell(classes.label(p["predicted"])),
+                         str(p["count"]), share])
+        out += [table([f"true {classes.noun}", "predicted", "count", f"share of the true {classes.noun}"],
+                      rows, ["--:"] * 4), ""]
     else:
         out += ["No test image was misclassified.", ""]
     out += ["![Confusion matrix of the test set](confusion.png)", ""]
 
-    out += ["## Misclassified digits", ""]
+    out += [f"## Misclassified {classes.images}", ""]
     if errors is None:
-        out += ["This run has no errors.json, so there is no gallery of misclassified digits.", ""]
+        out += [f"This run has no errors.json, so there is no gallery of misclassified {classes.images}.", ""]
     else:
         out += ["The test images the model got wrong with the highest confidence, captioned "
                 "true→predicted and the probability it gave its prediction.", "",
@@ -496,10 +548,11 @@ def main(argv):
             raise ReportError(f"{e.name or 'matplotlib'} is missing for {sys.executable}; "
                               "install python3-matplotlib (apt-get install python3-matplotlib)") from None
         plot_curves(epochs, os.path.join(run_dir, "curves.png"))
-        plot_confusion(report, os.path.join(run_dir, "confusion.png"))
+        classes = Classes(report)
+        plot_confusion(report, classes, os.path.join(run_dir, "confusion.png"))
         if errors is not None:
-            plot_errors(errors["errors"], os.path.join(run_dir, "errors.png"))
-        write_text(os.path.join(run_dir, "report.md"), build_markdown(run_dir, epochs, report, errors))
+            plot_errors(errors["errors"], classes, os.path.join(run_dir, "errors.png"))
+        write_text(os.path.join(run_dir, "report.md"), build_markdown(run_dir, epochs, report, classes, errors))
     except ReportError as e:
         print(f"{PROGRAM}: {e}", file=sys.stderr)
         return 1

@@ -42,11 +42,13 @@ void write_file_atomically(const std::string& path, const std::string& text);
 std::string temporary_path(const std::string& path);
 
 nlohmann::json epoch_json(const EpochMetrics& metrics);
+// report.json without its "versions" (train_command.cpp adds them). Each test.per_class entry
+// of a dataset with class names carries its "name".
 nlohmann::json build_report(const TrainConfig& config, const TrainResult& result);
 
 // The end-of-training summary for the terminal: test metrics, confusion table, most-confused
 // pairs. The rows of a dataset with class names (class_name in idx.h: Fashion-MNIST) end with
-// the name of their class.
+// the name of their class, and its pairs are named ("shirt→T-shirt/top").
 std::string format_summary(const TrainResult& result, const std::string& dataset);
 
 }  // namespace mnist
