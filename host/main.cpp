@@ -9,6 +9,7 @@
 #include <cstring>
 #include <exception>
 #include <string>
+#include <vector>
 
 #include "mnist/check.h"
 #include "mnist/checkpoint.h"
@@ -39,20 +40,66 @@ const CLI::Validator kSeed(
     },
     "");
 
-void add_train_options(CLI::App& train, mnist::TrainConfig& c) {
+// The items of a comma-separated list, empty ones included ("512,,512": 512, "", 512).
+std::vector<std::string> comma_items(const std::string& text) {
+  std::vector<std::string> items;
+  for (std::size_t start = 0; start <= text.size();) {
+    const std::size_t comma = std::min(text.find(',', start), text.size());
+    items.push_back(text.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return items;
+}
+
+// --hidden and --channels: whole numbers separated by single commas. Each argument is split here,
+// not by CLI11, whose splitting drops empty items: '512,,512' trained a 512-512 model without a
+// word, and a lone ',' took the option after it as the list.
+CLI::Validator whole_number_list(const std::string& example) {
+  return CLI::Validator(
+      [example](std::string& value) {
+        const std::string advice = "; give whole numbers separated by commas, e.g. " + example;
+        if (value.empty()) return "is empty" + advice;
+        for (const std::string& item : comma_items(value)) {
+          if (item.empty()) return "'" + value + "' has an empty item" + advice;
+          if (item.find_first_not_of("0123456789") != std::string::npos)
+            return "'" + item + "' is not a whole number" + advice;
+          if (item.size() > 9) return "'" + item + "' is far too large";  // and would overflow an int
+        }
+        return std::string();
+      },
+      "");
+}
+
+// The numbers of whole_number_list-checked arguments, in order.
+std::vector<int> whole_numbers(const std::vector<std::string>& arguments) {
+  std::vector<int> numbers;
+  for (const std::string& argument : arguments)
+    for (const std::string& item : comma_items(argument)) numbers.push_back(std::stoi(item));
+  return numbers;
+}
+
+// The options whose text is parsed after CLI11 (whole_numbers), and where they go.
+struct ListOptions {
+  std::vector<std::string> hidden, channels;
+};
+
+void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& lists) {
   train.add_option("--model", c.model,
                    "mlp (784-hidden...-10) or cnn (conv 5x5 32 -> pool -> conv 5x5 64 -> pool -> dense 1024 -> 10, "
                    "convolutions through cuDNN on the GPU)")
       ->capture_default_str();
-  train.add_option("--hidden", c.hidden,
+  train.add_option("--hidden", lists.hidden,
                    "Hidden layer widths, comma-separated (mlp); the width of the one dense layer (cnn) "
                    "[default: 512,512 (mlp), 1024 (cnn)]")
-      ->delimiter(',');
+      ->type_name("INT")
+      ->check(whole_number_list("512,512"));
   train.add_option("--dropout", c.dropout,
                    "Dropout probability of the hidden layers (mlp) or the dense layer (cnn), in [0, 1) "
                    "[default: 0.2 (mlp), 0.5 (cnn)]");
-  train.add_option("--channels", c.channels, "cnn: filters of the two convolutions, comma-separated")
-      ->delimiter(',')
+  for (int filters : c.channels) lists.channels.push_back(std::to_string(filters));
+  train.add_option("--channels", lists.channels, "cnn: filters of the two convolutions, comma-separated")
+      ->type_name("INT")
+      ->check(whole_number_list("32,64"))
       ->capture_default_str();
   train.add_option("--kernel", c.kernel, "cnn: k x k convolutions (odd k, padded to keep the image size)")
       ->capture_default_str();
@@ -158,8 +205,9 @@ int main(int argc, char** argv) {
     return text;
   }, "Print the versions of the compiler, CUDA runtime and driver, cuBLAS, cuDNN and OpenBLAS, and exit");
   mnist::TrainConfig config;
+  ListOptions lists;
   CLI::App* train = app.add_subcommand("train", "Train the MLP (or --model cnn) and report test accuracy");
-  add_train_options(*train, config);
+  add_train_options(*train, config, lists);
   mnist::EvaluateConfig evaluate_config;
   CLI::App* evaluate =
       app.add_subcommand("evaluate", "Test accuracy, loss and confusion matrix of a checkpoint on the test set");
@@ -192,6 +240,8 @@ int main(int argc, char** argv) {
 
   try {
     if (train->parsed()) {
+      if (train->count("--hidden")) config.hidden = whole_numbers(lists.hidden);
+      if (train->count("--channels")) config.channels = whole_numbers(lists.channels);
       mnist::apply_model_defaults(config, {train->count("--hidden") > 0, train->count("--dropout") > 0,
                                            train->count("--channels") > 0, train->count("--kernel") > 0});
       return mnist::run_train(config);

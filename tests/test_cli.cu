@@ -174,7 +174,36 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--seed 0x10 --epochs 0", "--seed: must be"},
                       BadOption{"--out '' --epochs 0", "--out: is empty"},
                       BadOption{"--resume '' --epochs 0", "--resume: is empty"},
-                      BadOption{"--data-dir '' --epochs 0", "--data-dir: is empty"}));
+                      BadOption{"--data-dir '' --epochs 0", "--data-dir: is empty"},
+                      // CLI11's own list splitting dropped empty items ('512,,512' trained 512-512).
+                      BadOption{"--hidden 512,,512 --epochs 0", "--hidden: '512,,512' has an empty item"},
+                      BadOption{"--hidden 512, --epochs 0", "--hidden: '512,' has an empty item"},
+                      BadOption{"--hidden , --epochs 0", "--hidden: ',' has an empty item"},
+                      BadOption{"--hidden '' --epochs 0", "--hidden: is empty"},
+                      BadOption{"--hidden 512,abc --epochs 0", "--hidden: 'abc' is not a whole number"},
+                      BadOption{"--hidden 512,-8 --epochs 0", "--hidden: '-8' is not a whole number"},
+                      BadOption{"--hidden 99999999999 --epochs 0", "--hidden: '99999999999' is far too large"},
+                      BadOption{"--model cnn --channels 8,,8 --epochs 0", "--channels: '8,,8' has an empty item"}));
+
+// --hidden and --channels take their numbers comma-separated, or as separate arguments.
+TEST(Cli, ListOptionsTakeCommasOrSeparateArguments) {
+  struct Case {
+    std::string args;
+    nlohmann::json hidden, channels;
+  };
+  for (const Case& c : {Case{"--hidden 12,7,5", {12, 7, 5}, nullptr}, Case{"--hidden 12 7 --hidden 5", {12, 7, 5}, nullptr},
+                        Case{"--model cnn --kernel 1 --channels 3,2 --hidden 6", {6}, {3, 2}},
+                        Case{"--model cnn --kernel 1 --channels 3 2", {1024}, {3, 2}}}) {
+    const fs::path out = fresh_temp_dir("lists");
+    const Outcome outcome = run_mnist("train --device cpu --train-subset 64 --batch-size 16 --epochs 1 --no-report " +
+                                      c.args + " --out " + out.string());
+    ASSERT_EQ(outcome.status, 0) << c.args << ": " << outcome.output;
+    const nlohmann::json config = nlohmann::json::parse(read_text(out / "report.json"))["config"];
+    EXPECT_EQ(config["hidden"], c.hidden) << c.args;
+    if (!c.channels.is_null()) EXPECT_EQ(config["channels"], c.channels) << c.args;
+    fs::remove_all(out);
+  }
+}
 
 TEST(Cli, EmptyPathsOfTheOtherCommandsAreOneClearLine) {
   for (const char* args : {"evaluate --model ''", "predict --model '' digit.png", "predict --model m.ckpt ''",
