@@ -5,36 +5,59 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "mnist/cpu_clones.h"
 #include "mnist/ops/adam.h"
 
 namespace mnist::ref {
+namespace {
 
+// The step's constants as plain values: read through `config` in the loop, each would be
+// reloaded after every store (a float store may alias it), which keeps the loop scalar.
+struct AdamScalars {
+  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, step_size, sqrt_bc2;
+};
+
+// Always inlined: into each clone of adam_step, so that it is compiled for that clone's CPU.
+template <bool kDecoupled>
+[[gnu::always_inline]] inline void update(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamScalars s) {
+  for (std::size_t i = 0; i < n; ++i) {
+    float p = params[i];
+    float g = grads[i];
+    if (kDecoupled)
+      p = p * s.decay;  // AdamW: decay the weight itself
+    else
+      g = std::fma(s.weight_decay, p, g);  // Adam: L2 term in the gradient
+    m[i] = std::fma(s.beta1, m[i], s.one_minus_beta1 * g);
+    v[i] = std::fma(s.beta2, v[i], (s.one_minus_beta2 * g) * g);
+    const float denom = std::sqrt(v[i]) / s.sqrt_bc2 + s.eps;
+    params[i] = std::fma(-s.step_size, m[i] / denom, p);
+  }
+}
+
+}  // namespace
+
+MNIST_CPU_CLONES  // AVX2 + FMA where the CPU has them: 8 floats at a time, the same bits
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
                std::int64_t step) {
   // Bias corrections in double, t = step (1-based).
   const double t = static_cast<double>(step);
   const double bc1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
   const double bc2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
-  const float step_size = static_cast<float>(static_cast<double>(config.lr) / bc1);
-  const float sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
 
-  const float one_minus_beta1 = 1.f - config.beta1;
-  const float one_minus_beta2 = 1.f - config.beta2;
-  const float decay =
-      static_cast<float>(1.0 - static_cast<double>(config.lr) * static_cast<double>(config.weight_decay));
-
-  for (std::size_t i = 0; i < n; ++i) {
-    float p = params[i];
-    float g = grads[i];
-    if (config.decoupled)
-      p = p * decay;  // AdamW: decay the weight itself
-    else
-      g = std::fma(config.weight_decay, p, g);  // Adam: L2 term in the gradient
-    m[i] = std::fma(config.beta1, m[i], one_minus_beta1 * g);
-    v[i] = std::fma(config.beta2, v[i], (one_minus_beta2 * g) * g);
-    const float denom = std::sqrt(v[i]) / sqrt_bc2 + config.eps;
-    params[i] = std::fma(-step_size, m[i] / denom, p);
-  }
+  AdamScalars s{};
+  s.beta1 = config.beta1;
+  s.one_minus_beta1 = 1.f - config.beta1;
+  s.beta2 = config.beta2;
+  s.one_minus_beta2 = 1.f - config.beta2;
+  s.eps = config.eps;
+  s.weight_decay = config.weight_decay;
+  s.decay = static_cast<float>(1.0 - static_cast<double>(config.lr) * static_cast<double>(config.weight_decay));
+  s.step_size = static_cast<float>(static_cast<double>(config.lr) / bc1);
+  s.sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
+  if (config.decoupled)
+    update<true>(params, grads, m, v, n, s);
+  else
+    update<false>(params, grads, m, v, n, s);
 }
 
 }  // namespace mnist::ref

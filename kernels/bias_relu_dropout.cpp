@@ -1,9 +1,12 @@
-// CPU twin of kernels/bias_relu_dropout.cu: one plain loop per direction.
+// CPU twin of kernels/bias_relu_dropout.cu: one plain loop per direction, over the dropout_keep
+// bits drawn first (dropout_keep_mask: one Philox block per four elements, as on the GPU).
 //   forward   y  = mask · relu(z + b) / (1 - p)        backward  dz = dy · mask / (1 - p) · [z + b > 0]
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <vector>
 
+#include "mnist/cpu_clones.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/philox.h"
 
@@ -17,39 +20,42 @@ void check_p(float p) {
 // 1 / (1 - p), or exactly 1 when dropout is off. The GPU launcher computes the same float.
 float keep_scale(float p) { return p > 0.f ? 1.0f / (1.0f - p) : 1.0f; }
 
+std::vector<std::uint8_t> keep_mask(const DropoutKey& key, std::int64_t step, int rows, int cols) {
+  return dropout_keep_mask(key.seed, static_cast<std::uint64_t>(step), key.layer, dropout_threshold(key.p),
+                           static_cast<std::size_t>(rows) * cols);
+}
+
 }  // namespace
 
+// The selects below, not branches on the random mask, let the loops vectorize.
+MNIST_CPU_CLONES
 void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int rows, int cols, bool relu,
                                DropoutKey key, std::int64_t step) {
   check_p(key.p);
-  const std::uint32_t threshold = dropout_threshold(key.p);
   const float scale = keep_scale(key.p);
-  // threshold 0 keeps every element (dropout_keep agrees); the test skips the Philox call.
+  const std::vector<std::uint8_t> keep = keep_mask(key, step, rows, cols);
   for (int r = 0; r < rows; ++r) {
+    const std::size_t row = static_cast<std::size_t>(r) * cols;
     for (int c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r) * cols + c;
-      float v = z[i] + bias[c];
-      if (relu && !(v > 0.f)) v = 0.f;
-      const bool keep =
-          threshold == 0 || dropout_keep(key.seed, static_cast<std::uint64_t>(step), key.layer, i, threshold);
-      y[i] = keep ? v * scale : 0.f;
+      float v = z[row + c] + bias[c];
+      if (relu) v = v > 0.f ? v : 0.f;
+      y[row + c] = keep[row + c] ? v * scale : 0.f;
     }
   }
 }
 
+MNIST_CPU_CLONES
 void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
                                 bool relu, DropoutKey key, std::int64_t step) {
   check_p(key.p);
-  const std::uint32_t threshold = dropout_threshold(key.p);
   const float scale = keep_scale(key.p);
+  const std::vector<std::uint8_t> keep = keep_mask(key, step, rows, cols);
   for (int r = 0; r < rows; ++r) {
+    const std::size_t row = static_cast<std::size_t>(r) * cols;
     for (int c = 0; c < cols; ++c) {
-      const std::size_t i = static_cast<std::size_t>(r) * cols + c;
-      const float v = z[i] + bias[c];
-      const bool keep =
-          threshold == 0 || dropout_keep(key.seed, static_cast<std::uint64_t>(step), key.layer, i, threshold);
-      const bool pass = keep && (!relu || v > 0.f);
-      dz[i] = pass ? dy[i] * scale : 0.f;  // dy[i] is read before dz[i] is written: dz may alias dy
+      const float v = z[row + c] + bias[c];
+      const bool pass = keep[row + c] && (!relu || v > 0.f);
+      dz[row + c] = pass ? dy[row + c] * scale : 0.f;  // dy is read before dz is written: dz may alias dy
     }
   }
 }

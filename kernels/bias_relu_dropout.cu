@@ -42,15 +42,11 @@ __device__ __forceinline__ std::uint64_t read_step(const DropoutArgs& d, const s
 // them instead of storing a mask: no mask buffer to write and read back (memory traffic is the
 // whole cost of this op), and the CPU twin draws the identical bits from the same key.
 // philox_word draws all four words of a block and returns one; here one Philox call serves four
-// elements, because ten Philox rounds per element would make this op compute-bound. The counter
-// is philox_word's layout (philox.h); GpuBiasReluDropout checks the masks bit-exact against
-// dropout_keep on the CPU.
+// elements, because ten Philox rounds per element would make this op compute-bound (philox_block
+// is philox_word's block). GpuBiasReluDropout checks the masks bit-exact against dropout_keep.
 __device__ __forceinline__ unsigned keep_bits(const DropoutArgs& d, std::uint64_t step, std::uint64_t block) {
   if (d.threshold == 0) return 0xFu;
-  const Philox4x32 counter{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
-                            static_cast<std::uint32_t>(step), d.layer ^ static_cast<std::uint32_t>(step >> 32)}};
-  const Philox4x32 words =
-      philox4x32_10(counter, static_cast<std::uint32_t>(d.seed), static_cast<std::uint32_t>(d.seed >> 32));
+  const Philox4x32 words = philox_block(d.seed, step, d.layer, block);
   unsigned bits = 0;
 #pragma unroll
   for (int k = 0; k < 4; ++k) bits |= ((words.v[k] >> 8) >= d.threshold ? 1u : 0u) << k;

@@ -1,6 +1,7 @@
 // Philox4x32-10 (include/mnist/philox.h): Random123's known-answer vectors, the counter layout
 // of philox_word, statistical sanity of the uniform draws, distinct streams, and the device
 // computing bit-identical words to the host.
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -130,6 +131,27 @@ TEST(RefPhilox, DropoutThresholdAndKeep) {
   for (std::uint64_t i = 0; i < 10000; ++i) {
     EXPECT_TRUE(dropout_keep(seed, step, 5, i, 0));  // p = 0 keeps everything
     ASSERT_EQ(dropout_keep(seed, step, 5, i, threshold), (philox_word(seed, step, 5, i) >> 8) >= threshold);
+  }
+}
+
+// dropout_keep_mask (whole Philox blocks, for the CPU twin) decides as dropout_keep does, for
+// lengths that are and are not multiples of 4 (one of a million), steps past 2^32, and p = 0.
+TEST(RefPhilox, DropoutKeepMaskAgreesWithDropoutKeep) {
+  std::mt19937_64 rng(test::fresh_seed());
+  for (int trial = 0; trial < 20; ++trial) {
+    const std::uint64_t seed = rng(), step = rng() >> (trial % 2 ? 8 : 40);
+    const std::uint32_t layer = static_cast<std::uint32_t>(rng() % 4);
+    const std::uint32_t threshold = trial == 0 ? 0 : dropout_threshold(float(rng() % 1000) / 1000.f);
+    const std::size_t n = trial == 1 ? (std::size_t(1) << 20) + 3 : rng() % 5000;
+    const std::vector<std::uint8_t> keep = dropout_keep_mask(seed, step, layer, threshold, n);
+    ASSERT_GE(keep.size(), n);
+    std::size_t mismatches = 0, kept = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      mismatches += keep[i] != (dropout_keep(seed, step, layer, i, threshold) ? 1 : 0);
+      kept += keep[i];
+    }
+    EXPECT_EQ(mismatches, 0u) << "n " << n << ", threshold " << threshold;
+    if (threshold == 0) EXPECT_EQ(kept, n);
   }
 }
 

@@ -2,7 +2,9 @@
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11),
 // the counter-based generator of Random123 and cuRAND. Pure integer arithmetic, so the
 // CPU references and the CUDA kernels draw bit-identical numbers from the same key.
+#include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "mnist/hd.h"
 
@@ -33,16 +35,19 @@ MNIST_HD Philox4x32 philox4x32_10(Philox4x32 counter, std::uint32_t key0, std::u
   return counter;
 }
 
+// The four random words of block `block` of the stream named by (seed, step, stream): those of
+// elements 4·block .. 4·block + 3.
+MNIST_HD Philox4x32 philox_block(std::uint64_t seed, std::uint64_t step, std::uint32_t stream, std::uint64_t block) {
+  const Philox4x32 counter{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
+                            static_cast<std::uint32_t>(step), stream ^ static_cast<std::uint32_t>(step >> 32)}};
+  return philox4x32_10(counter, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
+}
+
 // One uniformly random 32-bit word for element `index` of the stream named by
 // (seed, step, stream). Four consecutive elements share one Philox block.
 MNIST_HD std::uint32_t philox_word(std::uint64_t seed, std::uint64_t step, std::uint32_t stream,
                                    std::uint64_t index) {
-  const std::uint64_t block = index >> 2;
-  const Philox4x32 counter{{static_cast<std::uint32_t>(block), static_cast<std::uint32_t>(block >> 32),
-                            static_cast<std::uint32_t>(step), stream ^ static_cast<std::uint32_t>(step >> 32)}};
-  const Philox4x32 out =
-      philox4x32_10(counter, static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32));
-  return out.v[index & 3];
+  return philox_block(seed, step, stream, index >> 2).v[index & 3];
 }
 
 // Uniform float in [0, 1) with 24 random bits (exactly representable, identical everywhere).
@@ -59,6 +64,21 @@ MNIST_HD std::uint32_t dropout_threshold(float p) {
 MNIST_HD bool dropout_keep(std::uint64_t seed, std::uint64_t step, std::uint32_t layer, std::uint64_t index,
                            std::uint32_t threshold) {
   return (philox_word(seed, step, layer, index) >> 8) >= threshold;
+}
+
+// dropout_keep of elements 0 .. n-1 as 0 or 1 (and of the block's rest, up to a multiple of 4),
+// for the CPU twin: one Philox block per four elements, in a plain loop that vectorizes.
+// The same decisions as dropout_keep (tests/test_philox.cu).
+inline std::vector<std::uint8_t> dropout_keep_mask(std::uint64_t seed, std::uint64_t step, std::uint32_t layer,
+                                                   std::uint32_t threshold, std::size_t n) {
+  const std::size_t blocks = (n + 3) / 4;
+  std::vector<std::uint8_t> keep(4 * blocks, 1);
+  if (threshold == 0) return keep;  // what dropout_keep gives, without drawing
+  for (std::size_t b = 0; b < blocks; ++b) {
+    const Philox4x32 words = philox_block(seed, step, layer, b);
+    for (int k = 0; k < 4; ++k) keep[4 * b + k] = (words.v[k] >> 8) >= threshold;
+  }
+  return keep;
 }
 
 // The epoch shuffle sorts image indices by a 64-bit random key per index (stable sort, so
