@@ -11,15 +11,10 @@
 namespace mnist::ref {
 namespace {
 
-// The step's constants as plain values: read through `config` in the loop, each would be
-// reloaded after every store (a float store may alias it), which keeps the loop scalar.
-struct AdamScalars {
-  float beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay, step_size, sqrt_bc2;
-};
-
 // Always inlined: into each clone of adam_step, so that it is compiled for that clone's CPU.
 template <bool kDecoupled>
-[[gnu::always_inline]] inline void update(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamScalars s) {
+[[gnu::always_inline]] inline void update(float* params, const float* grads, float* m, float* v, std::size_t n,
+                                          const AdamScalars s, float step_size, float sqrt_bc2) {
   for (std::size_t i = 0; i < n; ++i) {
     float p = params[i];
     float g = grads[i];
@@ -29,8 +24,8 @@ template <bool kDecoupled>
       g = std::fma(s.weight_decay, p, g);  // Adam: L2 term in the gradient
     m[i] = std::fma(s.beta1, m[i], s.one_minus_beta1 * g);
     v[i] = std::fma(s.beta2, v[i], (s.one_minus_beta2 * g) * g);
-    const float denom = std::sqrt(v[i]) / s.sqrt_bc2 + s.eps;
-    params[i] = std::fma(-s.step_size, m[i] / denom, p);
+    const float denom = std::sqrt(v[i]) / sqrt_bc2 + s.eps;
+    params[i] = std::fma(-step_size, m[i] / denom, p);
   }
 }
 
@@ -44,20 +39,15 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
   const double bc1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
   const double bc2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
 
-  AdamScalars s{};
-  s.beta1 = config.beta1;
-  s.one_minus_beta1 = 1.f - config.beta1;
-  s.beta2 = config.beta2;
-  s.one_minus_beta2 = 1.f - config.beta2;
-  s.eps = config.eps;
-  s.weight_decay = config.weight_decay;
-  s.decay = static_cast<float>(1.0 - static_cast<double>(config.lr) * static_cast<double>(config.weight_decay));
-  s.step_size = static_cast<float>(static_cast<double>(config.lr) / bc1);
-  s.sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
-  if (config.decoupled)
-    update<true>(params, grads, m, v, n, s);
+  const float step_size = static_cast<float>(static_cast<double>(config.lr) / bc1);
+  const float sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
+  // The constants by value (adam_scalars): read through `config` in the loop, each would be
+  // reloaded after every store (a float store may alias it), which keeps the loop scalar.
+  const AdamScalars s = adam_scalars(config);
+  if (s.decoupled)
+    update<true>(params, grads, m, v, n, s, step_size, sqrt_bc2);
   else
-    update<false>(params, grads, m, v, n, s);
+    update<false>(params, grads, m, v, n, s, step_size, sqrt_bc2);
 }
 
 }  // namespace mnist::ref

@@ -13,14 +13,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kMaxBlocks = 4096;  // grid-stride beyond this
 
-// Everything but the step-dependent bias corrections, prepared on the host in the same way as
-// the CPU twin (kernels/adam.cpp) prepares it.
-struct AdamScalars {
-  float lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
-  float decay;  // AdamW: 1 - lr·wd (lr·wd is exact in double, so the rounding is the same everywhere)
-  bool decoupled;
-};
-
 // Explicitly rounded intrinsics (never contracted into other FMAs) in the same order as the
 // CPU twin's std::fma and operators: m and v come out bit-identical to the CPU.
 __device__ __forceinline__ void adam_element(float& p, float g, float& m, float& v, const AdamScalars& s,
@@ -83,16 +75,7 @@ __global__ void advance_step_kernel(std::int64_t* step) { ++*step; }
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
                const std::int64_t* step, cudaStream_t stream) {
   if (n == 0) return;
-  AdamScalars s;
-  s.lr = config.lr;
-  s.beta1 = config.beta1;
-  s.one_minus_beta1 = 1.f - config.beta1;
-  s.beta2 = config.beta2;
-  s.one_minus_beta2 = 1.f - config.beta2;
-  s.eps = config.eps;
-  s.weight_decay = config.weight_decay;
-  s.decay = static_cast<float>(1.0 - static_cast<double>(config.lr) * static_cast<double>(config.weight_decay));
-  s.decoupled = config.decoupled;
+  const AdamScalars s = adam_scalars(config);
 
   // float4 needs the four buffers equally misaligned (then a scalar head of 0..3 elements
   // reaches the 16-byte boundary); otherwise every element goes the scalar way.

@@ -20,6 +20,27 @@ struct AdamConfig {
   bool decoupled = false;  // true: AdamW
 };
 
+// The step-independent constants of an update, prepared on the host once, for the CPU twin and
+// the GPU kernel alike, so that both round them the same way.
+struct AdamScalars {
+  float lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay;
+  float decay;  // AdamW: 1 - lr·wd (lr·wd is exact in double, so the rounding is the same everywhere)
+  bool decoupled;
+};
+inline AdamScalars adam_scalars(const AdamConfig& c) {
+  AdamScalars s{};
+  s.lr = c.lr;
+  s.beta1 = c.beta1;
+  s.one_minus_beta1 = 1.f - c.beta1;
+  s.beta2 = c.beta2;
+  s.one_minus_beta2 = 1.f - c.beta2;
+  s.eps = c.eps;
+  s.weight_decay = c.weight_decay;
+  s.decay = static_cast<float>(1.0 - static_cast<double>(c.lr) * static_cast<double>(c.weight_decay));
+  s.decoupled = c.decoupled;
+  return s;
+}
+
 namespace ref {
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
                std::int64_t step);
