@@ -42,15 +42,10 @@ __device__ __forceinline__ std::uint64_t read_step(const DropoutArgs& d, const s
 // them instead of storing a mask: no mask buffer to write and read back (memory traffic is the
 // whole cost of this op), and the CPU twin draws the identical bits from the same key.
 // philox_word draws all four words of a block and returns one; here one Philox call serves four
-// elements, because ten Philox rounds per element would make this op compute-bound (philox_block
-// is philox_word's block). GpuBiasReluDropout checks the masks bit-exact against dropout_keep.
+// elements (dropout_keep_bits), because ten Philox rounds per element would make this op
+// compute-bound. GpuBiasReluDropout checks the masks bit-exact against dropout_keep.
 __device__ __forceinline__ unsigned keep_bits(const DropoutArgs& d, std::uint64_t step, std::uint64_t block) {
-  if (d.threshold == 0) return 0xFu;
-  const Philox4x32 words = philox_block(d.seed, step, d.layer, block);
-  unsigned bits = 0;
-#pragma unroll
-  for (int k = 0; k < 4; ++k) bits |= ((words.v[k] >> 8) >= d.threshold ? 1u : 0u) << k;
-  return bits;
+  return dropout_keep_bits(d.seed, step, d.layer, block, d.threshold);
 }
 
 __device__ __forceinline__ float forward_one(float z, float b, unsigned keep, bool relu, float scale) {

@@ -66,17 +66,27 @@ MNIST_HD bool dropout_keep(std::uint64_t seed, std::uint64_t step, std::uint32_t
   return (philox_word(seed, step, layer, index) >> 8) >= threshold;
 }
 
-// dropout_keep of elements 0 .. n-1 as 0 or 1 (and of the block's rest, up to a multiple of 4),
-// for the CPU twin: one Philox block per four elements, in a plain loop that vectorizes.
-// The same decisions as dropout_keep (tests/test_philox.cu).
+// The dropout_keep decisions of the four elements 4·block + k of one Philox block, as bit k: one
+// Philox call for four elements, as the GPU kernel and the CPU twin draw their masks.
+MNIST_HD unsigned dropout_keep_bits(std::uint64_t seed, std::uint64_t step, std::uint32_t layer, std::uint64_t block,
+                                    std::uint32_t threshold) {
+  if (threshold == 0) return 0xFu;  // p = 0 keeps everything, without drawing
+  const Philox4x32 words = philox_block(seed, step, layer, block);
+  unsigned bits = 0;
+  for (int k = 0; k < 4; ++k) bits |= ((words.v[k] >> 8) >= threshold ? 1u : 0u) << k;
+  return bits;
+}
+
+// dropout_keep of elements 0 .. n-1 as 0 or 1 (and of the last block's rest, up to a multiple
+// of 4), for the CPU twin, in a plain loop that vectorizes. The same decisions as dropout_keep
+// (tests/test_philox.cu).
 inline std::vector<std::uint8_t> dropout_keep_mask(std::uint64_t seed, std::uint64_t step, std::uint32_t layer,
                                                    std::uint32_t threshold, std::size_t n) {
   const std::size_t blocks = (n + 3) / 4;
-  std::vector<std::uint8_t> keep(4 * blocks, 1);
-  if (threshold == 0) return keep;  // what dropout_keep gives, without drawing
+  std::vector<std::uint8_t> keep(4 * blocks);
   for (std::size_t b = 0; b < blocks; ++b) {
-    const Philox4x32 words = philox_block(seed, step, layer, b);
-    for (int k = 0; k < 4; ++k) keep[4 * b + k] = (words.v[k] >> 8) >= threshold;
+    const unsigned bits = dropout_keep_bits(seed, step, layer, b, threshold);
+    for (int k = 0; k < 4; ++k) keep[4 * b + k] = (bits >> k) & 1u;
   }
   return keep;
 }
