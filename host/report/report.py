@@ -216,15 +216,16 @@ class Classes:
         self.noun = "class" if self.named else "digit"
         self.images = "images" if self.named else "digits"
 
+    def name(self, c):
+        return self.names[c] if 0 <= c < CLASSES else None
+
     def label(self, c):
         """Row and column labels: '4 coat', or '4'."""
-        name = self.names[c] if 0 <= c < CLASSES else None
-        return f"{c} {name}" if name else str(c)
+        return f"{c} {self.name(c)}" if self.name(c) else str(c)
 
     def short(self, c):
         """Captions of the mistakes: 'coat', or '4'."""
-        name = self.names[c] if 0 <= c < CLASSES else None
-        return name if name else str(c)
+        return self.name(c) or str(c)
 
 
 def plot_text(text):
