@@ -583,6 +583,33 @@ TEST(OutOfMemory, AdviceHalvesTheBatch) {
   EXPECT_EQ(out_of_memory_advice(1), "try narrower --hidden layers, or --device cpu");
 }
 
+// The error MNIST_CHECK throws for `status`.
+template <class Status>
+CudaError error_of(Status status) {
+  try {
+    MNIST_CHECK(status);
+  } catch (const CudaError& error) {
+    return error;
+  }
+  ADD_FAILURE() << "MNIST_CHECK accepted status " << static_cast<long>(status);
+  return CudaError("", false);
+}
+
+// main() adds the smaller-batch advice only to errors marked out of memory. cuDNN 9 answers a
+// failed device allocation with its own status (4004), not the one it calls ALLOC_FAILED (4003).
+TEST(OutOfMemory, EveryLibrarysAllocationFailureIsMarkedOutOfMemory) {
+  EXPECT_TRUE(error_of(cudaErrorMemoryAllocation).out_of_memory());
+  EXPECT_TRUE(error_of(CUBLAS_STATUS_ALLOC_FAILED).out_of_memory());
+  EXPECT_TRUE(error_of(CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED).out_of_memory());
+  EXPECT_TRUE(error_of(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED).out_of_memory());
+  EXPECT_FALSE(error_of(cudaErrorInvalidValue).out_of_memory());
+  EXPECT_FALSE(error_of(CUBLAS_STATUS_INVALID_VALUE).out_of_memory());
+  EXPECT_FALSE(error_of(CUDNN_STATUS_BAD_PARAM).out_of_memory());
+  const std::string what = error_of(CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED).what();
+  EXPECT_EQ(what.rfind("cuDNN error ", 0), 0u) << what;
+  EXPECT_NE(what.find("in status at "), std::string::npos) << what;  // the call, then the file
+}
+
 TEST(GpuOutOfMemory, DeviceBufferSaysOutOfMemoryAndTheDeviceStaysUsable) {
   MNIST_REQUIRE_GPU();
   try {

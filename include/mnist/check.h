@@ -39,9 +39,16 @@ inline void check_status(cublasStatus_t status, const char* call, const char* fi
     throw_status("cuBLAS", cublasGetStatusName(status), call, file, line, status == CUBLAS_STATUS_ALLOC_FAILED);
 }
 
+// cuDNN 9 tells a failed host allocation (4003, what CUDNN_STATUS_ALLOC_FAILED now names) from
+// a failed device allocation (4004): both are out of memory.
+inline bool cudnn_out_of_memory(cudnnStatus_t status) {
+  return status == CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED ||
+         status == CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED;
+}
+
 inline void check_status(cudnnStatus_t status, const char* call, const char* file, int line) {
   if (status != CUDNN_STATUS_SUCCESS)
-    throw_status("cuDNN", cudnnGetErrorString(status), call, file, line, status == CUDNN_STATUS_ALLOC_FAILED);
+    throw_status("cuDNN", cudnnGetErrorString(status), call, file, line, cudnn_out_of_memory(status));
 }
 
 }  // namespace mnist
