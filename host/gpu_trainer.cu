@@ -620,10 +620,12 @@ class GpuTrainer final : public Trainer {
   // An epoch of steps_ > 0 always has a block or a tail graph once captured.
   bool graphs_captured() const { return block_graph_ || tail_graph_; }
 
-  // Records the epoch's steps into the graphs. Nothing runs while a graph is captured, so a
-  // capture that fails (a library call that cannot be captured on this machine's cuBLAS or
-  // cuDNN) leaves the model as it was: the run goes on without graphs, as --no-graph would,
-  // and says so once. A real device fault shows again in the steps that then run.
+  // Records the epoch's steps into the graphs. Nothing the capture records runs, so a capture
+  // that fails (a library call that cannot be captured on this machine's cuBLAS or cuDNN, a
+  // graph the driver cannot instantiate) leaves the model as it was: the run goes on without
+  // graphs, as --no-graph would, and says so once. But the first epoch's steps may still be
+  // running when the capture begins, and a fault of theirs (an illegal address) fails the
+  // capture too: that fault is the error to report, not the graph.
   void capture_epoch() {
     try {
       const cudaStream_t stream = stream_.get();
@@ -636,6 +638,7 @@ class GpuTrainer final : public Trainer {
         tail_graph_ = GraphExec::capture(stream, [this] { run_steps(tail_first_step(), steps_); });
     } catch (const std::exception& error) {
       cudaGetLastError();  // a failed end of capture or instantiation is not the next launch's error
+      stream_.synchronize();  // throws the fault of the steps before the capture, if there was one
       block_graph_ = GraphExec();
       tail_graph_ = GraphExec();
       graph_refused_ = true;

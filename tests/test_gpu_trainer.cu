@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "mnist/check.h"
 #include "mnist/cnn.h"
 #include "mnist/device.h"
 #include "mnist/mlp.h"
@@ -23,6 +24,10 @@
 #include "random_dataset.h"
 #include "test_util.h"
 #include "totals_util.h"
+
+#if defined(MNIST_GPU_EMULATOR)
+#include "emu_inject.h"
+#endif
 
 namespace mnist {
 namespace {
@@ -435,6 +440,78 @@ TEST(GpuTrainer, StepPhaseTimingLeavesTrainingUnchanged) {
   // The CPU trainer has no device phases to time.
   const RandomDataset data(rng, config);
   EXPECT_TRUE(make_cpu_trainer(config, data.split())->time_step_phases(2, 2).prefixes.empty());
+}
+
+// --- a graph the driver refuses, a fault before the capture (the emulator's injected faults) ----
+
+#if defined(MNIST_GPU_EMULATOR)
+// Injects `fault` for the life of the object: the emulator behaves normally again however the
+// test ends. Declare it before the trainers, so that they are destroyed while it holds.
+class InjectedFault {
+ public:
+  explicit InjectedFault(emu::Fault fault) { emu::inject(fault); }
+  ~InjectedFault() { emu::inject(emu::Fault::kNone); }
+  InjectedFault(const InjectedFault&) = delete;
+  InjectedFault& operator=(const InjectedFault&) = delete;
+};
+#define MNIST_REQUIRE_INJECTED_FAULTS() MNIST_REQUIRE_GPU()
+#else
+#define MNIST_REQUIRE_INJECTED_FAULTS() GTEST_SKIP() << "needs the emulator's injected faults (tests/emu/emu_inject.h)"
+#endif
+
+std::size_t occurrences(const std::string& text, const std::string& part) {
+  std::size_t count = 0;
+  for (std::size_t at = text.find(part); at != std::string::npos; at = text.find(part, at + 1)) ++count;
+  return count;
+}
+
+// A driver that cannot instantiate the epoch's graph: the run says so once and trains on as
+// --no-graph does, to the same bits.
+TEST(GpuTrainer, AGraphTheDriverCannotInstantiateTrainsOnWithoutGraphs) {
+  MNIST_REQUIRE_INJECTED_FAULTS();
+#if defined(MNIST_GPU_EMULATOR)
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const InjectedFault fault(emu::Fault::kGraphsNotSupported);
+  const std::unique_ptr<Trainer> refused = make_gpu_trainer(config, data.split());
+  config.no_graph = true;
+  const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
+  testing::internal::CaptureStderr();
+  for (int epoch = 1; epoch <= 3; ++epoch) {
+    SCOPED_TRACE("epoch " + std::to_string(epoch));
+    expect_totals_equal(refused->train_epoch(epoch), stream->train_epoch(epoch));
+  }
+  const std::string warnings = testing::internal::GetCapturedStderr();
+  expect_states_equal(refused->state(), stream->state());
+  EXPECT_FALSE(refused->replays_graphs());
+  EXPECT_EQ(occurrences(warnings, "could not be captured"), 1u) << warnings;
+  EXPECT_NE(warnings.find("cudaErrorNotSupported"), std::string::npos) << warnings;
+  EXPECT_NE(warnings.find("training on without graphs"), std::string::npos) << warnings;
+#endif
+}
+
+// The first epoch's steps may still run when its capture begins; a fault of theirs fails the
+// capture. That fault is what the run reports (and ends with), not a graph it could not capture.
+TEST(GpuTrainer, AFaultOfTheStepsBeforeTheCaptureIsReportedAsThatFault) {
+  MNIST_REQUIRE_INJECTED_FAULTS();
+#if defined(MNIST_GPU_EMULATOR)
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const InjectedFault fault(emu::Fault::kFaultBeforeCapture);
+  const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+  testing::internal::CaptureStderr();
+  std::string what = "(no error)";
+  try {
+    trainer->train_epoch(1);
+  } catch (const CudaError& error) {
+    what = error.what();
+  }
+  const std::string warnings = testing::internal::GetCapturedStderr();
+  EXPECT_NE(what.find("cudaErrorIllegalAddress"), std::string::npos) << what;
+  EXPECT_EQ(warnings.find("could not be captured"), std::string::npos) << warnings;
+#endif
 }
 
 // --- the CNN (--model cnn) behind the same trainer --------------------------------------------

@@ -54,6 +54,7 @@ extern "C" char __start_emu_shared[] __attribute__((weak));
 extern "C" char __stop_emu_shared[] __attribute__((weak));
 
 #include "cuda_emu.h"
+#include "emu_inject.h"
 #include "emu_internal.h"
 
 // The opaque handle types of the CUDA runtime, defined here.
@@ -82,6 +83,10 @@ namespace {
 // ---- process state -------------------------------------------------------------------------
 
 cudaError_t last_error = cudaSuccess;
+Fault injected = Fault::kNone;
+// A device fault's error, which CUDA returns from every call that reports the device's
+// errors until the process ends (emu::inject(Fault::kNone) here).
+cudaError_t sticky_error = cudaSuccess;
 std::map<std::uintptr_t, std::size_t> allocations;  // base → bytes
 std::size_t allocated_bytes = 0;
 constexpr std::size_t kDeviceMemory = std::size_t(4) << 30;  // what the emulated device holds
@@ -484,6 +489,11 @@ bool device_present() {
   return flag != nullptr && std::strcmp(flag, "1") == 0;
 }
 
+void inject(Fault fault) {
+  injected = fault;
+  if (fault == Fault::kNone) sticky_error = last_error = cudaSuccess;
+}
+
 void set_last_error(cudaError_t error) {
   if (last_error == cudaSuccess) last_error = error;
 }
@@ -521,6 +531,7 @@ bool overlaps_device(const void* pointer, std::size_t bytes) {
 }
 
 cudaError_t submit(cudaStream_t stream, std::function<void()> work) {
+  if (sticky_error != cudaSuccess) return sticky_error;
   CUstream_st* s = resolve(stream);
   if (s->capturing) {
     if (s->invalidated) return cudaErrorStreamCaptureInvalidated;
@@ -655,8 +666,14 @@ cudaError_t CUDARTAPI cudaRuntimeGetVersion(int* version) {
   return cudaSuccess;
 }
 
-cudaError_t CUDARTAPI cudaGetLastError(void) { return std::exchange(emu::last_error, cudaSuccess); }
-cudaError_t CUDARTAPI cudaPeekAtLastError(void) { return emu::last_error; }
+// A fault's sticky error is not cleared by reading it.
+cudaError_t CUDARTAPI cudaGetLastError(void) {
+  const cudaError_t last = std::exchange(emu::last_error, cudaSuccess);
+  return emu::sticky_error != cudaSuccess ? emu::sticky_error : last;
+}
+cudaError_t CUDARTAPI cudaPeekAtLastError(void) {
+  return emu::sticky_error != cudaSuccess ? emu::sticky_error : emu::last_error;
+}
 
 const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
   switch (error) {
@@ -672,6 +689,7 @@ const char* CUDARTAPI cudaGetErrorName(cudaError_t error) {
     case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
     case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
     case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorNotSupported: return "cudaErrorNotSupported";
     default: return "cudaErrorUnknown";
   }
 }
@@ -684,6 +702,7 @@ const char* CUDARTAPI cudaGetErrorString(cudaError_t error) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorNotSupported: return "operation not supported";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit:
@@ -730,6 +749,7 @@ cudaError_t CUDARTAPI cudaFree(void* pointer) {
 }
 
 cudaError_t CUDARTAPI cudaMemcpy(void* dst, const void* src, std::size_t bytes, cudaMemcpyKind kind) {
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
   if (cudaError_t refused = refuse_during_capture("cudaMemcpy")) return refused;
   if (cudaError_t bad = check_copy(dst, src, bytes, kind, "cudaMemcpy")) return bad;
   if (bytes) std::memmove(dst, src, bytes);
@@ -749,6 +769,7 @@ cudaError_t CUDARTAPI cudaMemcpyAsync(void* dst, const void* src, std::size_t by
 }
 
 cudaError_t CUDARTAPI cudaMemset(void* pointer, int value, std::size_t bytes) {
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
   if (cudaError_t refused = refuse_during_capture("cudaMemset")) return refused;
   if (cudaError_t bad = check_memset(pointer, bytes, "cudaMemset")) return bad;
   std::memset(pointer, value, bytes);
@@ -762,7 +783,10 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* pointer, int value, std::size_t byte
 
 // ---- synchronisation, streams, events ----
 
-cudaError_t CUDARTAPI cudaDeviceSynchronize(void) { return refuse_during_capture("cudaDeviceSynchronize"); }
+cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
+  return refuse_during_capture("cudaDeviceSynchronize");
+}
 
 cudaError_t CUDARTAPI cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned int) {
   auto* s = new CUstream_st;
@@ -780,7 +804,10 @@ cudaError_t CUDARTAPI cudaStreamDestroy(cudaStream_t stream) {
 }
 
 // Also (and above all) of the stream being captured: it is one of the live streams.
-cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) { return refuse_during_capture("cudaStreamSynchronize"); }
+cudaError_t CUDARTAPI cudaStreamSynchronize(cudaStream_t) {
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
+  return refuse_during_capture("cudaStreamSynchronize");
+}
 
 cudaError_t CUDARTAPI cudaEventCreate(cudaEvent_t* event) {
   *event = new CUevent_st;
@@ -799,7 +826,10 @@ cudaError_t CUDARTAPI cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   });
 }
 
-cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t) { return refuse_during_capture("cudaEventSynchronize"); }
+cudaError_t CUDARTAPI cudaEventSynchronize(cudaEvent_t) {
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
+  return refuse_during_capture("cudaEventSynchronize");
+}
 
 cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   if (!start->recorded || !end->recorded) return cudaErrorInvalidResourceHandle;
@@ -810,6 +840,12 @@ cudaError_t CUDARTAPI cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEve
 // ---- graphs ----
 
 cudaError_t CUDARTAPI cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (emu::injected == emu::Fault::kFaultBeforeCapture) {
+    emu::injected = emu::Fault::kNone;
+    emu::sticky_error = cudaErrorIllegalAddress;
+    emu::report("injected: the work queued before this capture faulted (cudaErrorIllegalAddress from now on)");
+  }
+  if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
   CUstream_st* s = emu::resolve(stream);
   if (s == &emu::legacy_stream) return cudaErrorStreamCaptureUnsupported;
   if (s->capturing) return cudaErrorIllegalState;
@@ -835,6 +871,7 @@ cudaError_t CUDARTAPI cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* gra
 
 cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (graph == nullptr) return cudaErrorInvalidValue;
+  if (emu::injected == emu::Fault::kGraphsNotSupported) return cudaErrorNotSupported;
   *exec = new CUgraphExec_st{graph->nodes};
   return cudaSuccess;
 }

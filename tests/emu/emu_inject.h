@@ -1,0 +1,17 @@
+#pragma once
+// Test hooks of the GPU emulator (tests/emu/README.md): what a real GPU does rarely, on demand,
+// for the tests of how the code answers it. Only in the emulator build (MNIST_GPU_EMULATOR).
+
+namespace emu {
+
+enum class Fault {
+  kNone,                // clears the others and a fault's sticky error (as a new process would)
+  kGraphsNotSupported,  // every cudaGraphInstantiate fails with cudaErrorNotSupported
+  kFaultBeforeCapture,  // the work queued before the next cudaStreamBeginCapture faults: from then
+                        // on, as after a kernel's illegal access, launches, copies, captures and
+                        // synchronisations return cudaErrorIllegalAddress (allocations and frees
+                        // still work, so the leak check at exit still checks)
+};
+void inject(Fault fault);
+
+}  // namespace emu
