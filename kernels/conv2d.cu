@@ -17,6 +17,32 @@
 #include "mnist/ops/conv2d.h"
 
 namespace mnist::gpu {
+
+// Ranked under FMA_MATH, fp32 sees only CUDA-core algorithms; under DEFAULT_MATH, TF32 sees
+// tensor-core ones too.
+cudnnMathType_t conv_ranking_math(GemmMath math) {
+  return math == GemmMath::kFp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH;
+}
+
+// It ran the heuristics successfully, is deterministic, fits the workspace limit and, for fp32,
+// does not use tensor cores (a TF32 result would miss the fp32 accuracy the tests hold it to).
+// Neither math takes TENSOR_OP_MATH_ALLOW_CONVERSION: it lets cuDNN convert the fp32 data to
+// fp16, whose 5 exponent bits lose small gradients that TF32's 8 keep.
+bool conv_candidate_usable(cudnnStatus_t status, cudnnDeterminism_t determinism, std::size_t workspace_bytes,
+                           cudnnMathType_t reported, GemmMath math, std::size_t workspace_limit) {
+  if (status != CUDNN_STATUS_SUCCESS || determinism != CUDNN_DETERMINISTIC || workspace_bytes > workspace_limit)
+    return false;
+  if (reported == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) return false;
+  return !(math == GemmMath::kFp32 && reported == CUDNN_TENSOR_OP_MATH);
+}
+
+// fp32 keeps FMA_MATH on the descriptor whatever the candidate reported (cuDNN then runs only
+// FMA kernels); TF32 takes the candidate's own type, as cuDNN asks (the algorithm and the math
+// type together select the kernels).
+cudnnMathType_t conv_run_math(GemmMath math, cudnnMathType_t reported) {
+  return math == GemmMath::kFp32 ? CUDNN_FMA_MATH : reported;
+}
+
 namespace {
 
 // ---- RAII owners of the cuDNN descriptors ------------------------------------------------------
@@ -123,11 +149,7 @@ std::string algo_name(cudnnConvolutionBwdFilterAlgo_t algo) {
   return i >= 0 && i < 7 ? names[i] : "bwd filter algo " + std::to_string(i);
 }
 
-// The first usable entry of cuDNN's ranked list (best expected speed first): it ran the
-// heuristics successfully, is deterministic, fits the workspace limit and, for fp32, does not
-// use tensor cores (a TF32 result would miss the fp32 accuracy the tests hold it to). Neither
-// math takes TENSOR_OP_MATH_ALLOW_CONVERSION: it lets cuDNN convert the fp32 data to fp16,
-// whose 5 exponent bits lose small gradients that TF32's 8 keep.
+// The first usable entry of cuDNN's ranked list (best expected speed first).
 template <class Perf>
 Perf pick(const char* direction, const std::vector<Perf>& ranked, GemmMath math, std::size_t workspace_limit,
           const Conv2dShape& s) {
@@ -136,11 +158,7 @@ Perf pick(const char* direction, const std::vector<Perf>& ranked, GemmMath math,
     seen += " " + algo_name(p.algo) + "(" + (p.status == CUDNN_STATUS_SUCCESS ? "" : "failed, ") +
             (p.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic") + ", " +
             std::to_string(p.memory) + " bytes, " + math_name(p.mathType) + ")";
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC || p.memory > workspace_limit)
-      continue;
-    if (p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION) continue;
-    if (math == GemmMath::kFp32 && p.mathType == CUDNN_TENSOR_OP_MATH) continue;
-    return p;
+    if (conv_candidate_usable(p.status, p.determinism, p.memory, p.mathType, math, workspace_limit)) return p;
   }
   throw std::runtime_error(std::string("conv2d: cuDNN offers no deterministic ") + direction +
                            " algorithm within " + std::to_string(workspace_limit) + " bytes of workspace for " +
@@ -165,15 +183,11 @@ struct Conv2d::Plan {
         bwd_data_conv(s.pad, requested_math()),
         bwd_filter_conv(s.pad, requested_math()) {}
 
-  cudnnMathType_t requested_math() const { return math == GemmMath::kFp32 ? CUDNN_FMA_MATH : CUDNN_DEFAULT_MATH; }
+  cudnnMathType_t requested_math() const { return conv_ranking_math(math); }
 
-  // The math the chosen algorithm runs with. fp32 keeps FMA_MATH on the descriptor whatever the
-  // candidate reported (cuDNN then runs only FMA kernels); TF32 takes the candidate's own type,
-  // as cuDNN asks (the algorithm and the math type together select the kernels). Each direction
-  // has its own descriptor, so the three choices do not overwrite one another.
-  cudnnMathType_t run_math(cudnnMathType_t reported) const {
-    return math == GemmMath::kFp32 ? CUDNN_FMA_MATH : reported;
-  }
+  // The math the chosen algorithm runs with. Each direction has its own descriptor, so the three
+  // choices do not overwrite one another.
+  cudnnMathType_t run_math(cudnnMathType_t reported) const { return conv_run_math(math, reported); }
 
   cudnnHandle_t handle;
   Conv2dShape shape;

@@ -16,9 +16,10 @@
 // which are launch-bound and show what a step costs.
 //
 // Convolutions. The CNN's two layers at batch 128 through cuDNN's legacy API, in NCHW (what
-// gpu::Conv2d uses) and NHWC, with FMA math (fp32) and with tensor-op math (TF32): each
-// direction takes the first deterministic algorithm of cuDNN's heuristic ranking that fits
-// 256 MiB of workspace (fp32: no tensor-op algorithm), as gpu::Conv2d chooses. The rows say
+// gpu::Conv2d uses) and NHWC, in fp32 (FMA math) and TF32 (default math: tensor cores allowed,
+// no conversion to fp16): each direction takes the first deterministic algorithm of cuDNN's
+// heuristic ranking that fits 256 MiB of workspace, by gpu::Conv2d's own rules
+// (conv_candidate_usable in include/mnist/ops/conv2d.h). The rows say
 // whether NCHW, the layout kernels/conv2d.cu was written for, costs anything.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -39,6 +40,7 @@
 #include "mnist/ops/adam.h"
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
+#include "mnist/ops/conv2d.h"
 #include "mnist/ops/eval_metrics.h"
 #include "mnist/ops/gather.h"
 #include "mnist/ops/gemm.h"
@@ -310,16 +312,13 @@ using ConvDesc = CudnnDesc<cudnnConvolutionDescriptor_t, cudnnDestroyConvolution
 
 constexpr std::size_t kConvWorkspaceLimit = std::size_t(256) << 20;
 
-// The first deterministic, successful candidate within the workspace limit; fp32 also refuses
-// tensor-op math. Null when none qualifies.
+// The candidate gpu::Conv2d would take (its rules: mnist::gpu::conv_candidate_usable). Null
+// when none qualifies.
 template <class Perf>
-const Perf* first_usable(const std::vector<Perf>& ranked, bool fp32) {
-  for (const Perf& p : ranked) {
-    if (p.status != CUDNN_STATUS_SUCCESS || p.determinism != CUDNN_DETERMINISTIC || p.memory > kConvWorkspaceLimit)
-      continue;
-    if (fp32 && (p.mathType == CUDNN_TENSOR_OP_MATH || p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION)) continue;
-    return &p;
-  }
+const Perf* first_usable(const std::vector<Perf>& ranked, mnist::GemmMath math) {
+  for (const Perf& p : ranked)
+    if (mnist::gpu::conv_candidate_usable(p.status, p.determinism, p.memory, p.mathType, math, kConvWorkspaceLimit))
+      return &p;
   return nullptr;
 }
 
@@ -345,22 +344,24 @@ void bench_conv_layer(const char* layer, int batch, int in_c, int hw, int out_c,
       MNIST_CHECK(cudnnSetFilter4dDescriptor(w_desc.get(), CUDNN_DATA_FLOAT, format, out_c, in_c, k, k));
       MNIST_CHECK(cudnnSetConvolution2dDescriptor(conv.get(), k / 2, k / 2, 1, 1, 1, 1, CUDNN_CROSS_CORRELATION,
                                                   CUDNN_DATA_FLOAT));
-      MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+      const mnist::GemmMath math_kind = fp32 ? mnist::GemmMath::kFp32 : mnist::GemmMath::kTf32;
+      const cudnnMathType_t ranking_math = mnist::gpu::conv_ranking_math(math_kind);
+      MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), ranking_math));
       const std::string layout = format == CUDNN_TENSOR_NCHW ? "NCHW" : "NHWC", math = fp32 ? "fp32" : "tf32";
       // One direction: rank, pick, size the workspace, time; a row says when nothing qualified.
       auto time_direction = [&](const char* direction, auto ranked, auto workspace_size, auto call) {
-        const auto* chosen = first_usable(ranked, fp32);
+        const auto* chosen = first_usable(ranked, math_kind);
         if (chosen == nullptr) {
           table.push_back({layer, direction, layout, math, "none usable", -1.f, flops});
           return;
         }
-        MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), fp32 ? CUDNN_FMA_MATH : chosen->mathType));
+        MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), mnist::gpu::conv_run_math(math_kind, chosen->mathType)));
         std::size_t bytes = 0;
         MNIST_CHECK(workspace_size(chosen->algo, &bytes));
         DeviceBuffer<unsigned char> workspace(std::max<std::size_t>(bytes, 1));
         const float ms = median_ms(stream, timing, [&] { MNIST_CHECK(call(chosen->algo, workspace, bytes)); });
         // The next direction is ranked under the math this row asks for, not the one just chosen.
-        MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), fp32 ? CUDNN_FMA_MATH : CUDNN_TENSOR_OP_MATH));
+        MNIST_CHECK(cudnnSetConvolutionMathType(conv.get(), ranking_math));
         table.push_back({layer, direction, layout, math, std::to_string(static_cast<int>(chosen->algo)), ms, flops});
       };
       int count = 0;

@@ -131,5 +131,14 @@ class Conv2d {
   std::unique_ptr<Plan> plan_;
 };
 
+// The rules a plan chooses its algorithms by, for bench_kernels' cuDNN table to choose by them
+// too: the math type cuDNN ranks the candidates under, whether a ranked candidate qualifies
+// (status, determinism, workspace bytes, the math type it reported), and the math type the
+// chosen one then runs with.
+cudnnMathType_t conv_ranking_math(GemmMath math);
+bool conv_candidate_usable(cudnnStatus_t status, cudnnDeterminism_t determinism, std::size_t workspace_bytes,
+                           cudnnMathType_t reported, GemmMath math, std::size_t workspace_limit);
+cudnnMathType_t conv_run_math(GemmMath math, cudnnMathType_t reported);
+
 }  // namespace gpu
 }  // namespace mnist
