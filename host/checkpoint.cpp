@@ -257,8 +257,28 @@ void check_magic(const std::vector<std::uint8_t>& bytes, const std::string& path
     fail(path, "truncated: the file has " + std::to_string(bytes.size()) + " bytes, not even the 8-byte magic");
 }
 
+// The longest header parse_layout reads before the parameters: magic, version, kind, count,
+// kMaxSizes sizes, dtype, parameter count.
+constexpr std::size_t kMaxHeaderBytes = sizeof kMagic + 4 + 4 + 4 + 4 * kMaxSizes + 4 + 8;
+
+// A file whose header is not a checkpoint's is still read whole up to this size, so that a bit
+// flipped in the header of a real checkpoint is reported as the checksum mismatch it is.
+constexpr std::uint64_t kMaxUnparsedBytes = std::uint64_t{1} << 30;
+
+// The most bytes a file with this header may have (its configuration at most kMaxConfigBytes),
+// or kMaxUnparsedBytes when the header is not one; 0 while the header is still incomplete.
+std::uint64_t longest_checkpoint(const std::vector<std::uint8_t>& header) {
+  const Parsed parsed = parse_layout(header);
+  if (parsed.layout.arrays_at != 0)
+    return parsed.layout.arrays_at + 12 * parsed.layout.params + 8 + 4 + 8 + 4 + kMaxConfigBytes + kCrcBytes;
+  if (parsed.verdict == Verdict::invalid || header.size() >= kMaxHeaderBytes) return kMaxUnparsedBytes;
+  return 0;
+}
+
 // The file's bytes. The magic is read first, so pointing at a large file of another kind costs
-// eight bytes, not the whole file.
+// eight bytes, not the whole file; then the header, so that a file far longer than the model it
+// describes (or than any checkpoint, when the header is not one) is refused without reading it
+// into memory.
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
@@ -272,8 +292,21 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
   std::vector<std::uint8_t> bytes(sizeof kMagic);
   bytes.resize(std::fread(bytes.data(), 1, bytes.size(), file.get()));
   check_magic(bytes, path);
+  const std::uintmax_t file_size = fs::file_size(path, ec);  // a regular file's, else unknown
+  const bool size_known = !ec;
+  std::uint64_t longest = 0;
   std::uint8_t chunk[1 << 16];
-  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0;) bytes.insert(bytes.end(), chunk, chunk + n);
+  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0;) {
+    bytes.insert(bytes.end(), chunk, chunk + n);
+    if (longest == 0) longest = longest_checkpoint(bytes);
+    if (longest != 0 && (bytes.size() > longest || (size_known && file_size > longest))) {
+      const Parsed parsed = parse_layout(bytes);
+      if (parsed.layout.arrays_at == 0) fail(path, parsed.problem + " (and the file has more than 1 GiB)");
+      fail(path, (size_known ? std::to_string(file_size) : "more than " + std::to_string(longest)) +
+                     " bytes, more than a checkpoint of the " + sizes_text(parsed.layout.kind, parsed.layout.sizes) +
+                     " model can have (" + std::to_string(longest) + "): not a checkpoint, or damaged");
+    }
+  }
   if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));
   return bytes;
 }

@@ -50,14 +50,22 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!file) fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
 
+  // No IDX file of 28x28 images is near kMaxInflatedBytes, compressed or not: past it the file
+  // is refused before it fills the memory (a 40 GB file, /dev/zero).
+  const auto too_large = [&](const std::string& size) {
+    fail(path, size + " is more than an IDX file of 28x28 images can be here (" +
+                   std::to_string(kMaxInflatedBytes >> 30) + " GiB, 1.3 million images): not a dataset file");
+  };
   std::vector<std::uint8_t> bytes;
   const auto size_hint = fs::file_size(path, ec);
+  if (!ec && size_hint > kMaxInflatedBytes) too_large(std::to_string(size_hint) + " bytes");
   if (!ec) bytes.reserve(size_hint);
   // Read to EOF rather than trusting the size: the file may change or not be a regular file.
   std::uint8_t chunk[1 << 16];
   for (;;) {
     const std::size_t n = std::fread(chunk, 1, sizeof chunk, file.get());
     bytes.insert(bytes.end(), chunk, chunk + n);
+    if (bytes.size() > kMaxInflatedBytes) too_large("more than " + std::to_string(kMaxInflatedBytes) + " bytes");
     if (n < sizeof chunk) break;
   }
   if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));

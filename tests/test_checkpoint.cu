@@ -266,6 +266,30 @@ TEST(Checkpoint, OtherFilesAreNotCheckpoints) {
   fs::remove_all(dir);
 }
 
+// A file far longer than the model its header describes (a checkpoint with gigabytes after it,
+// sparse here), or a header that is not one on a file of more than 1 GiB, is refused from the
+// header and the file's size, before the file is read into memory.
+TEST(Checkpoint, AFileFarLongerThanItsModelIsRefusedBeforeItIsRead) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const fs::path dir = fresh_temp_dir("ckpt-long");
+  const std::string good = serialize_checkpoint(random_checkpoint(rng, {3}));
+  const std::uintmax_t long_size = good.size() + (std::uintmax_t{2} << 20) + rng() % (std::uintmax_t{1} << 34);
+  write_text(dir / "long.ckpt", good);
+  fs::resize_file(dir / "long.ckpt", long_size);
+  const std::string long_error = error_of_file((dir / "long.ckpt").string());
+  EXPECT_NE(long_error.find(std::to_string(long_size) + " bytes, more than a checkpoint of the 784-3-10 model"),
+            std::string::npos)
+      << long_error;
+
+  write_text(dir / "zeros.ckpt", "MNISTCKP");  // then zeros: format version 0
+  const std::uintmax_t zeros_size = (std::uintmax_t{1} << 30) + 1 + rng() % (std::uintmax_t{1} << 34);
+  fs::resize_file(dir / "zeros.ckpt", zeros_size);
+  const std::string zeros_error = error_of_file((dir / "zeros.ckpt").string());
+  EXPECT_NE(zeros_error.find("version 0 does not exist (and the file has more than 1 GiB)"), std::string::npos)
+      << zeros_error;
+  fs::remove_all(dir);
+}
+
 TEST(Checkpoint, NewerVersionOtherKindsAndDtypesAreNamedWhenTheFileIsIntact) {
   std::mt19937_64 rng(test::fresh_seed());
   const Bytes good = to_bytes(serialize_checkpoint(random_checkpoint(rng, {4})));

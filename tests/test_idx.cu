@@ -341,6 +341,16 @@ TEST_F(Idx, GzipBombIsRefusedByTheLoader) {
                     {"bomb.gz", "inflates to more than " + std::to_string(mnist::kMaxInflatedBytes) + " bytes"});
 }
 
+// A raw file past the same cap (a wrong file of many GB, here sparse: no disk, no memory) is
+// refused from its size, before it is read into memory, naming the file.
+TEST_F(Idx, AFileLargerThanAnyDatasetIsRefusedBeforeItIsRead) {
+  const std::uintmax_t size = mnist::kMaxInflatedBytes + 1 + rng_() % (std::uintmax_t{1} << 32);
+  write_raw(path("huge"), idx_images(1, pixels(1)));
+  fs::resize_file(path("huge"), size);
+  expect_data_error([&] { mnist::load_idx_images(path("huge")); },
+                    {"huge", std::to_string(size) + " bytes is more than an IDX file", "not a dataset file"});
+}
+
 // --- whole dataset directories ----------------------------------------------------------------
 
 TEST_F(Idx, DatasetLoadsFromMixedRawAndGzip) {
