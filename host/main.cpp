@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <new>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,33 @@ const CLI::Validator kSeed(
       errno = 0;
       std::strtoull(value.c_str(), nullptr, 10);
       return errno == ERANGE ? refusal : std::string();
+    },
+    "");
+
+// The numbers of the other options are read in decimal only. CLI11 alone takes '' as 0, reads
+// '010' as octal 8 and '0x10' (also for the fractional options: '0x1p-3') as hexadecimal, so an
+// unset shell variable or a zero-padded number trained another run than the one asked for,
+// without a word. Leading zeros are decimal: '010' is ten (the value is rewritten as '10').
+const CLI::Validator kDecimalWholeNumber(
+    [](std::string& value) {
+      if (value.empty()) return std::string("is empty; give a whole number");
+      const std::size_t sign = value[0] == '-' || value[0] == '+' ? 1 : 0;
+      if (value.size() == sign || value.find_first_not_of("0123456789", sign) != std::string::npos)
+        return "must be a whole number (in decimal), got '" + value + "'";
+      const std::size_t first = std::min(value.find_first_not_of('0', sign), value.size() - 1);
+      value = value.substr(0, sign) + value.substr(first);
+      return std::string();
+    },
+    "");
+
+// nan and inf pass, for the range checks to refuse with the option's own range.
+const CLI::Validator kDecimalNumber(
+    [](std::string& value) {
+      static const std::regex decimal(R"([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)");
+      static const std::regex special(R"([+-]?(nan|inf|infinity))", std::regex::icase);
+      if (value.empty()) return std::string("is empty; give a number");
+      if (std::regex_match(value, decimal) || std::regex_match(value, special)) return std::string();
+      return "must be a decimal number (like 0.001 or 1e-3), got '" + value + "'";
     },
     "");
 
@@ -95,24 +124,33 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
       ->check(whole_number_list("512,512"));
   train.add_option("--dropout", c.dropout,
                    "Dropout probability of the hidden layers (mlp) or the dense layer (cnn), in [0, 1) "
-                   "[default: 0.2 (mlp), 0.5 (cnn)]");
+                   "[default: 0.2 (mlp), 0.5 (cnn)]")
+      ->transform(kDecimalNumber);
   for (int filters : c.channels) lists.channels.push_back(std::to_string(filters));
   train.add_option("--channels", lists.channels, "cnn: filters of the two convolutions, comma-separated")
       ->type_name("INT")
       ->check(whole_number_list("32,64"))
       ->capture_default_str();
   train.add_option("--kernel", c.kernel, "cnn: k x k convolutions (odd k, padded to keep the image size)")
+      ->transform(kDecimalWholeNumber)
       ->capture_default_str();
-  train.add_option("--lr", c.lr, "Adam learning rate")->capture_default_str();
+  train.add_option("--lr", c.lr, "Adam learning rate")->transform(kDecimalNumber)->capture_default_str();
   train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
+      ->transform(kDecimalNumber)
       ->capture_default_str();
   train.add_flag("--adamw", c.adamw, "Use AdamW (decoupled weight decay) instead of Adam");
   train.add_option("--label-smoothing", c.label_smoothing, "Label smoothing of the cross-entropy, in [0, 1)")
+      ->transform(kDecimalNumber)
       ->capture_default_str();
-  train.add_option("--batch-size", c.batch_size, "Images per training step")->capture_default_str();
-  train.add_option("--epochs", c.epochs, "Passes over the training split")->capture_default_str();
+  train.add_option("--batch-size", c.batch_size, "Images per training step")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
+  train.add_option("--epochs", c.epochs, "Passes over the training split")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
   train.add_option("--val-split", c.val_split,
                    "Fraction of the 60,000 training images held out for validation (the last ones), in [0, 1)")
+      ->transform(kDecimalNumber)
       ->capture_default_str();
   train.add_option("--seed", c.seed, "Seed of initialisation, shuffling and dropout")
       ->check(kSeed)
@@ -124,6 +162,7 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
   train.add_option("--out", c.out_dir, "Run directory for metrics.jsonl and report.json [default: runs/<timestamp>]")
       ->check(kNonEmptyPath);
   train.add_option("--train-subset", c.train_subset, "Train on the first N training images only (0: all)")
+      ->transform(kDecimalWholeNumber)
       ->capture_default_str();
   train.add_flag("--drop-last", c.drop_last,
                  "Drop the last partial batch of each epoch (default: train on it, averaged over its own size)");
@@ -270,6 +309,12 @@ int main(int argc, char** argv) {
     if (error.out_of_memory())
       advice = "; " + (train->parsed() ? mnist::out_of_memory_advice(config.batch_size) : "try --device cpu");
     std::fprintf(stderr, "mnist: GPU error: %s%s\n", error.what(), advice.c_str());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    // The CPU path's model, its Adam moments and the data live in host memory; a model that
+    // passes the range checks can still be far larger than the machine holds.
+    std::fprintf(stderr, "mnist: error: out of host memory%s\n",
+                 train->parsed() ? "; try narrower --hidden layers (or --channels), or a smaller --batch-size" : "");
     return 1;
   } catch (const std::exception& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());

@@ -25,6 +25,7 @@ using mnist::test::line_count;
 using mnist::test::Outcome;
 using mnist::test::read_text;
 using mnist::test::run_mnist;
+using mnist::test::run_program;
 
 fs::path fresh_temp_dir(const std::string& name) {
   std::random_device device;
@@ -183,7 +184,53 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--hidden 512,abc --epochs 0", "--hidden: 'abc' is not a whole number"},
                       BadOption{"--hidden 512,-8 --epochs 0", "--hidden: '-8' is not a whole number"},
                       BadOption{"--hidden 99999999999 --epochs 0", "--hidden: '99999999999' is far too large"},
-                      BadOption{"--model cnn --channels 8,,8 --epochs 0", "--channels: '8,,8' has an empty item"}));
+                      BadOption{"--model cnn --channels 8,,8 --epochs 0", "--channels: '8,,8' has an empty item"},
+                      // CLI11 took '' as 0 and read 0x10 (and 0x1p-3) as hexadecimal.
+                      // (--epochs 0x0: a second --epochs would be refused as a repeat; 0 ends at once.)
+                      BadOption{"--epochs 0x0", "--epochs: must be a whole number (in decimal), got '0x0'"},
+                      BadOption{"--batch-size 0x40 --epochs 0", "--batch-size: must be a whole number (in decimal)"},
+                      BadOption{"--train-subset '' --epochs 0", "--train-subset: is empty; give a whole number"},
+                      BadOption{"--model cnn --kernel 0x3 --epochs 0", "--kernel: must be a whole number"},
+                      BadOption{"--dropout '' --epochs 0", "--dropout: is empty; give a number"},
+                      BadOption{"--val-split '' --epochs 0", "--val-split: is empty; give a number"},
+                      BadOption{"--weight-decay '' --epochs 0", "--weight-decay: is empty; give a number"},
+                      BadOption{"--label-smoothing '' --epochs 0", "--label-smoothing: is empty; give a number"},
+                      BadOption{"--lr 0x1p-3 --epochs 0", "--lr: must be a decimal number (like 0.001 or 1e-3)"},
+                      BadOption{"--weight-decay 0x10 --epochs 0", "--weight-decay: must be a decimal number"},
+                      BadOption{"--lr 1e-3x --epochs 0", "--lr: must be a decimal number"}));
+
+// A model that passes the range checks but not into memory (here: a 3 GB address-space limit;
+// 65536-65536 hidden layers are 17 GB of weights alone) ends with one clear line, not with
+// "std::bad_alloc".
+TEST(Cli, AModelLargerThanHostMemoryIsOneClearLine) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer reserves terabytes of address space: no limit can be set under it";
+#endif
+  const fs::path dir = fresh_temp_dir("huge");
+  const Outcome outcome = run_program("ulimit -v 3000000 && " + std::string(MNIST_BINARY),
+                                      "train --device cpu --train-subset 200 --epochs 1 --hidden 65536,65536 "
+                                      "--no-report --out " + (dir / "run").string());
+  fs::remove_all(dir);
+  EXPECT_EQ(outcome.status, 1) << outcome.output;
+  const std::string error = "\nmnist: error: out of host memory; try narrower --hidden layers";
+  EXPECT_NE(outcome.output.find(error), std::string::npos) << outcome.output;
+  EXPECT_EQ(outcome.output.find('\n', outcome.output.find(error) + 1), outcome.output.size() - 1)
+      << "the error is not the last line: " << outcome.output;
+}
+
+// Whole numbers with leading zeros are decimal, as they read: CLI11 alone took 010 as octal 8.
+TEST(Cli, LeadingZerosAreDecimal) {
+  const fs::path out = fresh_temp_dir("zeros");
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 0200 --batch-size 010 --epochs 01 --hidden 8 "
+                                    "--no-report --lr 0.0010 --out " + out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  const nlohmann::json config = nlohmann::json::parse(read_text(out / "report.json"))["config"];
+  EXPECT_EQ(config["train_subset"], 200) << config;
+  EXPECT_EQ(config["batch_size"], 10) << config;
+  EXPECT_EQ(config["epochs"], 1) << config;
+  EXPECT_EQ(config["lr"].get<double>(), 0.001) << config;
+  fs::remove_all(out);
+}
 
 // --hidden and --channels take their numbers comma-separated, or as separate arguments.
 TEST(Cli, ListOptionsTakeCommasOrSeparateArguments) {
