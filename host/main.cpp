@@ -230,6 +230,20 @@ std::string resume_command(int argc, char** argv, const std::string& checkpoint)
   return command + " --resume " + shell_quoted(checkpoint);
 }
 
+// The exit status once the command is done: a command whose results could not all be written to
+// standard output (a full disk under `> results.txt`, a closed stdout) has not succeeded, though
+// printf said nothing at the time.
+int status_after_flushing_stdout(int status, bool training) {
+  errno = 0;
+  const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout);
+  if (!failed) return status;
+  const int error = errno;
+  std::fprintf(stderr, "mnist: error: writing to standard output failed (%s): not all the results were printed%s\n",
+               error != 0 ? std::strerror(error) : "write error",
+               training ? "; the run directory holds them" : "");
+  return status == 0 ? 1 : status;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -283,11 +297,11 @@ int main(int argc, char** argv) {
       if (train->count("--channels")) config.channels = whole_numbers(lists.channels);
       mnist::apply_model_defaults(config, {train->count("--hidden") > 0, train->count("--dropout") > 0,
                                            train->count("--channels") > 0, train->count("--kernel") > 0});
-      return mnist::run_train(config);
+      return status_after_flushing_stdout(mnist::run_train(config), /*training=*/true);
     }
-    if (evaluate->parsed()) return mnist::run_evaluate(evaluate_config);
-    if (predict->parsed()) return mnist::run_predict(predict_model, predict_files);
-    if (report->parsed()) return mnist::run_report(report_dir);
+    if (evaluate->parsed()) return status_after_flushing_stdout(mnist::run_evaluate(evaluate_config), false);
+    if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files), false);
+    if (report->parsed()) return status_after_flushing_stdout(mnist::run_report(report_dir), false);
   } catch (const mnist::ConfigError& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());
     return 2;

@@ -33,6 +33,7 @@ using test::line_count;
 using test::Outcome;
 using test::read_text;
 using test::run_mnist;
+using test::run_program;
 using test::write_text;
 
 using Bytes = std::vector<std::uint8_t>;
@@ -743,6 +744,21 @@ TEST(EvaluateCli, AnMlpWithoutHiddenLayersEvaluates) {
   EXPECT_EQ(evaluated.status, 0) << evaluated.output;
   EXPECT_NE(evaluated.output.find("784-10 MLP"), std::string::npos) << evaluated.output;
   EXPECT_EQ(parse_test_line(evaluated.output).count, 10000u) << evaluated.output;
+  fs::remove_all(dir);
+}
+
+// Results that could not be written (stdout on a full disk, or closed) are an error, not a
+// silent success; stderr (here the test's pipe: the braces redirect stdout alone) says so.
+TEST(EvaluateCli, AStandardOutputThatCannotBeWrittenIsAnError) {
+  const fs::path dir = fresh_temp_dir("evaluate-full");
+  const std::string model = untrained_checkpoint(dir);
+  for (const char* redirect : {">/dev/full", ">&-"}) {
+    const Outcome outcome =
+        run_program("{ " + std::string(MNIST_BINARY), "evaluate --device cpu --model " + model + " " + redirect + "; }");
+    EXPECT_EQ(outcome.status, 1) << redirect << ": " << outcome.output;
+    EXPECT_NE(outcome.output.find("mnist: error: writing to standard output failed ("), std::string::npos)
+        << redirect << ": " << outcome.output;
+  }
   fs::remove_all(dir);
 }
 
