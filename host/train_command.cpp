@@ -70,14 +70,15 @@ std::string file_bytes(const std::string& path) {
 // `mnist train` says how to resume (exit 130). A second Ctrl-C exits at once: the checkpoint
 // is written atomically, so last.ckpt is still the previous one or the new one, never a mix.
 // SIGTERM (kill, timeout, a batch scheduler's time limit, docker stop) does the same and exits
-// 143, so a job stopped from outside keeps its step too. These lock-free atomics are all the
-// handler touches.
+// 143, so a job stopped from outside keeps its step too; so does SIGHUP (the terminal or ssh
+// session closed; exit 129), which would otherwise end the run without a word or a save since
+// the last epoch. These lock-free atomics are all the handler touches.
 std::atomic<bool> g_training{false};
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};  // the first signal that asked to stop; kept until the next run
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
               "a signal handler may only touch lock-free atomics");
-constexpr int kStopSignals[] = {SIGINT, SIGTERM};
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
 
 template <std::size_t N>
 void write_stderr(const char (&text)[N]) {
@@ -98,9 +99,10 @@ extern "C" void on_interrupt(int signal) {
   }
 }
 
-// Installs on_interrupt for SIGINT and SIGTERM for its lifetime (SA_RESTART: interrupted reads
+// Installs on_interrupt for SIGINT, SIGTERM and SIGHUP for its lifetime (SA_RESTART: interrupted reads
 // and writes carry on), then puts back what was there. A signal that was ignored when mnist
-// started (SIGINT for a background job of a non-interactive shell) stays ignored.
+// started (SIGINT for a background job of a non-interactive shell, SIGHUP under nohup) stays
+// ignored.
 class InterruptHandler {
  public:
   InterruptHandler() {

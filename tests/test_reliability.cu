@@ -546,15 +546,15 @@ TEST(InterruptCli, CtrlCAfterTheLastEpochFinishesTheRunsFilesAndExits130) {
   fs::remove_all(dir);
 }
 
-// SIGTERM (kill, timeout, a batch scheduler's time limit) once epoch 1 is logged: the same save
-// as Ctrl-C, exit 143.
-TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) {
+// SIGTERM (kill, timeout, a batch scheduler's time limit) or SIGHUP (the terminal closed) once
+// epoch 1 is logged: the same save as Ctrl-C, exit 128 + the signal.
+void expect_signal_saves_like_ctrl_c(int signal) {
   const fs::path dir = fresh_temp_dir("sigterm");
   Child child("train --device cpu --train-subset 3000 --epochs 3 --hidden 128 --batch-size 32 --no-report --out " +
               dir.string());
   ASSERT_TRUE(child.read_until("epoch   1/3")) << child.output();
-  child.send(SIGTERM);
-  ASSERT_EQ(child.wait(), 143) << child.output();
+  child.send(signal);
+  ASSERT_EQ(child.wait(), 128 + signal) << child.output();
   const std::regex expected("mnist: interrupted (at epoch [23], step [0-9]+ of 94|after epoch [12] of 3); saved " +
                             dir.string() + "/last\\.ckpt; resume with: .* --resume " + dir.string() + "/last\\.ckpt");
   EXPECT_TRUE(std::regex_match(last_line(child.output()), expected)) << child.output();
@@ -562,6 +562,11 @@ TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) {
   EXPECT_GE(read_checkpoint((dir / "last.ckpt").string()).epoch, 1);
   fs::remove_all(dir);
 }
+
+TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) { expect_signal_saves_like_ctrl_c(SIGTERM); }
+
+// SIGHUP used to end the run at once, silently, losing every step since the last epoch.
+TEST(InterruptCli, SighupSavesLikeCtrlCAndExits129) { expect_signal_saves_like_ctrl_c(SIGHUP); }
 
 TEST(InterruptCli, SigtermBeforeTrainingIsOneLineAndExit143) {
   expect_signal_before_training_is_one_line(SIGTERM, 143);

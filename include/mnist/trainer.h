@@ -77,8 +77,9 @@ class TrainingDiverged : public std::runtime_error {
   std::int64_t global_step_;
 };
 
-// Training stopped on request (Ctrl-C or SIGTERM) after last.ckpt was saved; `mnist train` prints
-// how to resume and exits 130 (143). what(): "interrupted at epoch 3, step 120 of 400; saved DIR/last.ckpt".
+// Training stopped on request (Ctrl-C, SIGTERM or SIGHUP) after last.ckpt was saved; `mnist train`
+// prints how to resume and exits 130 (143, 129).
+// what(): "interrupted at epoch 3, step 120 of 400; saved DIR/last.ckpt".
 class TrainingInterrupted : public std::runtime_error {
  public:
   TrainingInterrupted(const std::string& what, std::string checkpoint)
