@@ -239,7 +239,7 @@ int status_after_flushing_stdout(int status, bool training) {
   if (!failed) return status;
   const int error = errno;
   std::fprintf(stderr, "mnist: error: writing to standard output failed (%s): not all the results were printed%s\n",
-               error != 0 ? std::strerror(error) : "write error",
+               error != 0 ? std::strerror(error) : "an earlier write failed",
                training ? "; the run directory holds them" : "");
   return status == 0 ? 1 : status;
 }
@@ -301,7 +301,10 @@ int main(int argc, char** argv) {
     }
     if (evaluate->parsed()) return status_after_flushing_stdout(mnist::run_evaluate(evaluate_config), false);
     if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files), false);
-    if (report->parsed()) return status_after_flushing_stdout(mnist::run_report(report_dir), false);
+    if (report->parsed()) {
+      const int status = mnist::run_report(report_dir);  // the script said what failed, in one line
+      return status == mnist::kReportDrawnButNotPrinted ? 1 : status_after_flushing_stdout(status, false);
+    }
   } catch (const mnist::ConfigError& error) {
     std::fprintf(stderr, "mnist: error: %s\n", error.what());
     return 2;

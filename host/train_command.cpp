@@ -226,7 +226,7 @@ void draw_report(const std::string& run_dir) {
   std::string problem;
   try {
     const int status = run_report(run_dir);
-    if (status == 0) return;
+    if (status == 0 || status == kReportDrawnButNotPrinted) return;  // main reports a failed stdout
     problem = "the report script failed (exit status " + std::to_string(status) + ")";
   } catch (const std::exception& error) {
     problem = error.what();

@@ -311,6 +311,41 @@ def test_named_classes(tmp):
     check_one_line_failure(run_report(run_dir), "test.per_class[2].name")
 
 
+def test_stdout_that_cannot_be_written(tmp):
+    """A full disk under stdout, or stdout closed: the report is drawn, and the one line on
+    stderr says the path could not be printed (exit 3), instead of a traceback or a silent 0."""
+    for name, kwargs in (("full", {"stdout": "/dev/full"}), ("closed", {"preexec_fn": lambda: os.close(1)})):
+        run_dir = copy_fixture(tmp, name)
+        if "stdout" in kwargs:
+            with open(kwargs["stdout"], "w") as full:
+                result = subprocess.run([sys.executable, SCRIPT, run_dir], stdout=full, stderr=subprocess.PIPE,
+                                        text=True, timeout=300)
+        else:
+            result = subprocess.run([sys.executable, SCRIPT, run_dir], stderr=subprocess.PIPE, text=True,
+                                    timeout=300, **kwargs)
+        assert result.returncode == 3, f"{name}: exit {result.returncode}, expected 3 ({result.stderr!r})"
+        result.returncode = 1  # for the one-line check
+        check_one_line_failure(result, "writing to standard output failed")
+        assert os.path.isfile(os.path.join(run_dir, "report.md")), f"{name}: report.md not drawn"
+
+
+def test_files_mnist_never_writes(tmp):
+    """More misclassified images than errors.json ever holds, and a count past any image count:
+    one line naming the field, not matplotlib's or math's exception."""
+    run_dir = copy_fixture(tmp, "errors")
+    errors = json.loads(read(os.path.join(FIXTURE, "errors.json")))
+    errors["errors"] = (errors["errors"] * 37)[:37]
+    with open(os.path.join(run_dir, "errors.json"), "w") as f:
+        json.dump(errors, f)
+    check_one_line_failure(run_report(run_dir), "errors.json: \"errors\" holds 37 images; mnist writes at most 36")
+    run_dir = copy_fixture(tmp, "count")
+    report = fixture_report()
+    report["test"]["confusion"][0][0] = 2 ** 64
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_one_line_failure(run_report(run_dir), "test.confusion")
+
+
 def main():
     tests = [(name, f) for name, f in globals().items() if name.startswith("test_") and callable(f)]
     passed = failed = 0

@@ -16,7 +16,8 @@ Classes are digits, or, where report.json names them (test.per_class[].name: Fas
 numbered names ("9 ankle boot").
 
 Needs numpy and matplotlib (Debian: python3-numpy python3-matplotlib; run it with
-/usr/bin/python3). Any problem with the inputs is one line on stderr and exit status 1.
+/usr/bin/python3). Any problem with the inputs is one line on stderr and exit status 1; exit
+status 3 means the report was drawn but its path could not be printed (stdout full or closed).
 """
 
 import json
@@ -29,6 +30,9 @@ PROGRAM = "report"
 CLASSES = 10
 IMAGE_SIDE = 28
 DPI = 120
+MAX_ERRORS = 36      # the most errors.json holds (kReportedErrors, include/mnist/errors.h): a 6x6 grid
+DRAWN_NOT_PRINTED = 3  # the exit status when only printing the path failed (kReportDrawnButNotPrinted)
+MAX_COUNT = 2 ** 53  # a count of images past this is not one (and past float's exact integers)
 
 
 class ReportError(Exception):
@@ -150,7 +154,7 @@ def read_report(run_dir):
     confusion = field(path, test, "confusion", "test.")
     if (not isinstance(confusion, list) or len(confusion) != CLASSES
             or any(not isinstance(row, list) or len(row) != CLASSES for row in confusion)
-            or any(not is_number(x) or x < 0 for row in confusion for x in row)):
+            or any(not is_number(x) or not 0 <= x <= MAX_COUNT for row in confusion for x in row)):
         raise ReportError(f"{path}: \"test.confusion\" must be a {CLASSES}x{CLASSES} array of counts")
     out["confusion"] = [[int(x) for x in row] for row in confusion]
 
@@ -188,6 +192,8 @@ def read_errors(run_dir):
     errors = field(path, doc, "errors", "")
     if not isinstance(errors, list):
         raise ReportError(f"{path}: \"errors\" must be a list")
+    if len(errors) > MAX_ERRORS:
+        raise ReportError(f"{path}: \"errors\" holds {len(errors)} images; mnist writes at most {MAX_ERRORS}")
     out = []
     for i, e in enumerate(errors):
         where = f"errors[{i}]."
@@ -561,7 +567,29 @@ def main(argv):
         print(f"{PROGRAM}: interrupted; the files already drawn are whole, run it again to draw the rest",
               file=sys.stderr)
         return 130
-    print(os.path.join(run_dir, "report.md"))
+    except Exception as e:  # a case the checks above missed: still one line, not a traceback
+        print(f"{PROGRAM}: failed to draw the report of {run_dir} ({type(e).__name__}: {e}); please report it",
+              file=sys.stderr)
+        return 1
+    return print_result(os.path.join(run_dir, "report.md"))
+
+
+def print_result(text):
+    """Prints the line the caller reads; a stdout that cannot take it (a full disk, closed) is an
+    error, not a silent success."""
+    try:
+        if sys.stdout is None:  # started with stdout closed
+            raise OSError(9, os.strerror(9))
+        print(text)
+        sys.stdout.flush()
+    except OSError as e:
+        # Point stdout at /dev/null, so that the interpreter's own flush at exit fails no more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        print(f"{PROGRAM}: writing to standard output failed ({e.strerror}); the report is drawn: {text}",
+              file=sys.stderr)
+        return DRAWN_NOT_PRINTED
     return 0
 
 

@@ -12,4 +12,8 @@ namespace mnist {
 // cannot be found, or the script dies of a signal.
 int run_report(const std::string& run_dir);
 
+// The script's exit status when it drew the report but could not print its path (stdout on a
+// full disk, or closed): `mnist train` draws no warning for it, `mnist report` exits 1.
+constexpr int kReportDrawnButNotPrinted = 3;
+
 }  // namespace mnist
