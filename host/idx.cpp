@@ -295,6 +295,10 @@ Dataset load_dataset(const std::string& dir) {
   Dataset ds;
   ds.train = load_labeled(found[0], found[1]);
   ds.test = load_labeled(found[2], found[3]);
+  // A valid IDX file may hold no images, but a dataset without training or test images can
+  // only give a meaningless result (a test accuracy of 0/0, a batch larger than nothing).
+  if (ds.train.count() == 0) fail(found[0], "holds no images: there is nothing to train on");
+  if (ds.test.count() == 0) fail(found[2], "holds no images: there is nothing to test on");
   return ds;
 }
 

@@ -383,6 +383,24 @@ TEST_F(Idx, DatasetDirectoryMissing) {
                     {(mnist_dir / "train-images-idx3-ubyte(.gz)").string(), "not found", "run data/fetch.sh mnist"});
 }
 
+// Files of no images are valid IDX files (ZeroImagesIsAValidFile), not a dataset: `evaluate`
+// printed a test accuracy of 0.0000 (0/0) and exit 0.
+TEST_F(Idx, DatasetWithNoTrainingOrNoTestImagesIsRefused) {
+  const std::uint32_t n = 1 + rng_() % 5;
+  write_raw(path("train-images-idx3-ubyte"), idx_images(n, pixels(n)));
+  write_raw(path("train-labels-idx1-ubyte"), idx_labels(n, labels(n)));
+  write_raw(path("t10k-images-idx3-ubyte"), idx_images(0, {}));
+  write_raw(path("t10k-labels-idx1-ubyte"), idx_labels(0, {}));
+  expect_data_error([&] { mnist::load_dataset(dir_.string()); },
+                    {"t10k-images-idx3-ubyte", "holds no images: there is nothing to test on"});
+  write_raw(path("t10k-images-idx3-ubyte"), idx_images(n, pixels(n)));
+  write_raw(path("t10k-labels-idx1-ubyte"), idx_labels(n, labels(n)));
+  write_raw(path("train-images-idx3-ubyte"), idx_images(0, {}));
+  write_raw(path("train-labels-idx1-ubyte"), idx_labels(0, {}));
+  expect_data_error([&] { mnist::load_dataset(dir_.string()); },
+                    {"train-images-idx3-ubyte", "holds no images: there is nothing to train on"});
+}
+
 TEST_F(Idx, DatasetWithABadFileFailsWhole) {
   write_raw(path("train-images-idx3-ubyte"), idx_images(2, pixels(2)));
   write_raw(path("train-labels-idx1-ubyte"), idx_labels(2, labels(2)));
