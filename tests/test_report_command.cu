@@ -346,7 +346,7 @@ TEST(TrainReport, AFailingReportIsOneWarningNotAFailedTraining) {
   const fs::path dir = fresh_temp_dir("report-broken");
   const fs::path binary = dir / "mnist";
   fs::copy_file(MNIST_BINARY, binary);
-  test::write_text(dir / "report.py", "import sys\nprint('report: broken on purpose', file=sys.stderr)\nsys.exit(3)\n");
+  test::write_text(dir / "report.py", "import sys\nprint('report: broken on purpose', file=sys.stderr)\nsys.exit(4)\n");
   const auto run = [&](const std::string& args) { return test::run_program(binary.string(), args); };
   const fs::path out = dir / "run";
   const Outcome training = run(kQuickTraining + out.string());
@@ -354,7 +354,7 @@ TEST(TrainReport, AFailingReportIsOneWarningNotAFailedTraining) {
   EXPECT_NE(training.output.find("report: broken on purpose"), std::string::npos) << training.output;
   EXPECT_NE(training.output.find("mnist: warning: no report drawn"), std::string::npos) << training.output;
   EXPECT_TRUE(fs::is_regular_file(out / "errors.json"));
-  EXPECT_EQ(run("report " + out.string()).status, 3);  // `mnist report` passes the status on
+  EXPECT_EQ(run("report " + out.string()).status, 4);  // `mnist report` passes the status on (3 is taken)
   fs::remove_all(dir);
 }
 
