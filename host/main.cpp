@@ -18,6 +18,7 @@
 #include "mnist/config.h"
 #include "mnist/idx.h"
 #include "mnist/predict.h"
+#include "mnist/printable.h"
 #include "mnist/report_command.h"
 #include "mnist/train_command.h"
 #include "mnist/trainer.h"
@@ -277,6 +278,21 @@ int main(int argc, char** argv) {
   report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")
       ->required()
       ->check(kNonEmptyPath);
+
+  // CLI11 answers a word that is no command with "A subcommand is required", naming neither.
+  if (argc >= 2 && argv[1][0] != '-') {
+    std::string names;
+    bool known = false;
+    for (const CLI::App* command : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || command->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + command->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "mnist: error: unknown command '%s'; the commands are %s (see mnist --help)\n",
+                   mnist::printable(argv[1]).c_str(), names.c_str());
+      return 2;
+    }
+  }
 
   try {
     app.parse(argc, argv);

@@ -52,8 +52,13 @@ RunDir::RunDir(const std::string& path, bool force, const std::string& metrics_l
     std::error_code ec;
     if (fs::exists(path_, ec) && !fs::is_directory(path_, ec))
       throw ConfigError("--out " + path_ + " exists and is not a directory");
-    if (fs::is_directory(path_, ec) && !fs::is_empty(path_, ec) && !force)
-      throw ConfigError("--out " + path_ + " already holds a run; choose another directory or pass --force");
+    if (fs::is_directory(path_, ec) && !fs::is_empty(path_, ec) && !force) {
+      const auto has = [&](const char* name) { return fs::exists(path_ + "/" + name, ec); };
+      if (has("metrics.jsonl") || has("last.ckpt") || has("best.ckpt") || has("report.json"))
+        throw ConfigError("--out " + path_ + " already holds a run; choose another directory or pass --force");
+      throw ConfigError("--out " + path_ + " is not empty (and holds no run); choose an empty or new directory, or "
+                        "pass --force to train into it (it deletes only a run's files)");
+    }
   }
   std::error_code ec;
   fs::create_directories(path_, ec);

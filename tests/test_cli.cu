@@ -126,6 +126,33 @@ TEST(Cli, AFashionSummaryNamesTheClassOfEachRow) {
   }
 }
 
+// CLI11 alone said "A subcommand is required" for a word that is no command.
+TEST(Cli, AnUnknownCommandIsNamed) {
+  for (const char* word : {"frobnicate", "TRAIN", "evaluat"}) {
+    const Outcome outcome = run_mnist(std::string(word) + " --epochs 0");
+    EXPECT_EQ(outcome.status, 2) << word << ": " << outcome.output;
+    EXPECT_EQ(line_count(outcome.output), 1) << word << ": " << outcome.output;
+    EXPECT_NE(outcome.output.find("mnist: error: unknown command '" + std::string(word) +
+                                  "'; the commands are train, evaluate, predict, report"),
+              std::string::npos)
+        << outcome.output;
+  }
+}
+
+// A directory that is not empty but holds no run is not called a run.
+TEST(Cli, ANonEmptyOutDirectoryWithoutARunIsSaidSo) {
+  const fs::path out = fresh_temp_dir("not-a-run");
+  fs::create_directories(out);
+  mnist::test::write_text(out / "notes.txt", "mine\n");
+  const Outcome outcome =
+      run_mnist("train --device cpu --train-subset 200 --batch-size 50 --epochs 1 --hidden 8 --no-report --out " +
+                out.string());
+  EXPECT_EQ(outcome.status, 2) << outcome.output;
+  EXPECT_NE(outcome.output.find("--out " + out.string() + " is not empty (and holds no run)"), std::string::npos)
+      << outcome.output;
+  fs::remove_all(out);
+}
+
 TEST(Cli, MissingSubcommandIsOneLineAndNonZero) {
   const Outcome outcome = run_mnist("");
   EXPECT_NE(outcome.status, 0);
