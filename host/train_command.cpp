@@ -72,13 +72,14 @@ std::string file_bytes(const std::string& path) {
 // SIGTERM (kill, timeout, a batch scheduler's time limit, docker stop) does the same and exits
 // 143, so a job stopped from outside keeps its step too; so does SIGHUP (the terminal or ssh
 // session closed; exit 129), which would otherwise end the run without a word or a save since
-// the last epoch. These lock-free atomics are all the handler touches.
+// the last epoch, and so does SIGPIPE (the reader of stdout went away: `mnist train | head`;
+// exit 141). These lock-free atomics are all the handlers touch.
 std::atomic<bool> g_training{false};
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};  // the first signal that asked to stop; kept until the next run
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
               "a signal handler may only touch lock-free atomics");
-constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP};
+constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
 
 template <std::size_t N>
 void write_stderr(const char (&text)[N]) {
@@ -99,10 +100,22 @@ extern "C" void on_interrupt(int signal) {
   }
 }
 
-// Installs on_interrupt for SIGINT, SIGTERM and SIGHUP for its lifetime (SA_RESTART: interrupted reads
-// and writes carry on), then puts back what was there. A signal that was ignored when mnist
-// started (SIGINT for a background job of a non-interactive shell, SIGHUP under nohup) stays
-// ignored.
+// A closed stdout raises SIGPIPE at every later write, so only the first one asks to stop; the
+// rest change nothing (a second Ctrl-C's "exit at once" would lose the step being saved).
+extern "C" void on_broken_pipe(int signal) {
+  int none = 0;
+  g_stop_signal.compare_exchange_strong(none, signal);
+  if (!g_training.load()) {
+    write_stderr("mnist: standard output closed before training started; nothing was saved\n");
+    _exit(128 + signal);
+  }
+  g_stop = true;
+}
+
+// Installs on_interrupt for SIGINT, SIGTERM and SIGHUP, and on_broken_pipe for SIGPIPE, for its
+// lifetime (SA_RESTART: interrupted reads and writes carry on), then puts back what was there. A
+// signal that was ignored when mnist started (SIGINT for a background job of a non-interactive
+// shell, SIGHUP under nohup) stays ignored.
 class InterruptHandler {
  public:
   InterruptHandler() {
@@ -110,10 +123,10 @@ class InterruptHandler {
     g_stop = false;
     g_stop_signal = 0;
     struct sigaction action {};
-    action.sa_handler = on_interrupt;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
     for (std::size_t i = 0; i < std::size(kStopSignals); ++i) {
+      action.sa_handler = kStopSignals[i] == SIGPIPE ? on_broken_pipe : on_interrupt;
       sigaction(kStopSignals[i], nullptr, &previous_[i]);
       if (previous_[i].sa_handler != SIG_IGN) sigaction(kStopSignals[i], &action, nullptr);
     }

@@ -568,6 +568,28 @@ TEST(InterruptCli, SigtermSavesLikeCtrlCAndExits143) { expect_signal_saves_like_
 // SIGHUP used to end the run at once, silently, losing every step since the last epoch.
 TEST(InterruptCli, SighupSavesLikeCtrlCAndExits129) { expect_signal_saves_like_ctrl_c(SIGHUP); }
 
+// `mnist train | head`: the reader of stdout goes away and the next write raises SIGPIPE, which
+// used to end the run at once, before the epoch's checkpoint. Now the run stops as after
+// Ctrl-C, with last.ckpt saved and the resume command on stderr, exit 141. Where the signal
+// lands depends on when head exits: mid-run, at an epoch's end or after the last epoch.
+TEST(InterruptCli, AClosedStdoutSavesLikeCtrlCAndExits141) {
+  const fs::path dir = fresh_temp_dir("sigpipe");
+  const fs::path err = dir / "stderr.txt", status = dir / "status.txt", run = dir / "run";
+  const std::string train = std::string(MNIST_BINARY) +
+                            " train --device cpu --train-subset 3000 --epochs 3 --hidden 128 --batch-size 32 "
+                            "--no-report --out " + run.string();
+  const std::string pipeline = "(" + train + " 2>" + err.string() + "; echo $? >" + status.string() +
+                               ") | head -c 1 >/dev/null";
+  ASSERT_EQ(std::system(pipeline.c_str()), 0) << pipeline;
+  EXPECT_EQ(read_text(status), "141\n") << read_text(err);
+  const std::regex expected("mnist: interrupted (at epoch [1-3], step [0-9]+ of 94|after epoch [12] of 3); saved " +
+                            run.string() + "/last\\.ckpt; resume with: .*|mnist: interrupted after the last "
+                            "epoch; the run is complete in " + run.string() + ".*");
+  EXPECT_TRUE(std::regex_match(last_line(read_text(err)), expected)) << read_text(err);
+  EXPECT_GE(read_checkpoint((run / "last.ckpt").string()).epoch, 1) << read_text(err);
+  fs::remove_all(dir);
+}
+
 TEST(InterruptCli, SigtermBeforeTrainingIsOneLineAndExit143) {
   expect_signal_before_training_is_one_line(SIGTERM, 143);
 }

@@ -9,12 +9,13 @@ namespace mnist {
 // `mnist train`: validate → (load the --resume checkpoint) → load → split → pick the device →
 // train, checkpointing every epoch → write report.json and errors.json → draw the report
 // (report_command.h) unless config.no_report. Returns the process exit status. Ctrl-C before
-// training exits 130 at once (SIGTERM: 143, SIGHUP: 129); during training each saves last.ckpt and
-// throws TrainingInterrupted (trainer.h). A divergence throws TrainingDiverged and saves nothing.
+// training exits 130 at once (SIGTERM: 143, SIGHUP: 129, SIGPIPE: 141); during training each
+// saves last.ckpt and throws TrainingInterrupted (trainer.h). A divergence throws
+// TrainingDiverged and saves nothing.
 int run_train(const TrainConfig& config);
 
 // The exit status after TrainingInterrupted: 128 + the signal that stopped the last run_train
-// (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP).
+// (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP, 141 for SIGPIPE).
 int interrupted_exit_status();
 
 struct EvaluateConfig {

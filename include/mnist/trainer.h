@@ -77,8 +77,8 @@ class TrainingDiverged : public std::runtime_error {
   std::int64_t global_step_;
 };
 
-// Training stopped on request (Ctrl-C, SIGTERM or SIGHUP) after last.ckpt was saved; `mnist train`
-// prints how to resume and exits 130 (143, 129).
+// Training stopped on request (Ctrl-C, SIGTERM, SIGHUP or SIGPIPE) after last.ckpt was saved;
+// `mnist train` prints how to resume and exits 128 + the signal (130 for Ctrl-C).
 // what(): "interrupted at epoch 3, step 120 of 400; saved DIR/last.ckpt".
 class TrainingInterrupted : public std::runtime_error {
  public:
