@@ -188,7 +188,11 @@ void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
   evaluate.add_option("--model", c.model, "Checkpoint to evaluate (a run's last.ckpt or best.ckpt)")
       ->required()
       ->check(kNonEmptyPath);
-  evaluate.add_option("--dataset", c.dataset, "mnist or fashion [default: the one the model was trained on]");
+  // Empty means "not given" inside EvaluateConfig, so an empty value ('' from an unset variable)
+  // is refused here rather than quietly testing on the model's own dataset.
+  evaluate.add_option("--dataset", c.dataset, "mnist or fashion [default: the one the model was trained on]")
+      ->check(CLI::Validator(
+          [](std::string& value) { return value.empty() ? std::string("is empty; give mnist or fashion") : ""; }, ""));
   evaluate.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]")
       ->check(kNonEmptyPath);
   evaluate.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();

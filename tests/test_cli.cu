@@ -280,8 +280,8 @@ TEST(Cli, ListOptionsTakeCommasOrSeparateArguments) {
 }
 
 TEST(Cli, EmptyPathsOfTheOtherCommandsAreOneClearLine) {
-  for (const char* args : {"evaluate --model ''", "predict --model '' digit.png", "predict --model m.ckpt ''",
-                           "report ''"}) {
+  for (const char* args : {"evaluate --model ''", "evaluate --model m.ckpt --dataset ''",
+                           "predict --model '' digit.png", "predict --model m.ckpt ''", "report ''"}) {
     const Outcome outcome = run_mnist(args);
     EXPECT_EQ(outcome.status, 2) << args << ": " << outcome.output;
     EXPECT_EQ(line_count(outcome.output), 1) << args << ": " << outcome.output;
