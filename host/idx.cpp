@@ -38,9 +38,21 @@ std::string hex32(std::uint32_t v) {
   return buf;
 }
 
+bool is_gzip(const std::vector<std::uint8_t>& bytes) {
+  return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
+}
+
+// Whether bytes can begin an IDX file of unsigned bytes (magic 0x000008dd) or gzip data.
+bool may_be_idx(const std::vector<std::uint8_t>& bytes) {
+  return is_gzip(bytes) || (bytes.size() >= 3 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08);
+}
+
+// What read_file does with a stream that does not begin like an IDX file.
+enum class Foreign { kReadAll, kStopAfterFirstChunk };
+
 // The file's bytes as they are on disk. Each way a path can fail to be a readable file gets
 // its own message, since "cannot open" alone sends people looking in the wrong place.
-std::vector<std::uint8_t> read_file(const std::string& path) {
+std::vector<std::uint8_t> read_file(const std::string& path, Foreign foreign) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (st.type() == fs::file_type::not_found) fail(path, "file not found");
@@ -52,28 +64,27 @@ std::vector<std::uint8_t> read_file(const std::string& path) {
 
   // No IDX file of 28x28 images is near kMaxInflatedBytes, compressed or not: past it the file
   // is refused before it fills the memory (a 40 GB file, /dev/zero).
-  const auto too_large = [&](const std::string& size) {
-    fail(path, size + " is more than an IDX file of 28x28 images can be here (" +
+  const auto too_large = [&](const std::string& subject) {
+    fail(path, subject + " more than an IDX file of 28x28 images can be here (" +
                    std::to_string(kMaxInflatedBytes >> 30) + " GiB, 1.3 million images): not a dataset file");
   };
   std::vector<std::uint8_t> bytes;
   const auto size_hint = fs::file_size(path, ec);
-  if (!ec && size_hint > kMaxInflatedBytes) too_large(std::to_string(size_hint) + " bytes");
+  if (!ec && size_hint > kMaxInflatedBytes) too_large(std::to_string(size_hint) + " bytes is");
   if (!ec) bytes.reserve(size_hint);
-  // Read to EOF rather than trusting the size: the file may change or not be a regular file.
+  // Read to EOF rather than trusting the size: the file may change or not be a regular file. A
+  // stream that begins like no IDX file (/dev/zero, a pipe of text) is not read on: its first
+  // bytes are all the parser needs to say "wrong magic number".
   std::uint8_t chunk[1 << 16];
   for (;;) {
     const std::size_t n = std::fread(chunk, 1, sizeof chunk, file.get());
+    if (bytes.size() + n > kMaxInflatedBytes) too_large("it holds");
     bytes.insert(bytes.end(), chunk, chunk + n);
-    if (bytes.size() > kMaxInflatedBytes) too_large("more than " + std::to_string(kMaxInflatedBytes) + " bytes");
     if (n < sizeof chunk) break;
+    if (foreign == Foreign::kStopAfterFirstChunk && bytes.size() == n && !may_be_idx(bytes)) break;
   }
   if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));
   return bytes;
-}
-
-bool is_gzip(const std::vector<std::uint8_t>& bytes) {
-  return bytes.size() >= 2 && bytes[0] == 0x1f && bytes[1] == 0x8b;
 }
 
 // A file's contents as the parsers see them: `bytes` is the caller's buffer, or the inflated
@@ -205,14 +216,18 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std:
 }
 
 std::vector<std::uint8_t> read_maybe_gzip(const std::string& path) {
-  std::vector<std::uint8_t> bytes = read_file(path);
+  std::vector<std::uint8_t> bytes = read_file(path, Foreign::kReadAll);
   if (is_gzip(bytes)) return gunzip(bytes, path);
   return bytes;
 }
 
-ImageSet load_idx_images(const std::string& path) { return parse_idx_images(read_file(path), path); }
+ImageSet load_idx_images(const std::string& path) {
+  return parse_idx_images(read_file(path, Foreign::kStopAfterFirstChunk), path);
+}
 
-std::vector<std::uint8_t> load_idx_labels(const std::string& path) { return parse_idx_labels(read_file(path), path); }
+std::vector<std::uint8_t> load_idx_labels(const std::string& path) {
+  return parse_idx_labels(read_file(path, Foreign::kStopAfterFirstChunk), path);
+}
 
 ImageSet parse_idx_images(const std::vector<std::uint8_t>& contents, const std::string& path) {
   const FileBytes f(contents, path);

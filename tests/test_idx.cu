@@ -351,6 +351,14 @@ TEST_F(Idx, AFileLargerThanAnyDatasetIsRefusedBeforeItIsRead) {
                     {"huge", std::to_string(size) + " bytes is more than an IDX file", "not a dataset file"});
 }
 
+// A stream is read to its end, not trusted by its size; but one that begins like no IDX file is
+// refused after its first bytes. /dev/zero used to be read to the 1 GiB cap (2 GB of memory).
+TEST_F(Idx, AStreamThatBeginsLikeNoIdxFileIsRefusedAtOnce) {
+  if (!fs::exists("/dev/zero")) GTEST_SKIP() << "no /dev/zero";
+  expect_data_error([&] { mnist::load_idx_images("/dev/zero"); }, {"/dev/zero", "wrong magic number 0x00000000"});
+  expect_data_error([&] { mnist::load_idx_labels("/dev/zero"); }, {"/dev/zero", "wrong magic number 0x00000000"});
+}
+
 // --- whole dataset directories ----------------------------------------------------------------
 
 TEST_F(Idx, DatasetLoadsFromMixedRawAndGzip) {
