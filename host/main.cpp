@@ -3,13 +3,13 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <new>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -32,11 +32,13 @@ const CLI::Validator kNonEmptyPath(
     [](std::string& value) { return value.empty() ? std::string("is empty; give a path") : std::string(); }, "");
 
 // --seed as a decimal number of 64 bits. CLI11 alone reads -1 and 10^20 as 2^64 - 1 without a
-// word, so two different mistakes would silently train with the same, unasked-for seed.
+// word, so two different mistakes would silently train with the same, unasked-for seed; and it
+// reads '010' as octal 8. Leading zeros are decimal: the value is rewritten without them.
 const CLI::Validator kSeed(
     [](std::string& value) {
       const std::string refusal = "must be a whole number in 0..18446744073709551615, got '" + value + "'";
       if (value.empty() || value.find_first_not_of("0123456789") != std::string::npos) return refusal;
+      value = value.substr(std::min(value.find_first_not_of('0'), value.size() - 1));
       errno = 0;
       std::strtoull(value.c_str(), nullptr, 10);
       return errno == ERANGE ? refusal : std::string();
@@ -59,13 +61,39 @@ const CLI::Validator kDecimalWholeNumber(
     },
     "");
 
+// Whether text is a decimal number: [+-] digits [. digits] [e|E [+-] digits], with at least one
+// digit before or after the point. Checked by hand: std::regex_match recurses once a character and
+// overflowed the stack on a value of some 50,000 characters.
+bool is_decimal(const std::string& text) {
+  std::size_t at = 0;
+  const auto sign = [&] { at += at < text.size() && (text[at] == '+' || text[at] == '-') ? 1 : 0; };
+  const auto digits = [&] {
+    const std::size_t start = at;
+    while (at < text.size() && text[at] >= '0' && text[at] <= '9') ++at;
+    return at - start;
+  };
+  sign();
+  std::size_t mantissa_digits = digits();
+  if (at < text.size() && text[at] == '.') {
+    ++at;
+    mantissa_digits += digits();
+  }
+  if (mantissa_digits == 0) return false;
+  if (at < text.size() && (text[at] == 'e' || text[at] == 'E')) {
+    ++at;
+    sign();
+    if (digits() == 0) return false;
+  }
+  return at == text.size();
+}
+
 // nan and inf pass, for the range checks to refuse with the option's own range.
 const CLI::Validator kDecimalNumber(
     [](std::string& value) {
-      static const std::regex decimal(R"([+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?)");
-      static const std::regex special(R"([+-]?(nan|inf|infinity))", std::regex::icase);
       if (value.empty()) return std::string("is empty; give a number");
-      if (std::regex_match(value, decimal) || std::regex_match(value, special)) return std::string();
+      std::string word = value.substr(value[0] == '+' || value[0] == '-' ? 1 : 0);
+      std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (is_decimal(value) || word == "nan" || word == "inf" || word == "infinity") return std::string();
       return "must be a decimal number (like 0.001 or 1e-3), got '" + value + "'";
     },
     "");
@@ -154,7 +182,7 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
       ->transform(kDecimalNumber)
       ->capture_default_str();
   train.add_option("--seed", c.seed, "Seed of initialisation, shuffling and dropout")
-      ->check(kSeed)
+      ->transform(kSeed)
       ->capture_default_str();
   train.add_option("--dataset", c.dataset, "mnist or fashion")->capture_default_str();
   train.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]")
@@ -243,9 +271,10 @@ int status_after_flushing_stdout(int status, bool training) {
   const bool failed = std::fflush(stdout) != 0 || std::ferror(stdout);
   if (!failed) return status;
   const int error = errno;
-  std::fprintf(stderr, "mnist: error: writing to standard output failed (%s): not all the results were printed%s\n",
-               error != 0 ? std::strerror(error) : "an earlier write failed",
-               training ? "; the run directory holds them" : "");
+  // errno is 0 when the failed write was an earlier one (ferror), whose reason is gone.
+  const std::string reason = error != 0 ? std::string(" (") + std::strerror(error) + ")" : "";
+  std::fprintf(stderr, "mnist: error: writing to standard output failed%s: not all the results were printed%s\n",
+               reason.c_str(), training ? "; the run directory holds them" : "");
   return status == 0 ? 1 : status;
 }
 

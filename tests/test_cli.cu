@@ -226,6 +226,21 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--weight-decay 0x10 --epochs 0", "--weight-decay: must be a decimal number"},
                       BadOption{"--lr 1e-3x --epochs 0", "--lr: must be a decimal number"}));
 
+// A number of 60,000 characters is read, not a crash: the std::regex check it replaced recursed
+// once a character and overflowed the stack (SIGSEGV) on such a value. (A single argument may be
+// up to 128 KiB long on Linux.)
+TEST(Cli, AVeryLongNumberIsCheckedWithoutCrashing) {
+  const std::string long_decimal = "0.001" + std::string(60000, '0');  // 0.001, valid for --lr
+  Outcome outcome = run_mnist("train --device cpu --lr " + long_decimal + " --epochs 0");
+  EXPECT_EQ(outcome.status, 2) << outcome.output.substr(0, 300);
+  EXPECT_EQ(outcome.output.rfind("mnist: error: --epochs", 0), 0) << outcome.output.substr(0, 300);
+  outcome = run_mnist("train --device cpu --lr " + std::string(60000, '1') + "x --epochs 0");
+  EXPECT_EQ(outcome.status, 2) << outcome.output.substr(0, 300);
+  EXPECT_EQ(outcome.output.rfind("mnist: error: --lr: must be a decimal number", 0), 0)
+      << outcome.output.substr(0, 300);
+  EXPECT_EQ(line_count(outcome.output), 1);
+}
+
 // A model that passes the range checks but not into memory (here: a 3 GB address-space limit;
 // 65536-65536 hidden layers are 17 GB of weights alone) ends with one clear line, not with
 // "std::bad_alloc".
@@ -249,13 +264,14 @@ TEST(Cli, AModelLargerThanHostMemoryIsOneClearLine) {
 TEST(Cli, LeadingZerosAreDecimal) {
   const fs::path out = fresh_temp_dir("zeros");
   const Outcome outcome = run_mnist("train --device cpu --train-subset 0200 --batch-size 010 --epochs 01 --hidden 8 "
-                                    "--no-report --lr 0.0010 --out " + out.string());
+                                    "--no-report --lr 0.0010 --seed 010 --out " + out.string());
   ASSERT_EQ(outcome.status, 0) << outcome.output;
   const nlohmann::json config = nlohmann::json::parse(read_text(out / "report.json"))["config"];
   EXPECT_EQ(config["train_subset"], 200) << config;
   EXPECT_EQ(config["batch_size"], 10) << config;
   EXPECT_EQ(config["epochs"], 1) << config;
   EXPECT_EQ(config["lr"].get<double>(), 0.001) << config;
+  EXPECT_EQ(config["seed"], 10) << config;
   fs::remove_all(out);
 }
 
