@@ -77,6 +77,7 @@ std::string file_bytes(const std::string& path) {
 std::atomic<bool> g_training{false};
 std::atomic<bool> g_stop{false};
 std::atomic<int> g_stop_signal{0};  // the first signal that asked to stop; kept until the next run
+std::atomic<int> g_interrupts{0};   // Ctrl-C, SIGTERM and SIGHUP so far; SIGPIPE is not counted
 static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<int>::is_always_lock_free,
               "a signal handler may only touch lock-free atomics");
 constexpr int kStopSignals[] = {SIGINT, SIGTERM, SIGHUP, SIGPIPE};
@@ -94,10 +95,13 @@ extern "C" void on_interrupt(int signal) {
     write_stderr("mnist: interrupted before training started; nothing was saved\n");
     _exit(128 + signal);
   }
-  if (g_stop.exchange(true)) {
+  // Counted apart from g_stop, which a broken pipe also sets: a Ctrl-C after SIGPIPE is the
+  // first Ctrl-C, and the step being saved is kept.
+  if (g_interrupts.fetch_add(1) > 0) {
     write_stderr("mnist: interrupted again: stopped without saving the current step\n");
     _exit(128 + signal);
   }
+  g_stop = true;
 }
 
 // A closed stdout raises SIGPIPE at every later write, so only the first one asks to stop; the
@@ -122,6 +126,7 @@ class InterruptHandler {
     g_training = false;
     g_stop = false;
     g_stop_signal = 0;
+    g_interrupts = 0;
     struct sigaction action {};
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;
@@ -234,18 +239,22 @@ History earlier_epochs(const std::string& metrics_path, int last_epoch) {
 
 // The pictures and report.md at the end of `mnist train`. The run is already saved, so a report
 // that cannot be drawn is one warning line (the script may have said why just before), not a
-// failed training.
-void draw_report(const std::string& run_dir) {
+// failed training. Returns false when the report was drawn but the script could not print its
+// path (stdout on a full disk, or closed): the script said so, and the training's results were
+// not all printed, which is an error (exit 1) as it is for mnist's own output.
+bool draw_report(const std::string& run_dir) {
   std::string problem;
   try {
     const int status = run_report(run_dir);
-    if (status == 0 || status == kReportDrawnButNotPrinted) return;  // main reports a failed stdout
+    if (status == 0) return true;
+    if (status == kReportDrawnButNotPrinted) return false;
     problem = "the report script failed (exit status " + std::to_string(status) + ")";
   } catch (const std::exception& error) {
     problem = error.what();
   }
   std::fprintf(stderr, "mnist: warning: no report drawn: %s; the run is saved, retry with: mnist report %s\n",
                problem.c_str(), run_dir.c_str());
+  return true;
 }
 
 }  // namespace
@@ -329,7 +338,7 @@ int run_train(const TrainConfig& config) {
     return interrupted_exit_status();
   }
   interrupts.reset();  // the report script gets Ctrl-C as it is
-  if (!config.no_report) draw_report(run.path());
+  if (!config.no_report && !draw_report(run.path())) return 1;
   return 0;
 }
 

@@ -358,5 +358,24 @@ TEST(TrainReport, AFailingReportIsOneWarningNotAFailedTraining) {
   fs::remove_all(dir);
 }
 
+// A report drawn whose path the script could not print (its exit status 3: stdout on a full
+// disk, or closed) fails the training's command with exit 1, as mnist's own failed output does;
+// it used to exit 0, so a script saw success although the output was incomplete.
+TEST(TrainReport, AReportWhosePathCouldNotBePrintedFailsTheCommand) {
+  const fs::path dir = fresh_temp_dir("report-unprinted");
+  const fs::path binary = dir / "mnist";
+  fs::copy_file(MNIST_BINARY, binary);
+  test::write_text(dir / "report.py",
+                   "import sys\nprint('mnist: writing to standard output failed (test); the report is drawn: x', "
+                   "file=sys.stderr)\nsys.exit(3)\n");
+  const fs::path out = dir / "run";
+  const Outcome training = test::run_program(binary.string(), kQuickTraining + out.string());
+  EXPECT_EQ(training.status, 1) << training.output;
+  EXPECT_NE(training.output.find("the report is drawn: x"), std::string::npos) << training.output;
+  EXPECT_EQ(training.output.find("warning: no report drawn"), std::string::npos) << training.output;
+  EXPECT_TRUE(fs::is_regular_file(out / "report.json"));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace mnist

@@ -584,9 +584,11 @@ def print_result(text):
         sys.stdout.flush()
     except OSError as e:
         # Point stdout at /dev/null, so that the interpreter's own flush at exit fails no more.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
+        # (With no stdout at all there is nothing to flush, and no descriptor 1 to replace.)
+        if sys.stdout is not None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
         print(f"{PROGRAM}: writing to standard output failed ({e.strerror}); the report is drawn: {text}",
               file=sys.stderr)
         return DRAWN_NOT_PRINTED

@@ -13,7 +13,7 @@ namespace mnist {
 int run_report(const std::string& run_dir);
 
 // The script's exit status when it drew the report but could not print its path (stdout on a
-// full disk, or closed): `mnist train` draws no warning for it, `mnist report` exits 1.
+// full disk, or closed): the script says so on stderr, and `mnist train` and `mnist report` exit 1.
 constexpr int kReportDrawnButNotPrinted = 3;
 
 }  // namespace mnist
