@@ -465,6 +465,25 @@ std::size_t occurrences(const std::string& text, const std::string& part) {
   return count;
 }
 
+// Captures stderr while alive; ends the capture even when an exception leaves the test, so the
+// next test's CaptureStderr does not abort on a capture still running.
+class StderrCapture {
+ public:
+  StderrCapture() { testing::internal::CaptureStderr(); }
+  ~StderrCapture() {
+    if (!taken_) testing::internal::GetCapturedStderr();
+  }
+  StderrCapture(const StderrCapture&) = delete;
+  StderrCapture& operator=(const StderrCapture&) = delete;
+  std::string take() {
+    taken_ = true;
+    return testing::internal::GetCapturedStderr();
+  }
+
+ private:
+  bool taken_ = false;
+};
+
 // A driver that cannot instantiate the epoch's graph: the run says so once and trains on as
 // --no-graph does, to the same bits.
 TEST(GpuTrainer, AGraphTheDriverCannotInstantiateTrainsOnWithoutGraphs) {
@@ -477,12 +496,12 @@ TEST(GpuTrainer, AGraphTheDriverCannotInstantiateTrainsOnWithoutGraphs) {
   const std::unique_ptr<Trainer> refused = make_gpu_trainer(config, data.split());
   config.no_graph = true;
   const std::unique_ptr<Trainer> stream = make_gpu_trainer(config, data.split());
-  testing::internal::CaptureStderr();
+  StderrCapture capture;
   for (int epoch = 1; epoch <= 3; ++epoch) {
     SCOPED_TRACE("epoch " + std::to_string(epoch));
     expect_totals_equal(refused->train_epoch(epoch), stream->train_epoch(epoch));
   }
-  const std::string warnings = testing::internal::GetCapturedStderr();
+  const std::string warnings = capture.take();
   expect_states_equal(refused->state(), stream->state());
   EXPECT_FALSE(refused->replays_graphs());
   EXPECT_EQ(occurrences(warnings, "could not be captured"), 1u) << warnings;
@@ -501,14 +520,16 @@ TEST(GpuTrainer, AFaultOfTheStepsBeforeTheCaptureIsReportedAsThatFault) {
   const RandomDataset data(rng, config);
   const InjectedFault fault(emu::Fault::kFaultBeforeCapture);
   const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
-  testing::internal::CaptureStderr();
+  StderrCapture capture;
   std::string what = "(no error)";
   try {
     trainer->train_epoch(1);
   } catch (const CudaError& error) {
     what = error.what();
+  } catch (const std::exception& error) {
+    what = std::string("not a CudaError: ") + error.what();
   }
-  const std::string warnings = testing::internal::GetCapturedStderr();
+  const std::string warnings = capture.take();
   EXPECT_NE(what.find("cudaErrorIllegalAddress"), std::string::npos) << what;
   EXPECT_EQ(warnings.find("could not be captured"), std::string::npos) << warnings;
 #endif

@@ -871,7 +871,10 @@ cudaError_t CUDARTAPI cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* gra
 
 cudaError_t CUDARTAPI cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   if (graph == nullptr) return cudaErrorInvalidValue;
-  if (emu::injected == emu::Fault::kGraphsNotSupported) return cudaErrorNotSupported;
+  if (emu::injected == emu::Fault::kGraphsNotSupported) {
+    emu::set_last_error(cudaErrorNotSupported);  // as the runtime does: cudaGetLastError sees it
+    return cudaErrorNotSupported;
+  }
   *exec = new CUgraphExec_st{graph->nodes};
   return cudaSuccess;
 }
