@@ -66,9 +66,8 @@ class CpuTrainer final : public Trainer {
     for (int s = take_first_step(); s < steps; ++s) {
       const int first = s * batch;
       const int rows = std::min(batch, images - first);  // the last batch may be partial
-      ++step_;
       ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
-                        y_.data());
+                        y_.data(), &step_);  // ++step_ with the batch, as the GPU trainer does
       model_.compute_gradients(x_.data(), y_.data(), rows, step_, &totals);
       if (!std::isfinite(totals.loss_sum))
         throw TrainingDiverged(describe_non_finite(std::isnan(totals.loss_sum) ? kLossNaN : kLossInf), epoch, s + 1,

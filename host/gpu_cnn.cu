@@ -160,11 +160,11 @@ void GpuCnn::forward(const float* x, int rows, bool train, const std::int64_t* s
 }
 
 void GpuCnn::loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals,
-                  std::int32_t* predictions) {
+                  std::int32_t* predictions, const std::int64_t* step, std::int64_t* non_finite) {
   if (rows < 1 || rows > (gradient ? max_train_batch_ : max_batch_))
     throw std::invalid_argument("GpuCnn: batch larger than the workspace");
   gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), gradient ? d_logits_.data() : nullptr, rows,
-                             shape_.classes, label_smoothing_, stream_);
+                             shape_.classes, label_smoothing_, stream_, step, non_finite);
   if (totals)  // the metrics kernel adds to totals, so it needs them
     gpu::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, predictions, stream_);
 }
@@ -205,8 +205,9 @@ void GpuCnn::backward(int rows, const std::int64_t* step) {
   plan.conv1.backward_bias(d_c1_.data(), bias_grad(0));
 }
 
-void GpuCnn::apply_adam(const AdamConfig& config, const std::int64_t* step) {
-  gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_);
+void GpuCnn::apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite) {
+  gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_,
+                 non_finite);
 }
 
 void GpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals) {

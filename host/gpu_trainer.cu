@@ -4,13 +4,14 @@
 // counting and the same Adam, run through the kernels of include/mnist/ops on one stream:
 //
 //   construct:   upload the dataset once (uint8, resident) and the initial parameters
-//   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam,
-//                finite check) → one copy of the epoch's totals and divergence flag to the host
+//   each epoch:  shuffle on the device → every step (gather, forward, loss, backward, Adam; the
+//                last two also watch for divergence) → one copy of the epoch's totals and
+//                divergence flag to the host
 //   evaluate:    chunks of up to 10,000 images through the forward pass without dropout
 //   logits:      the same forward pass, each chunk's logits copied back to the host
 //
-// Nothing inside an epoch waits for the host: the step counter lives on the device
-// (gpu::advance_step) and so do the running totals. That is what lets the steps of an epoch be
+// Nothing inside an epoch waits for the host: the step counter lives on the device (the batch
+// gather advances it) and so do the running totals. That is what lets the steps of an epoch be
 // captured once into CUDA graphs and replayed every epoch after: a step is ~20 small launches,
 // and launching them one by one costs more than running them.
 #include <cuda_runtime_api.h>
@@ -58,9 +59,9 @@ constexpr int kEvalChunk = 10000;
 constexpr std::size_t kCublasWorkspaceBytes = std::size_t(32) << 20;
 
 // The phases of a training step, in the order they run; time_step_phases cuts a step after each.
-enum class Phase { kGather, kForward, kLoss, kBackward, kOptimizer, kFiniteCheck };
-constexpr const char* kPhaseNames[] = {"gather", "forward", "loss", "backward", "optimizer", "finite check"};
-constexpr int kPhases = static_cast<int>(Phase::kFiniteCheck) + 1;
+enum class Phase { kGather, kForward, kLoss, kBackward, kOptimizer };
+constexpr const char* kPhaseNames[] = {"gather", "forward", "loss", "backward", "optimizer"};
+constexpr int kPhases = static_cast<int>(Phase::kOptimizer) + 1;
 static_assert(sizeof kPhaseNames / sizeof kPhaseNames[0] == kPhases);
 
 // ---------------------------------------------------------------------------------------------
@@ -277,13 +278,15 @@ class GpuMlp {
   }
 
   // Per-sample loss of the last forward pass and, for training, delta = d(mean loss)/d(logits);
-  // the batch is added to `totals` (a device pointer). The logits survive for the metrics.
-  void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions) {
+  // the batch is added to `totals` (a device pointer). The logits survive for the metrics. A
+  // non-finite loss goes into the divergence flag `non_finite` at *step, where one is given.
+  void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions,
+            const std::int64_t* step = nullptr, std::int64_t* non_finite = nullptr) {
     if (gradient && rows > max_train_batch_) throw std::invalid_argument("GpuMlp: batch larger than the workspace");
     const int last = shape_.layers() - 1;
     const float* logits = pre_activations_[last].data();
     gpu::softmax_cross_entropy(logits, labels, loss_.data(), gradient ? delta_.data() : nullptr, rows,
-                               shape_.out(last), label_smoothing_, stream_);
+                               shape_.out(last), label_smoothing_, stream_, step, non_finite);
     gpu::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions, stream_);
   }
 
@@ -306,13 +309,12 @@ class GpuMlp {
     }
   }
 
-  void apply_adam(const AdamConfig& config, const std::int64_t* step) {
-    gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_);
+  void apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite) {
+    gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_,
+                   non_finite);
   }
 
   const MlpShape& shape() const { return shape_; }
-  // The per-sample losses of the last loss() call, [rows] on the device.
-  const float* losses() const { return loss_.data(); }
   // The logits of the last forward pass, [rows, classes] on the device.
   const float* logits() const { return pre_activations_.back().data(); }
   DeviceBuffer<float>& params() { return params_; }
@@ -632,7 +634,7 @@ class GpuTrainer final : public Trainer {
       if (block_count() > 0) {
         window_ = DeviceBuffer<std::int32_t>(std::size_t(max_graph_steps_) * batch_);
         block_graph_ = GraphExec::capture(
-            stream, [this] { run_steps(0, max_graph_steps_, Phase::kFiniteCheck, window_.data()); });
+            stream, [this] { run_steps(0, max_graph_steps_, Phase::kOptimizer, window_.data()); });
       }
       if (tail_first_step() < steps_)
         tail_graph_ = GraphExec::capture(stream, [this] { run_steps(tail_first_step(), steps_); });
@@ -662,7 +664,7 @@ class GpuTrainer final : public Trainer {
   // graph), gathering their images through `order` (default: order_ from step first_step on).
   // The last batch is partial unless drop_last; its row count is part of what is recorded.
   // Each step stops after phase `last` (time_step_phases alone cuts it short).
-  void run_steps(int first_step, int end_step, Phase last = Phase::kFiniteCheck,
+  void run_steps(int first_step, int end_step, Phase last = Phase::kOptimizer,
                  const std::int32_t* order = nullptr) {
     const cudaStream_t stream = stream_.get();
     const std::int64_t* step = step_.data();
@@ -671,13 +673,14 @@ class GpuTrainer final : public Trainer {
     for (int s = first_step; s < end_step; ++s) {
       const int first = s * batch_;
       const int rows = std::min(batch_, train_.count - first);
-      gpu::advance_step(step_.data(), stream);  // ++step before the step, as CpuTrainer does
       {
         NvtxRange range("forward");
+        // ++step with the batch, before anything reads it, as CpuTrainer does.
         gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order + std::size_t(s - first_step) * batch_,
-                          rows, kPixels, x_.data(), y_.data(), stream);
+                          rows, kPixels, x_.data(), y_.data(), stream, step_.data());
         if (runs(Phase::kForward)) model_.forward(x_.data(), rows, /*train=*/true, step);
-        if (runs(Phase::kLoss)) model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr);
+        if (runs(Phase::kLoss))
+          model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr, step, first_bad_.data());
       }
       if (runs(Phase::kBackward)) {
         NvtxRange range("backward");
@@ -685,10 +688,7 @@ class GpuTrainer final : public Trainer {
       }
       if (runs(Phase::kOptimizer)) {
         NvtxRange range("optimizer");
-        model_.apply_adam(adam_, step);
-        if (runs(Phase::kFiniteCheck))
-          gpu::finite_check(model_.losses(), std::size_t(rows), model_.params().data(), model_.params().size(),
-                            step, first_bad_.data(), stream);
+        model_.apply_adam(adam_, step, first_bad_.data());
       }
     }
   }

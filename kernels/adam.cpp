@@ -1,12 +1,14 @@
 // CPU twin of kernels/adam.cu. Every multiply-add is an explicit std::fma and no other product
 // feeds an addition, so no compiler can contract differently from the GPU's explicitly rounded
 // intrinsics: m and v match the GPU bit for bit.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "mnist/cpu_clones.h"
 #include "mnist/ops/adam.h"
+#include "mnist/ops/finite_check.h"
 
 namespace mnist::ref {
 namespace {
@@ -33,7 +35,7 @@ template <bool kDecoupled>
 
 MNIST_CPU_CLONES  // AVX2 + FMA where the CPU has them: 8 floats at a time, the same bits
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
-               std::int64_t step) {
+               std::int64_t step, std::int64_t* non_finite) {
   // Bias corrections in double, t = step (1-based).
   const double t = static_cast<double>(step);
   const double bc1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
@@ -48,6 +50,7 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
     update<true>(params, grads, m, v, n, s, step_size, sqrt_bc2);
   else
     update<false>(params, grads, m, v, n, s, step_size, sqrt_bc2);
+  if (non_finite != nullptr) *non_finite = std::min(*non_finite, finite_check(nullptr, 0, params, n, step));
 }
 
 }  // namespace mnist::ref

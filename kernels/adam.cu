@@ -6,6 +6,7 @@
 
 #include "mnist/check.h"
 #include "mnist/ops/adam.h"
+#include "mnist/ops/finite_check.cuh"
 
 namespace mnist::gpu {
 namespace {
@@ -28,9 +29,11 @@ __device__ __forceinline__ void adam_element(float& p, float g, float& m, float&
 }
 
 // Elements [head, head + 4·vec_count) are 16-byte aligned in all four buffers and go as float4;
-// the head before them and the tail after them go one float at a time.
+// the head before them and the tail after them go one float at a time. Each thread keeps the
+// lowest divergence code of the parameters it wrote and records it once, at the end.
 __global__ void adam_kernel(float* params, const float* grads, float* m, float* v, std::size_t n,
-                            std::size_t head, std::size_t vec_count, AdamScalars s, const std::int64_t* step) {
+                            std::size_t head, std::size_t vec_count, AdamScalars s, const std::int64_t* step,
+                            std::int64_t* non_finite) {
   // Bias corrections from the device step counter, in double (pow) as on the CPU.
   const double t = static_cast<double>(*step);
   const double bc1 = 1.0 - pow(static_cast<double>(s.beta1), t);
@@ -41,6 +44,7 @@ __global__ void adam_kernel(float* params, const float* grads, float* m, float* 
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * blockDim.x;
   const std::size_t first = static_cast<std::size_t>(blockIdx.x) * blockDim.x + threadIdx.x;
 
+  int code = kNonFiniteCodes;
   float4* p4 = reinterpret_cast<float4*>(params + head);
   const float4* g4 = reinterpret_cast<const float4*>(grads + head);
   float4* m4 = reinterpret_cast<float4*>(m + head);
@@ -52,6 +56,8 @@ __global__ void adam_kernel(float* params, const float* grads, float* m, float* 
     adam_element(p.y, g.y, mm.y, vv.y, s, step_size, sqrt_bc2);
     adam_element(p.z, g.z, mm.z, vv.z, s, step_size, sqrt_bc2);
     adam_element(p.w, g.w, mm.w, vv.w, s, step_size, sqrt_bc2);
+    code = min(code, min(min(classify_finite(p.x, kParamNaN), classify_finite(p.y, kParamNaN)),
+                         min(classify_finite(p.z, kParamNaN), classify_finite(p.w, kParamNaN))));
     p4[i] = p;
     m4[i] = mm;
     v4[i] = vv;
@@ -62,18 +68,20 @@ __global__ void adam_kernel(float* params, const float* grads, float* m, float* 
   for (std::size_t i = first; i < scalar_count; i += stride) {
     const std::size_t e = i < head ? i : tail_start + (i - head);
     adam_element(params[e], grads[e], m[e], v[e], s, step_size, sqrt_bc2);
+    code = min(code, classify_finite(params[e], kParamNaN));
   }
+  record_non_finite(non_finite, *step, code);
 }
 
-// The first launch of every training step: the counter lives on the device, so a captured CUDA
-// graph replays with a fresh step (Adam's bias correction, dropout's Philox key) and no launch
-// argument has to change between replays.
+// The counter lives on the device, so a captured CUDA graph replays with a fresh step (Adam's
+// bias correction, dropout's Philox key) and no launch argument has to change between replays.
+// The trainers advance it in their batch gather; this is for a step that has none.
 __global__ void advance_step_kernel(std::int64_t* step) { ++*step; }
 
 }  // namespace
 
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
-               const std::int64_t* step, cudaStream_t stream) {
+               const std::int64_t* step, cudaStream_t stream, std::int64_t* non_finite) {
   if (n == 0) return;
   const AdamScalars s = adam_scalars(config);
 
@@ -89,7 +97,7 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
   const std::size_t scalar_count = n - 4 * vec_count;
   const std::size_t work = std::max(vec_count, scalar_count);
   const int blocks = static_cast<int>(std::min<std::size_t>((work + kThreads - 1) / kThreads, kMaxBlocks));
-  adam_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, head, vec_count, s, step);
+  adam_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, head, vec_count, s, step, non_finite);
   MNIST_CHECK_LAUNCH();
 }
 

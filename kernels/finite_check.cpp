@@ -1,6 +1,7 @@
-// CPU twin of kernels/finite_check.cu: the lowest code of any NaN or infinity in the losses
-// and the parameters, folded with the step as the kernel records it. Classified by the bits
-// (exponent all ones), so no floating-point mode can change the answer.
+// The scan of the divergence watch (finite_check.h), for the CPU twins of softmax-cross-entropy
+// and Adam: the lowest code of any NaN or infinity in the losses and the parameters, folded with
+// the step as the kernels record it. Classified by the bits (exponent all ones), so no
+// floating-point mode can change the answer.
 #include <cstdint>
 #include <cstring>
 

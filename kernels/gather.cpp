@@ -1,5 +1,5 @@
 // CPU twin of kernels/gather.cu:
-//   x[i, k] = images[indices[i], k] / 255     y[i] = labels[indices[i]]
+//   x[i, k] = images[indices[i], k] / 255     y[i] = labels[indices[i]]     ++*step (training)
 #include <cstddef>
 #include <cstdint>
 
@@ -8,7 +8,8 @@
 namespace mnist::ref {
 
 void gather_batch(const std::uint8_t* images, const std::uint8_t* labels, const std::int32_t* indices, int count,
-                  int pixels, float* x, std::uint8_t* y) {
+                  int pixels, float* x, std::uint8_t* y, std::int64_t* step) {
+  if (step != nullptr) ++*step;
   for (int i = 0; i < count; ++i) {
     const std::size_t src = static_cast<std::size_t>(indices[i]) * pixels;
     for (int k = 0; k < pixels; ++k)

@@ -1,17 +1,19 @@
 // CPU twin of kernels/softmax_ce.cu: the same arithmetic (expf in float; sum, dot product, log and
 // gradient in double), written as plain loops over rows and classes.
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
+#include "mnist/ops/finite_check.h"
 #include "mnist/ops/softmax_ce.h"
 
 namespace mnist::ref {
 
 void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits, int rows,
-                           int classes, float label_smoothing) {
+                           int classes, float label_smoothing, std::int64_t step, std::int64_t* non_finite) {
   if (classes < 1) throw std::invalid_argument("softmax_cross_entropy: classes must be at least 1");
   const double off = static_cast<double>(label_smoothing) / classes;  // target of every class but the label
   const double on = 1.0 - static_cast<double>(label_smoothing) + off;  // target of the label
@@ -41,6 +43,8 @@ void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, floa
       d[c] = static_cast<float>((p - (c == label ? on : off)) / rows);
     }
   }
+  if (non_finite != nullptr && rows > 0)
+    *non_finite = std::min(*non_finite, finite_check(loss, static_cast<std::size_t>(rows), nullptr, 0, step));
 }
 
 }  // namespace mnist::ref

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "mnist/check.h"
+#include "mnist/ops/finite_check.cuh"
 #include "mnist/ops/softmax_ce.h"
 
 namespace mnist::gpu {
@@ -16,9 +17,11 @@ constexpr int kThreads = 256;
 // three times (max; exp-sum and target dot; gradient). expf in float; the sum, the dot product,
 // the log and the gradient in double, so the only float roundings are expf and the stores.
 // The row is read in full before the first gradient store, and element c is read before it is
-// overwritten: dlogits may alias logits. A label >= classes has no one-hot part.
+// overwritten: dlogits may alias logits. A label >= classes has no one-hot part. In training a
+// non-finite loss goes into the divergence flag.
 __global__ void softmax_ce_kernel(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits,
-                                  int rows, int classes, float label_smoothing) {
+                                  int rows, int classes, float label_smoothing, const std::int64_t* step,
+                                  std::int64_t* non_finite) {
   const int r = blockIdx.x * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   const float* z = logits + static_cast<std::size_t>(r) * classes;
@@ -35,7 +38,9 @@ __global__ void softmax_ce_kernel(const float* logits, const std::uint8_t* label
     sum += static_cast<double>(expf(shifted));
     dot += (c == label ? on : off) * static_cast<double>(shifted);
   }
-  loss[r] = static_cast<float>(log(sum) - dot);
+  const float row_loss = static_cast<float>(log(sum) - dot);
+  loss[r] = row_loss;
+  if (non_finite != nullptr) record_non_finite(non_finite, *step, classify_finite(row_loss, kLossNaN));
 
   if (dlogits == nullptr) return;
   float* d = dlogits + static_cast<std::size_t>(r) * classes;
@@ -48,11 +53,15 @@ __global__ void softmax_ce_kernel(const float* logits, const std::uint8_t* label
 }  // namespace
 
 void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits, int rows,
-                           int classes, float label_smoothing, cudaStream_t stream) {
+                           int classes, float label_smoothing, cudaStream_t stream, const std::int64_t* step,
+                           std::int64_t* non_finite) {
   if (classes < 1) throw std::invalid_argument("softmax_cross_entropy: classes must be at least 1");
   if (rows <= 0) return;
+  if (non_finite != nullptr && step == nullptr)
+    throw std::invalid_argument("softmax_cross_entropy: the divergence flag needs the step counter");
   const int blocks = (rows + kThreads - 1) / kThreads;
-  softmax_ce_kernel<<<blocks, kThreads, 0, stream>>>(logits, labels, loss, dlogits, rows, classes, label_smoothing);
+  softmax_ce_kernel<<<blocks, kThreads, 0, stream>>>(logits, labels, loss, dlogits, rows, classes, label_smoothing,
+                                                      step, non_finite);
   MNIST_CHECK_LAUNCH();
 }
 

@@ -164,5 +164,48 @@ TEST(GpuGather, UnalignedOutputMatchesReference) {
                     gather(images, labels, indices, kPixels), "unaligned x");
 }
 
+// A training gather advances the step counter once per launch, whatever the grid's size, and
+// a graph that captured it advances it at every replay; an evaluation gather (no counter) and
+// the CPU twin's count agree.
+TEST(GpuGather, AdvancesTheStepCounterOncePerLaunch) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const std::int64_t start = std::uniform_int_distribution<std::int64_t>(0, 1 << 30)(rng);
+  constexpr int kImages = 300, kPixels = 784;
+  const std::vector<std::uint8_t> images = random_bytes(rng, kImages * kPixels);
+  const std::vector<std::uint8_t> labels = test::random_labels(rng, kImages);
+  DeviceBuffer<std::uint8_t> d_images(images), d_labels(labels), d_y(kImages);
+  DeviceBuffer<std::int32_t> d_indices(random_indices(rng, kImages, kImages, true));
+  DeviceBuffer<float> d_x(std::size_t(kImages) * kPixels);
+  DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{start});
+  std::int64_t host_step = start;
+  std::vector<float> x(std::size_t(kImages) * kPixels);
+  std::vector<std::uint8_t> y(kImages);
+  const std::vector<std::int32_t> indices = d_indices.download();
+  const Stream stream;
+  // 1 row (one block), 300 rows of 784 pixels (many blocks), 0 rows (the counter alone).
+  for (const int count : {1, kImages, 0}) {
+    gpu::gather_batch(d_images.data(), d_labels.data(), d_indices.data(), count, kPixels, d_x.data(), d_y.data(),
+                      stream.get(), d_step.data());
+    ref::gather_batch(images.data(), labels.data(), indices.data(), count, kPixels, x.data(), y.data(), &host_step);
+  }
+  gpu::gather_batch(d_images.data(), d_labels.data(), d_indices.data(), kImages, kPixels, d_x.data(), d_y.data(),
+                    stream.get());
+  ref::gather_batch(images.data(), labels.data(), indices.data(), kImages, kPixels, x.data(), y.data());
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  MNIST_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+  gpu::gather_batch(d_images.data(), d_labels.data(), d_indices.data(), kImages, kPixels, d_x.data(), d_y.data(),
+                    stream.get(), d_step.data());
+  MNIST_CHECK(cudaStreamEndCapture(stream.get(), &graph));
+  MNIST_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 0; replay < 4; ++replay) MNIST_CHECK(cudaGraphLaunch(exec, stream.get()));
+  stream.synchronize();
+  MNIST_CHECK(cudaGraphExecDestroy(exec));
+  MNIST_CHECK(cudaGraphDestroy(graph));
+  EXPECT_EQ(host_step, start + 3);
+  EXPECT_EQ(d_step.download().at(0), start + 3 + 4);
+}
+
 }  // namespace
 }  // namespace mnist

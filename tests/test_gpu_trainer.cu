@@ -400,7 +400,7 @@ void expect_phase_timing_leaves_training_unchanged(const TrainConfig& config, st
   const std::unique_ptr<Trainer> timed = make_gpu_trainer(config, data.split());
   const std::unique_ptr<Trainer> plain = make_gpu_trainer(config, data.split());
   const auto expect_prefixes = [](const StepPhaseTimes& times) {
-    const std::vector<std::string> names = {"gather", "forward", "loss", "backward", "optimizer", "finite check"};
+    const std::vector<std::string> names = {"gather", "forward", "loss", "backward", "optimizer"};
     ASSERT_EQ(times.prefixes.size(), names.size());
     for (std::size_t i = 0; i < names.size(); ++i) {
       EXPECT_EQ(times.prefixes[i].phase, names[i]);
@@ -645,6 +645,73 @@ TEST(DriverWithoutGpu, MakeGpuTrainerSaysThereIsNoDevice) {
   } catch (const std::runtime_error& error) {  // CudaError is a runtime_error too
     EXPECT_NE(std::string(error.what()).find("no CUDA device"), std::string::npos) << error.what();
   }
+}
+
+
+// --- launches per training step (counted by the emulator) -------------------------------------
+
+#if defined(MNIST_GPU_EMULATOR)
+// On a GPU each small kernel costs microseconds of latency whatever it does, so the launches of
+// a step are its floor. The emulator counts kernels and library calls as they run; a step's
+// count is the difference of two epochs of different lengths over their step counts, and the
+// epoch that replays the graph must launch what the stream epoch launched.
+double launches_per_step(TrainConfig config, std::mt19937_64& rng) {
+  config.val_split = 0;
+  const auto epoch_launches = [&](int images, bool graph, int epochs) {
+    config.no_graph = !graph;
+    const test::RandomDataset data(rng, config, images, kTestImages);
+    const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+    std::uint64_t launches = 0;
+    for (int epoch = 1; epoch <= epochs; ++epoch) {
+      const std::uint64_t before = emu::launches();
+      trainer->train_epoch(epoch);
+      launches = emu::launches() - before;
+    }
+    if (graph) EXPECT_TRUE(trainer->replays_graphs());
+    return launches;
+  };
+  const int batch = config.batch_size;
+  const std::uint64_t two = epoch_launches(2 * batch, false, 1), five = epoch_launches(5 * batch, false, 1);
+  EXPECT_EQ(epoch_launches(5 * batch, true, 2), five) << "a replayed epoch launches what a stream epoch does";
+  EXPECT_EQ((five - two) % 3, 0u);
+  return double(five - two) / 3;
+}
+#define MNIST_REQUIRE_LAUNCH_COUNTS() MNIST_REQUIRE_GPU()
+#else
+#define MNIST_REQUIRE_LAUNCH_COUNTS() GTEST_SKIP() << "needs the emulator's launch count (tests/emu/emu_inject.h)"
+double launches_per_step(const TrainConfig&, std::mt19937_64&) { return 0; }
+#endif
+
+// An MLP of L layers: the batch gather (which advances the step counter); per layer a GEMM and
+// the bias(-ReLU-dropout) forward; softmax-cross-entropy and the training metrics; per layer a
+// weight-gradient GEMM and a bias gradient, per hidden layer an input-gradient GEMM and the
+// ReLU-dropout backward; Adam. (The divergence watch rides on softmax-cross-entropy and Adam.)
+TEST(GpuTrainer, LaunchesPerStepAreCounted) {
+  MNIST_REQUIRE_LAUNCH_COUNTS();
+  std::mt19937_64 rng(test::fresh_seed());
+  for (const std::vector<int>& hidden : {std::vector<int>{64, 32}, std::vector<int>{16}}) {
+    TrainConfig config = small_config(rng());
+    config.hidden = hidden;
+    config.batch_size = 16;
+    const int layers = int(hidden.size()) + 1;
+    const int expected = 1 + 2 * layers + 2 + 2 * layers + 2 * (layers - 1) + 1;
+    EXPECT_EQ(launches_per_step(config, rng), expected) << hidden.size() << " hidden layers";
+  }
+}
+
+// The CNN: the gather (with the step counter); per convolution the convolution, its bias, ReLU and max-pool forward;
+// the two dense layers' GEMM and bias(-ReLU-dropout) forward; softmax-cross-entropy and the
+// metrics; the dense layers' weight and bias gradients, both input gradients (the flat one
+// feeds the convolutions) and the hidden one's ReLU-dropout backward; per convolution the
+// max-pool and ReLU backward and the filter and bias gradients, for the second the data
+// gradient too; Adam.
+TEST(GpuCnnTrainer, LaunchesPerStepAreCounted) {
+  MNIST_REQUIRE_LAUNCH_COUNTS();
+  std::mt19937_64 rng(test::fresh_seed());
+  TrainConfig config = small_cnn_config(rng());
+  config.batch_size = 16;
+  const int expected = 1 + 2 * 4 + 2 * 2 + 2 + (2 * 2 + 2 + 1) + (4 + 5) + 1;
+  EXPECT_EQ(launches_per_step(config, rng), expected);
 }
 
 }  // namespace

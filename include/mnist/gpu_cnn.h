@@ -52,11 +52,14 @@ class GpuCnn {
   void forward(const float* x, int rows, bool train, const std::int64_t* step);
   // Per-sample loss of the last forward pass and, when `gradient`, d(mean loss)/d(logits); the
   // batch is added to `totals` (a device pointer, may be null) and, with totals, the predictions
-  // (device, may be null) written.
-  void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions);
+  // (device, may be null) written. A non-finite loss goes into the divergence flag `non_finite`
+  // (device, may be null) at *step.
+  void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions,
+            const std::int64_t* step = nullptr, std::int64_t* non_finite = nullptr);
   // grads() ← d(mean loss)/dθ from the last forward pass and loss(gradient = true).
   void backward(int rows, const std::int64_t* step);
-  void apply_adam(const AdamConfig& config, const std::int64_t* step);
+  // Adam at *step; a non-finite parameter goes into the divergence flag (device, may be null).
+  void apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite = nullptr);
 
   // --- the CpuCnn API on the model's own step counter step() (device, 0 at construction).
   // ++step, then forward (dropout keyed by the new step), loss and backward. totals: device, may be null.

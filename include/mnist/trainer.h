@@ -93,7 +93,7 @@ class TrainingInterrupted : public std::runtime_error {
 // A training step cut short after one of its phases, in the order a step runs them: the
 // device time that prefix of the step takes (StepPhaseTimes).
 struct StepPhaseTime {
-  std::string phase;       // "gather", "forward", "loss", "backward", "optimizer", "finite check"
+  std::string phase;       // "gather", "forward", "loss", "backward", "optimizer"
   double ms_per_step = 0;  // the step up to and including this phase
 };
 // Trainer::time_step_phases: phase k costs prefixes[k] - prefixes[k-1] (the first, prefixes[0]).

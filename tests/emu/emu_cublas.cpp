@@ -126,6 +126,7 @@ cublasStatus_t CUBLASWINAPI cublasGemmEx(cublasHandle_t handle, cublasOperation_
   const auto* pb = static_cast<const float*>(B);
   auto* pc = static_cast<float*>(C);
   const cudaError_t status = emu::submit(handle->stream, [=] {
+    emu::count_launch();
     // C = beta·C first; beta 0 writes zeros and reads nothing (C may hold NaN), as cuBLAS.
     for (int c = 0; c < n; ++c)
       for (int r = 0; r < m; ++r) {

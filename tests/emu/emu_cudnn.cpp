@@ -113,7 +113,11 @@ inline void blend(float& out, float value, float alpha, float beta) {
 }
 
 cudnnStatus_t submit(cudnnHandle_t handle, std::function<void()> work) {
-  return emu::submit(handle->stream, std::move(work)) == cudaSuccess ? CUDNN_STATUS_SUCCESS
+  const auto counted = [work = std::move(work)] {
+    emu::count_launch();
+    work();
+  };
+  return emu::submit(handle->stream, counted) == cudaSuccess ? CUDNN_STATUS_SUCCESS
                                                                      : CUDNN_STATUS_EXECUTION_FAILED;
 }
 

@@ -1,4 +1,6 @@
 #pragma once
+#include <cstdint>
+
 // Test hooks of the GPU emulator (tests/emu/README.md): what a real GPU does rarely, on demand,
 // for the tests of how the code answers it. Only in the emulator build (MNIST_GPU_EMULATOR).
 
@@ -13,5 +15,10 @@ enum class Fault {
                         // still work, so the leak check at exit still checks)
 };
 void inject(Fault fault);
+
+// The kernels, cuBLAS GEMMs and cuDNN calls run so far, graph replays included: the launches a
+// GPU would see (a library call counts once, although the library may launch more than one
+// kernel for it). Copies and memsets do not count.
+std::uint64_t launches();
 
 }  // namespace emu

@@ -19,6 +19,9 @@ bool device_present();
 // capture, as in CUDA.
 cudaError_t submit(cudaStream_t stream, std::function<void()> work);
 
+// Counts one launch (emu::launches): a kernel's grid or a library call, as it runs.
+void count_launch();
+
 // Refuses a call that CUDA forbids while this thread captures a graph in global or thread-local
 // mode (an allocation, a synchronous copy, a synchronisation): the capture is invalidated and
 // the call returns cudaErrorStreamCaptureUnsupported. Else cudaSuccess.

@@ -20,6 +20,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -444,6 +445,7 @@ void run_block_on_fibers(const std::function<void()>& body, dim3 block, std::uin
 }
 
 void run_grid(const char* name, dim3 grid, dim3 block, const std::function<void()>& body) {
+  count_launch();
   running_kernel = name;
   // Under TSan every thread runs on a fiber, so that no two TSan threads share a stack.
   fiber_mode = kRaceChecked || !launched_kernels.count(name) || synchronising_kernels.count(name);
@@ -493,6 +495,10 @@ void inject(Fault fault) {
   injected = fault;
   if (fault == Fault::kNone) sticky_error = last_error = cudaSuccess;
 }
+
+std::atomic<std::uint64_t> launch_count{0};
+void count_launch() { launch_count.fetch_add(1, std::memory_order_relaxed); }
+std::uint64_t launches() { return launch_count; }
 
 void set_last_error(cudaError_t error) {
   if (last_error == cudaSuccess) last_error = error;

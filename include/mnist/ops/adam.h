@@ -1,6 +1,7 @@
 #pragma once
 // Adam and AdamW (PyTorch's formulas) over one flat parameter buffer: one launch updates
-// every weight and bias of the model. With t the step (1-based):
+// every weight and bias of the model, and checks them for the divergence watch. With t the step
+// (1-based):
 //   Adam:  g += wd·θ;   AdamW: θ -= lr·wd·θ
 //   m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²
 //   θ -= lr · (m / (1-β1^t)) / (sqrt(v / (1-β2^t)) + ε)
@@ -42,16 +43,18 @@ inline AdamScalars adam_scalars(const AdamConfig& c) {
 }
 
 namespace ref {
+// non_finite: the divergence flag (finite_check.h) to fold the updated parameters into, or null.
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
-               std::int64_t step);
+               std::int64_t step, std::int64_t* non_finite = nullptr);
 }
 
 namespace gpu {
 // `step` is the device-side step counter; bias correction is computed from it on the
 // device, so the launch has no host argument that changes per step (graph-capturable).
+// non_finite: the device divergence flag the updated parameters are recorded in, or null.
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
-               const std::int64_t* step, cudaStream_t stream);
-// ++*step on the device: the first launch of every training step.
+               const std::int64_t* step, cudaStream_t stream, std::int64_t* non_finite = nullptr);
+// ++*step on the device, for a step without a batch gather (which advances it: gather.h).
 void advance_step(std::int64_t* step, cudaStream_t stream);
 }  // namespace gpu
 

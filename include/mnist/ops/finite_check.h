@@ -1,12 +1,11 @@
 #pragma once
-// Divergence watch: after each optimizer step, scan the step's per-sample losses and the flat
-// parameter buffer for a NaN or an infinity. The first one found is recorded as
+// Divergence watch: each training step's per-sample losses and its updated parameters are
+// checked for a NaN or an infinity. The first one found is recorded as
 //   flag = min(flag, step·4 + code)   code 0: loss NaN, 1: loss ±inf, 2: parameter NaN, 3: parameter ±inf
-// in an int64 flag that starts at kAllFinite. Integers under atomicMin: the earliest step wins
-// and, within a step, losses before parameters and NaN before infinity, however the threads
-// are scheduled. The trainer reads the flag once per epoch, with the epoch's totals.
-#include <cuda_runtime_api.h>
-
+// in an int64 flag that starts at kAllFinite: the earliest step wins and, within a step, losses
+// before parameters and NaN before infinity. No launch of its own: softmax-cross-entropy records
+// the losses and Adam the parameters as they write them (finite_check.cuh), and their CPU twins
+// call the scan below. The trainer reads the flag once per epoch, with the epoch's totals.
 #include <cstddef>
 #include <cstdint>
 #include <limits>
@@ -25,18 +24,10 @@ inline int non_finite_code(std::int64_t flag) { return static_cast<int>(flag % k
 const char* describe_non_finite(int code);
 
 namespace ref {
-// kAllFinite when every value is finite, else step·4 + the lowest code found: what the kernel
-// leaves in a flag that held kAllFinite. Either array may be empty (null, 0).
+// kAllFinite when every value is finite, else step·4 + the lowest code found: what the kernels
+// leave in a flag that held kAllFinite. Either array may be empty (null, 0).
 std::int64_t finite_check(const float* losses, std::size_t loss_count, const float* params, std::size_t param_count,
                           std::int64_t step);
 }  // namespace ref
-
-namespace gpu {
-// `step` is the device step counter (gpu::advance_step) and `flag` a device int64: nothing
-// changes between replays of a captured graph. Once the flag holds an earlier step, the scan is
-// skipped.
-void finite_check(const float* losses, std::size_t loss_count, const float* params, std::size_t param_count,
-                  const std::int64_t* step, std::int64_t* flag, cudaStream_t stream);
-}  // namespace gpu
 
 }  // namespace mnist
