@@ -494,6 +494,8 @@ void inject(Fault fault) {
   if (fault == Fault::kNone) sticky_error = last_error = cudaSuccess;
 }
 
+Fault injected_fault() { return injected; }
+
 void set_last_error(cudaError_t error) {
   if (last_error == cudaSuccess) last_error = error;
 }
