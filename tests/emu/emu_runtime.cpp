@@ -785,6 +785,13 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* pointer, int value, std::size_t byte
 
 // ---- synchronisation, streams, events ----
 
+// The context's end, where compute-sanitizer's leak check reports: here the leak check at exit,
+// now.
+cudaError_t CUDARTAPI cudaDeviceReset(void) {
+  check_leaks_at_exit();
+  return cudaSuccess;
+}
+
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   if (emu::sticky_error != cudaSuccess) return emu::sticky_error;
   return refuse_during_capture("cudaDeviceSynchronize");
