@@ -16,7 +16,7 @@
 #
 # The build comes first in two parts: `mnist`, the benchmarks and the test executables that
 # have gpu tests (one ninja call, -k 0), then, just before the CPU tests, everything else (-k 0).
-# A target that fails to compile is noted and fails the session, but stops nothing: a stage
+# A target that fails to compile is noted and fails the run, but stops nothing: a stage
 # whose binary was not built prints "skipped: build-gpu/... was not built" and the others run.
 # Then the stages, in order of value (caps for --budget 540; a smaller budget keeps the caps of
 # the earlier stages and cuts the later ones, a larger one gives the extra to the last stage):
