@@ -312,7 +312,10 @@ echo ">>> CUDA files on this machine"
 cuda_files=/tmp/mnist-cuda-files.txt
 # Python packages other than NVIDIA's wheels are skipped: a venv holds ~10^5 files, and file
 # system calls are slow under gVisor (hence the timeout: the stage's cap, less 5 s for the rest).
-timeout "$((cap[environment] > 5 ? cap[environment] - 5 : 1))" find "$cuda_root" /usr/local /opt /usr/lib /usr/include \
+# MNIST_CUDA_SEARCH_DIRS replaces the folders searched besides the toolkit's (a check of the
+# build with a wheel-shaped layout names its own: profiling/wheel_build_check.sh).
+read -r -a search_dirs <<<"${MNIST_CUDA_SEARCH_DIRS:-/usr/local /opt /usr/lib /usr/include}"
+timeout "$((cap[environment] > 5 ? cap[environment] - 5 : 1))" find "$cuda_root" "${search_dirs[@]}" \
   \( -path '*/site-packages/*' -not -path '*/site-packages/nvidia*' \) -prune -o \
   \( -name 'libcudnn.so*' -o -name cudnn.h -o -name cudnn_version.h -o -name 'libcublas.so*' \
   -o -name 'libcublasLt.so*' -o -name 'libcudart.so*' -o -name 'libcudart_static.a' -o -name cublas_v2.h -o -name nvToolsExt.h -o -name compute-sanitizer \
@@ -405,8 +408,10 @@ if ! has_dev_file libcublas.so; then
   [[ -n $cublas_lib ]] && configure+=(-DCUDA_cublas_LIBRARY="$cublas_lib")
   [[ -n $cublaslt_lib ]] && configure+=(-DCUDA_cublasLt_LIBRARY="$cublaslt_lib")
 fi
+# FindCUDAToolkit requires CUDA_CUDART (its own search for the runtime) and makes CUDA::cudart
+# from CUDA_cudart_LIBRARY: both get the versioned file.
 if ! has_dev_file libcudart.so && [[ -n $cudart_lib ]]; then
-  configure+=(-DCUDA_cudart_LIBRARY="$cudart_lib")
+  configure+=(-DCUDA_CUDART="$cudart_lib" -DCUDA_cudart_LIBRARY="$cudart_lib")
 fi
 # CMake links CUDA programs with libcudart_static.a by default; without it (a wheel has none)
 # the programs get the runtime from CUDA::cudart alone, which they link anyway.
@@ -421,6 +426,9 @@ cmake_entries() {  # what CMake saw, for the next run to fix the kit or this scr
     build-gpu/CMakeCache.txt 2>/dev/null
 }
 # Nothing builds without a configured tree: a failed configure ends the run (after packing).
+# --build-only (a check of the build on a machine without a GPU, often with fewer cores) gives
+# the configure and the build all the budget there is.
+if ((build_only)); then cap[configure]=$(left) cap[build]=$(left) cap[build-rest]=$(left); fi
 stage "configure" "${cap[configure]}" "${configure[@]}" || { cmake_entries; exit 1; }
 
 # The first part of the build: what the most valuable stages run, in one ninja call that keeps
