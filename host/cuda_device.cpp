@@ -1,5 +1,7 @@
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "mnist/device.h"
@@ -23,6 +25,12 @@ std::string cuda_device_absence() {
   cudaGetLastError();
   if (status == cudaSuccess) return "the CUDA runtime counts 0 devices";
   return std::string(cudaGetErrorName(status)) + ": " + cudaGetErrorString(status);
+}
+
+void reset_device_if_asked() {
+  const char* flag = std::getenv("MNIST_RESET_DEVICE_AT_EXIT");
+  if (flag == nullptr || std::strcmp(flag, "1") != 0 || cuda_device_count() == 0) return;
+  cudaDeviceReset();  // at exit: nothing is left to report a failure to
 }
 
 }  // namespace mnist

@@ -2,7 +2,11 @@
 // cuDNN's legacy convolution calls, no custom kernel. A plan (gpu::Conv2d) builds the
 // descriptors, picks one deterministic algorithm per direction with cuDNN's heuristics and
 // allocates one workspace, all at set-up; each call afterwards is a single cuDNN call (two for
-// the forward pass with a bias) on the handle's stream.
+// the forward pass with a bias) on the handle's stream. The pick is the first candidate, in the
+// heuristics' order, whose workspace query and one trial call on scratch operands succeed: cuDNN
+// may rank an algorithm and math type first that it then refuses to run (a math mode the device
+// or the build does not support), and the plan falls back then rather than the first forward
+// pass failing.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -149,24 +153,80 @@ std::string algo_name(cudnnConvolutionBwdFilterAlgo_t algo) {
   return i >= 0 && i < 7 ? names[i] : "bwd filter algo " + std::to_string(i);
 }
 
-// The first usable entry of cuDNN's ranked list (best expected speed first).
+// One candidate, for the error message when none is chosen.
 template <class Perf>
-Perf pick(const char* direction, const std::vector<Perf>& ranked, GemmMath math, std::size_t workspace_limit,
-          const Conv2dShape& s) {
+std::string candidate_text(const Perf& p) {
+  return algo_name(p.algo) + "(" + (p.status == CUDNN_STATUS_SUCCESS ? "" : "failed, ") +
+         (p.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic") + ", " +
+         std::to_string(p.memory) + " bytes, " + math_name(p.mathType) + ")";
+}
+
+// What one direction's choice ended with.
+template <class Algo>
+struct Choice {
+  Algo algo{};
+  cudnnMathType_t math{};      // the math the descriptor now holds, the one the calls run with
+  std::size_t workspace = 0;   // what the workspace query answered for algo under math
+  std::string refused;         // the usable candidates before it that cuDNN refused, and why
+};
+
+// The first usable entry of cuDNN's ranked list (best expected speed first) that cuDNN also
+// runs: with conv set to the math the candidate would run with, query(algo, &bytes) must succeed
+// within workspace_limit and trial(algo, workspace, bytes) must return CUDNN_STATUS_SUCCESS.
+// The descriptor is left with the chosen candidate's math. Throws std::runtime_error, listing
+// every candidate and why it was not taken, when none qualifies.
+template <class Perf, class Query, class Trial>
+Choice<decltype(Perf{}.algo)> choose(const char* direction, const std::vector<Perf>& ranked, GemmMath math,
+                                     std::size_t workspace_limit, const Conv2dShape& s, ConvDesc& conv,
+                                     Query query, Trial trial) {
   std::string seen;
+  Choice<decltype(Perf{}.algo)> choice;
   for (const Perf& p : ranked) {
-    seen += " " + algo_name(p.algo) + "(" + (p.status == CUDNN_STATUS_SUCCESS ? "" : "failed, ") +
-            (p.determinism == CUDNN_DETERMINISTIC ? "deterministic" : "non-deterministic") + ", " +
-            std::to_string(p.memory) + " bytes, " + math_name(p.mathType) + ")";
-    if (conv_candidate_usable(p.status, p.determinism, p.memory, p.mathType, math, workspace_limit)) return p;
+    seen += " " + candidate_text(p);
+    if (!conv_candidate_usable(p.status, p.determinism, p.memory, p.mathType, math, workspace_limit)) continue;
+    const cudnnMathType_t run = conv_run_math(math, p.mathType);
+    conv.set_math(run);
+    std::size_t bytes = 0;
+    cudnnStatus_t status = query(p.algo, &bytes);
+    std::string why;
+    if (status != CUDNN_STATUS_SUCCESS) {
+      why = std::string("workspace query ") + cudnnGetErrorString(status);
+    } else if (bytes > workspace_limit) {
+      why = "workspace query asks " + std::to_string(bytes) + " bytes";
+    } else {
+      DeviceBuffer<unsigned char> workspace(bytes);
+      status = trial(p.algo, workspace.data(), bytes);
+      if (status == CUDNN_STATUS_SUCCESS) {
+        choice.algo = p.algo;
+        choice.math = run;
+        choice.workspace = bytes;
+        return choice;
+      }
+      why = std::string("trial call ") + cudnnGetErrorString(status);
+    }
+    seen += " [" + why + "]";
+    choice.refused += (choice.refused.empty() ? "" : ", ") + algo_name(p.algo) + " (" + math_name(run) + ") " + why;
   }
   throw std::runtime_error(std::string("conv2d: cuDNN offers no deterministic ") + direction +
-                           " algorithm within " + std::to_string(workspace_limit) + " bytes of workspace for " +
-                           std::to_string(s.batch) + "x" + std::to_string(s.in_channels) + "x" +
-                           std::to_string(s.height) + "x" + std::to_string(s.width) + ", " +
-                           std::to_string(s.out_channels) + " filters " + std::to_string(s.kernel) + "x" +
-                           std::to_string(s.kernel) + " pad " + std::to_string(s.pad) + "; candidates:" + seen);
+                           " algorithm within " + std::to_string(workspace_limit) +
+                           " bytes of workspace that it also runs, for " + std::to_string(s.batch) + "x" +
+                           std::to_string(s.in_channels) + "x" + std::to_string(s.height) + "x" +
+                           std::to_string(s.width) + ", " + std::to_string(s.out_channels) + " filters " +
+                           std::to_string(s.kernel) + "x" + std::to_string(s.kernel) + " pad " +
+                           std::to_string(s.pad) + "; candidates:" + seen);
 }
+
+// The trial calls' operands: scratch buffers of the plan's tensor sizes, zeroed (a trial reads
+// only initialised memory) and freed once the plan is built. Each direction reads two of them
+// and overwrites the third; the values do not matter, only whether cuDNN runs the call.
+struct TrialOperands {
+  explicit TrialOperands(const Conv2dShape& s) : x(s.x_size()), w(s.w_size()), y(s.y_size()) {
+    x.fill_bytes(0);
+    w.fill_bytes(0);
+    y.fill_bytes(0);
+  }
+  DeviceBuffer<float> x, w, y;
+};
 
 }  // namespace
 
@@ -200,6 +260,7 @@ struct Conv2d::Plan {
   cudnnConvolutionBwdDataAlgo_t bwd_data_algo{};
   cudnnConvolutionBwdFilterAlgo_t bwd_filter_algo{};
   cudnnMathType_t fwd_math{}, bwd_data_math{}, bwd_filter_math{};
+  std::string fwd_refused, bwd_data_refused, bwd_filter_refused;  // what the choice passed over
   DeviceBuffer<unsigned char> workspace;
 };
 
@@ -217,6 +278,8 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, Pa
   if (n != shape.batch || c != shape.out_channels || h != shape.out_height() || w != shape.out_width())
     throw std::logic_error("gpu::Conv2d: cuDNN's output size differs from Conv2dShape's");
 
+  TrialOperands trial(shape);
+  const float one = 1.f, zero = 0.f;
   std::size_t ws_fwd = 0, ws_data = 0, ws_filter = 0;
   {
     int max_count = 0, returned = 0;
@@ -225,12 +288,21 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, Pa
     MNIST_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(handle, p.x.get(), p.w.get(), p.fwd_conv.get(), p.y.get(),
                                                        static_cast<int>(ranked.size()), &returned, ranked.data()));
     ranked.resize(static_cast<std::size_t>(std::max(returned, 0)));
-    const auto chosen = pick("forward", ranked, math, workspace_limit, shape);
+    const auto chosen = choose(
+        "forward", ranked, math, workspace_limit, shape, p.fwd_conv,
+        [&](cudnnConvolutionFwdAlgo_t algo, std::size_t* bytes) {
+          return cudnnGetConvolutionForwardWorkspaceSize(handle, p.x.get(), p.w.get(), p.fwd_conv.get(), p.y.get(),
+                                                         algo, bytes);
+        },
+        [&](cudnnConvolutionFwdAlgo_t algo, void* workspace, std::size_t bytes) {
+          return cudnnConvolutionForward(handle, &one, p.x.get(), trial.x.data(), p.w.get(), trial.w.data(),
+                                         p.fwd_conv.get(), algo, workspace, bytes, &zero, p.y.get(),
+                                         trial.y.data());
+        });
     p.fwd_algo = chosen.algo;
-    p.fwd_math = p.run_math(chosen.mathType);
-    p.fwd_conv.set_math(p.fwd_math);
-    MNIST_CHECK(cudnnGetConvolutionForwardWorkspaceSize(handle, p.x.get(), p.w.get(), p.fwd_conv.get(), p.y.get(),
-                                                        p.fwd_algo, &ws_fwd));
+    p.fwd_math = chosen.math;
+    p.fwd_refused = chosen.refused;
+    ws_fwd = chosen.workspace;
   }
   if (p.backward) {
     int max_count = 0, returned = 0;
@@ -240,12 +312,21 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, Pa
                                                             p.x.get(), static_cast<int>(ranked.size()), &returned,
                                                             ranked.data()));
     ranked.resize(static_cast<std::size_t>(std::max(returned, 0)));
-    const auto chosen = pick("backward-data", ranked, math, workspace_limit, shape);
+    const auto chosen = choose(
+        "backward-data", ranked, math, workspace_limit, shape, p.bwd_data_conv,
+        [&](cudnnConvolutionBwdDataAlgo_t algo, std::size_t* bytes) {
+          return cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w.get(), p.y.get(), p.bwd_data_conv.get(),
+                                                              p.x.get(), algo, bytes);
+        },
+        [&](cudnnConvolutionBwdDataAlgo_t algo, void* workspace, std::size_t bytes) {
+          return cudnnConvolutionBackwardData(handle, &one, p.w.get(), trial.w.data(), p.y.get(), trial.y.data(),
+                                              p.bwd_data_conv.get(), algo, workspace, bytes, &zero, p.x.get(),
+                                              trial.x.data());
+        });
     p.bwd_data_algo = chosen.algo;
-    p.bwd_data_math = p.run_math(chosen.mathType);
-    p.bwd_data_conv.set_math(p.bwd_data_math);
-    MNIST_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(handle, p.w.get(), p.y.get(), p.bwd_data_conv.get(),
-                                                             p.x.get(), p.bwd_data_algo, &ws_data));
+    p.bwd_data_math = chosen.math;
+    p.bwd_data_refused = chosen.refused;
+    ws_data = chosen.workspace;
   }
   if (p.backward) {
     int max_count = 0, returned = 0;
@@ -255,14 +336,27 @@ Conv2d::Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math, Pa
                                                               p.w.get(), static_cast<int>(ranked.size()), &returned,
                                                               ranked.data()));
     ranked.resize(static_cast<std::size_t>(std::max(returned, 0)));
-    const auto chosen = pick("backward-filter", ranked, math, workspace_limit, shape);
+    const auto chosen = choose(
+        "backward-filter", ranked, math, workspace_limit, shape, p.bwd_filter_conv,
+        [&](cudnnConvolutionBwdFilterAlgo_t algo, std::size_t* bytes) {
+          return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, p.x.get(), p.y.get(),
+                                                                p.bwd_filter_conv.get(), p.w.get(), algo, bytes);
+        },
+        [&](cudnnConvolutionBwdFilterAlgo_t algo, void* workspace, std::size_t bytes) {
+          return cudnnConvolutionBackwardFilter(handle, &one, p.x.get(), trial.x.data(), p.y.get(), trial.y.data(),
+                                                p.bwd_filter_conv.get(), algo, workspace, bytes, &zero, p.w.get(),
+                                                trial.w.data());
+        });
     p.bwd_filter_algo = chosen.algo;
-    p.bwd_filter_math = p.run_math(chosen.mathType);
-    p.bwd_filter_conv.set_math(p.bwd_filter_math);
-    MNIST_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, p.x.get(), p.y.get(),
-                                                               p.bwd_filter_conv.get(), p.w.get(),
-                                                               p.bwd_filter_algo, &ws_filter));
+    p.bwd_filter_math = chosen.math;
+    p.bwd_filter_refused = chosen.refused;
+    ws_filter = chosen.workspace;
   }
+  // The trials ran on the handle's stream: they finish before their scratch buffers are freed,
+  // and a trial that faulted while running fails the plan here rather than a later call.
+  cudaStream_t stream = nullptr;
+  MNIST_CHECK(cudnnGetStream(handle, &stream));
+  MNIST_CHECK(cudaStreamSynchronize(stream));
   // One workspace for all three: the calls of one plan run in stream order.
   p.workspace = DeviceBuffer<unsigned char>(std::max({ws_fwd, ws_data, ws_filter}));
   plan_ = std::move(plan);
@@ -277,13 +371,17 @@ bool Conv2d::has_backward() const { return plan_->backward; }
 
 std::string Conv2d::describe() const {
   const Plan& p = *plan_;
-  const std::string backward = !p.backward ? ", no backward (forward-only plan)"
-                                           : ", backward data " + algo_name(p.bwd_data_algo) + " (" +
-                                                 math_name(p.bwd_data_math) + "), backward filter " +
-                                                 algo_name(p.bwd_filter_algo) + " (" +
-                                                 math_name(p.bwd_filter_math) + ")";
-  return std::string("forward ") + algo_name(p.fwd_algo) + " (" + math_name(p.fwd_math) + ")" + backward +
-         ", workspace " + std::to_string(p.workspace.bytes()) + " bytes";
+  // A direction's algorithm and math, and the candidates cuDNN refused before it, if any.
+  const auto entry = [](const std::string& algo, cudnnMathType_t math, const std::string& refused) {
+    return algo + " (" + math_name(math) + (refused.empty() ? "" : "; refused before it: " + refused) + ")";
+  };
+  const std::string backward =
+      !p.backward ? ", no backward (forward-only plan)"
+                  : ", backward data " + entry(algo_name(p.bwd_data_algo), p.bwd_data_math, p.bwd_data_refused) +
+                        ", backward filter " +
+                        entry(algo_name(p.bwd_filter_algo), p.bwd_filter_math, p.bwd_filter_refused);
+  return "forward " + entry(algo_name(p.fwd_algo), p.fwd_math, p.fwd_refused) + backward + ", workspace " +
+         std::to_string(p.workspace.bytes()) + " bytes";
 }
 
 namespace {

@@ -4,8 +4,8 @@
 #   2. ctest: every test, the gpu-labelled ones included,
 #   3. compute-sanitizer, tool by tool (memcheck with leak check first, then racecheck, synccheck
 #      and initcheck): each tool over the GPU tests (--gtest_filter='Gpu*') of every test
-#      executable that has any, then over one short epoch of `mnist train --device gpu`, MLP
-#      and CNN,
+#      executable that has any, then over two short epochs of `mnist train --device gpu`, MLP
+#      and CNN (the first epoch captures the CUDA graph, the second replays it),
 # then a summary table, last. Exit status 0 only when every step passed.
 #
 #   profiling/gpu_check.sh [options] [BUILD_DIR]
@@ -17,6 +17,7 @@
 #                       outlasts it (default: no limit). Runs not started are listed as skipped.
 #   --run-timeout SECONDS  each sanitizer run's own limit (300): one slow binary cannot take all
 #   --jobs N            sanitizer runs at a time on the one GPU (4)
+#   --test-timeout SECONDS  ctest's limit for each test in step 2 (300)
 #   --kernels FILTER    compute-sanitizer --kernel-name filter for racecheck and synccheck
 #                       (kns=mnist: every kernel of ours is in namespace mnist, so cuBLAS's and
 #                       cuDNN's kernels run uninstrumented: they are not ours to fix, and
@@ -24,6 +25,11 @@
 # Environment: MNIST_COMPUTE_SANITIZER names the compute-sanitizer to use (gpu_session.sh finds
 # it with its search of the machine); else PATH, then the CUDA toolkit's usual folders.
 # MNIST_GPU_CHECK_SKIP_CTEST=1 skips step 2 (gpu_session.sh runs the tests itself).
+#
+# memcheck's leak check reports only when the CUDA context is destroyed, which a plain exit does
+# not do: the script sets MNIST_RESET_DEVICE_AT_EXIT=1, with which `mnist` and the test
+# executables call cudaDeviceReset last (mnist::reset_device_if_asked), and a memcheck run whose
+# log lacks compute-sanitizer's "LEAK SUMMARY: ... bytes leaked in ... allocations" line fails.
 #
 # A build dir that has no CMake cache yet is configured with -G Ninja (when available) and
 # -DCMAKE_CUDA_ARCHITECTURES=$CMAKE_CUDA_ARCHITECTURES (default 90, H100); an existing one is
@@ -38,6 +44,7 @@ targets=tests,train
 budget=0
 run_timeout=300
 jobs=4
+test_timeout=300
 kernels=kns=mnist
 build_dir=
 while (($#)); do
@@ -47,6 +54,7 @@ while (($#)); do
     --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
     --run-timeout) run_timeout=${2:?--run-timeout needs seconds}; shift 2 ;;
     --jobs) jobs=${2:?--jobs needs a number}; shift 2 ;;
+    --test-timeout) test_timeout=${2:?--test-timeout needs seconds}; shift 2 ;;
     --kernels) kernels=${2:?--kernels needs a filter or all}; shift 2 ;;
     -*) echo "gpu_check: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
     *) build_dir=$1; shift ;;
@@ -64,8 +72,9 @@ for target in ${targets//,/ }; do
     *) echo "gpu_check: unknown target $target in --targets (tests, train)" >&2; exit 2 ;;
   esac
 done
-if ! [[ $budget =~ ^[0-9]+$ && $run_timeout =~ ^[1-9][0-9]*$ && $jobs =~ ^[1-9][0-9]*$ ]]; then
-  echo "gpu_check: --budget, --run-timeout and --jobs take whole numbers" >&2
+if ! [[ $budget =~ ^[0-9]+$ && $run_timeout =~ ^[1-9][0-9]*$ && $jobs =~ ^[1-9][0-9]*$ &&
+  $test_timeout =~ ^[1-9][0-9]*$ ]]; then
+  echo "gpu_check: --budget, --run-timeout, --jobs and --test-timeout take whole numbers" >&2
   exit 2
 fi
 wants_target() { [[ ,$targets, == *,$1,* ]]; }
@@ -83,6 +92,8 @@ fi
 # nvidia-smi lists a GPU: a gpu test that finds no device the CUDA runtime can use (a driver
 # older than the runtime) fails with the runtime's reason instead of skipping (tests/test_util.h).
 export MNIST_GPU_TESTS_MUST_RUN=1
+# Every program of ours destroys its CUDA context last, so that memcheck's leak check reports.
+export MNIST_RESET_DEVICE_AT_EXIT=1
 
 build_dir=${build_dir:-build-gpu}
 case "$build_dir" in /*) ;; *) build_dir="$repo/$build_dir" ;; esac
@@ -138,7 +149,7 @@ if [[ ${MNIST_GPU_CHECK_SKIP_CTEST:-0} == 1 ]]; then
   record "ctest (all labels)" "skipped (MNIST_GPU_CHECK_SKIP_CTEST=1)"
 else
   echo ">>> ctest"
-  if ctest --test-dir "$build_dir" --output-on-failure; then
+  if ctest --test-dir "$build_dir" --output-on-failure --timeout "$test_timeout"; then
     record "ctest (all labels)" "pass"
   else
     record "ctest (all labels)" "FAIL"
@@ -165,7 +176,7 @@ mkdir -p "$log_dir"
 
 # What each tool runs over: the test executables with Gpu* tests (the custom kernels' own
 # tests first: they are quick and each covers one kernel; the end-to-end ones after), then
-# `mnist train` for one short epoch of each model.
+# `mnist train` for two short epochs of each model.
 names=()
 if wants_target tests; then
   later=()
@@ -197,10 +208,11 @@ command_for() {
   local model
   case $2 in
     mnist-train-*)
-      # 2,000 training images (16 steps of 128), the epoch's CUDA graph, validation and test.
+      # 2,000 training images (16 steps of 128), two epochs: the first captures the epoch's CUDA
+      # graph, the second replays it; validation and test after each.
       model=${2#mnist-train-}
       rm -rf "$log_dir/$2.$1.run"
-      cmd=("$build_dir/mnist" train --device gpu --model "$model" --train-subset 2000 --epochs 1 --no-report
+      cmd=("$build_dir/mnist" train --device gpu --model "$model" --train-subset 2000 --epochs 2 --no-report
         --out "$log_dir/$2.$1.run") ;;
     *) cmd=("$build_dir/$2" --gtest_filter='Gpu*') ;;
   esac
@@ -234,6 +246,13 @@ result() {
   rc=$(tail -n1 "$log" | sed -n 's/^=== gpu_check run: exit \([0-9]*\) after .*/\1/p')
   took="$(tail -n1 "$log" | sed -n 's/^=== gpu_check run: exit [0-9]* after \([0-9]*\) s$/\1/p') s"
   grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|LEAK SUMMARY|^\[  (PASSED|FAILED|SKIPPED)' "$log" | sed 's/^/    /'
+  # A finished memcheck run must have reported on leaks: without the line, the context was not
+  # destroyed at exit and the leak check saw nothing.
+  if [[ $tool == memcheck && ($rc == 0 || $rc == "$sanitizer_error") ]] && ! grep -q 'LEAK SUMMARY' "$log"; then
+    tail -n 20 "$log"
+    record "$tool $name" "FAIL (no LEAK SUMMARY in $log: the leak check did not report, $took)"
+    return
+  fi
   case $rc in
     0)
       if grep -q '^\[  SKIPPED' "$log"; then record "$tool $name" "pass, some tests skipped ($took)"

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Packs what a lent GPU machine lacks for building mnist: the Debian packages the build needs
+# Packs what the GPU machine lacks for building mnist: the Debian packages the build needs
 # (CLI11, nlohmann-json, GoogleTest's source, OpenBLAS's static library, zlib) and cuDNN's
 # headers, as installed on this machine, into .gpu-kit/deps.tar.gz (git ignores it; ~14 MB).
-# The GPU machine has the CUDA toolkit, cuDNN, CMake and ninja but no Debian packages and no
-# network; profiling/gpu_session.sh unpacks the kit there and builds against it. Run it after .ci/setup (which installs them):
+# The GPU machine has the CUDA toolkit, cuDNN, CMake, ninja and Python wheels but no Debian
+# packages and no network; profiling/gpu_session.sh unpacks the kit there and builds against
+# it. Run it after .ci/setup (which installs them):
 #
 #   bash profiling/gpu_kit.sh
-#   then, with the device tool: run(command="bash profiling/gpu_session.sh --budget 540",
-#                                   carry=["data/mnist", ".gpu-kit"], timeout_s=600)
+#   then, there, in one call with data/mnist and .gpu-kit copied along:
+#     bash profiling/gpu_session.sh --budget 540
 #
 # Only the packages' headers, static libraries and CMake/pkg-config files go in, at their /usr
 # paths; shared libraries stay out (the binaries must not need Debian's).
 # The tree travels to the GPU machine without .git, so the kit also says what it was made from:
 # .gpu-kit/COMMIT (HEAD, and whether tracked files differed from it) and .gpu-kit/tree.sha256
 # (every tracked file's checksum then), which gpu_session.sh prints and checks there. Run this
-# again after editing, or the session reports the edited files as changed since the kit.
+# again after editing, or gpu_session.sh reports the edited files as changed since the kit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,62 +1,74 @@
 #!/usr/bin/env bash
-# Everything the open issues ask of a GPU machine, in ONE call of the device tool, each stage
-# time-boxed so the call ends inside its limit; logs go to $OUT (they come back to the caller).
+# Every check and measurement that needs a GPU, for a GPU machine without Debian packages that
+# is lent for one time-boxed call (it has the CUDA toolkit, cuDNN, CMake, ninja and Python
+# wheels, no network, and its tree has no .git). Each stage runs under its own cap, the caps add
+# up to no more than the budget, and logs go to $OUT, so the call always comes back with what
+# the stages that finished found.
 #
-#   here (after bash .ci/setup):  bash profiling/gpu_kit.sh
-#   device tool:                  run(command="bash profiling/gpu_session.sh --budget 540",
-#                                     carry=["data/mnist", ".gpu-kit"], timeout_s=600)
+#   here (after bash .ci/setup):  bash profiling/gpu_kit.sh           (the build's packages)
+#   there, with data/mnist and .gpu-kit copied along, in a call of 600 s at most:
+#                                 bash profiling/gpu_session.sh --budget 540
+#   here, to see the plan:        bash profiling/gpu_session.sh --dry-run --budget 540
 #
-# A session has 15 minutes of device time, the machine's start (minutes) included, so there is
-# one call of at most 600 s: plan for no second one. Pass --budget = the call's limit - 60 (the
-# 60 s cover a stage overrunning its cap by timeout's 10 s grace, packing $OUT and the transfer
-# back). The limit is timeout_s, or less when less device time is left (the reply's limit_s;
-# ask status first: budget_left_s minus ~3 min for the start). The default, 540, fits a 600 s
-# call; GPU_SESSION_BUDGET sets it too.
+# Pass --budget = the call's limit - 60 (the 60 s cover a stage overrunning its cap by
+# timeout's 10 s grace and the transfer of $OUT back). The default, 540, fits a 600 s call;
+# GPU_SESSION_BUDGET sets it too. Plan for one call: there is no second one.
 #
-# Stages in order of value; each has its own cap (and gets less when less of the budget is
-# left), so a slow stage cannot starve the ones after it. With budget 540, on 16 cores:
-#   stage                                         cap    expected
-#   environment (find cuDNN, cuBLAS, sanitizer)    60    5-15 s
-#   configure + build (the kit; sm_90)          rest-20  ~100 s
-#   ctest -L gpu (-j 4, 90 s a test)              150    40-60 s (~145 s one at a time)
-#   memcheck --leak-check full: gpu tests, then
-#     one epoch of mnist train (MLP, CNN)          90    cut at 90 s (runs 4 at a time)
-#   bench_kernels / bench_train / bench_cnn     45/45/60  ~50 s together
-#   mnist train default x3 (seed 1 twice,
-#     --no-graph: the metrics must agree)        45 each  ~17 s each
-#   compare.sh --model mlp, then cnn            180 each  up to 180 s each: the cnn one is
-#     (--run-timeout 75; cut, it still                   usually cut or skipped
-#     prints the rows it finished)
-#   racecheck, synccheck (our kernels only),
-#     initcheck                                   rest    only if time is left
-#   ctest -L cpu                                  rest    only if 60 s are left (CI runs them;
-#                                                         here python3 may lack matplotlib)
-# Files in $OUT (the device tool returns at most 8): summary.md (a line per stage, printed last
-# too), session.log (everything, the ctest and sanitizer output included), bench_kernels.txt,
-# bench_train.json, bench_cnn.json, train_default.log, compare.md, extras.tar.gz (ctest's JUnit
-# files and LastTest logs, every sanitizer log, the training runs' metrics, compare.sh's run
-# folders, the CMake cache, the list of CUDA files found). summary.md names the commit from
-# .gpu-kit/COMMIT (the tree there has no .git) and lists tracked files changed since the kit
-# was made. Nothing here is recorded anywhere: copy what was seen into profiling/RESULTS.md.
+# The build comes first in two parts: `mnist`, the benchmarks and the test executables that
+# have gpu tests (one ninja call, -k 0), then, just before the CPU tests, everything else (-k 0).
+# A target that fails to compile is noted and fails the run, but stops nothing: a stage
+# whose binary was not built prints "skipped: build-gpu/... was not built" and the others run.
+# Then the stages, in order of value (caps for --budget 540; a smaller budget keeps the caps of
+# the earlier stages and cuts the later ones, a larger one gives the extra to the last stage):
+#   stage                                             cap   expected on 16 cores
+#   environment (find nvcc, cuDNN, cuBLAS, sanitizer)  15   5-15 s
+#   configure                                          25   ~10 s
+#   build: mnist, benchmarks, gpu test executables    115   ~90 s
+#   ctest -L gpu (-j 4, 60 s a test)                   65   40-60 s
+#   mnist train, default, three times (seed 1 twice,
+#     --no-graph); their metrics.jsonl must agree
+#     but for "seconds" (same_metrics.py)            30 each ~17 s each
+#   bench_train                                        30   ~15 s
+#   bench_kernels                                      25   ~15 s
+#   compare.sh --model mlp (--run-timeout 20: what
+#     is cut still prints the rows it finished)        50   cut
+#   compute-sanitizer memcheck --leak-check full:
+#     gpu tests, then 2 epochs of mnist train          45   cut at the cap
+#   build: the rest                                    15   ~5 s
+#   bench_cnn                                          25   ~20 s
+#   ctest -L cpu                                       25   ~25 s (python3 may lack matplotlib)
+#   racecheck, synccheck (our kernels), initcheck       0   what earlier stages left unused
+#   packing $OUT                                       15   a few s
+# Files in $OUT: summary.md (a line per stage, printed last too), session.log (everything, the
+# ctest and sanitizer output included), bench_kernels.txt, bench_train.json, bench_cnn.json,
+# train_default.log, compare.md, extras.tar.gz (ctest's JUnit files and LastTest logs, every
+# sanitizer log, the training runs' metrics, compare.sh's run folders, the CMake cache, the list
+# of CUDA files found). summary.md names the commit from .gpu-kit/COMMIT and lists tracked files
+# changed since the kit was made. Nothing here is recorded anywhere: copy what was seen into
+# profiling/RESULTS.md.
 #
-# Exit status: 0 when every stage that ran passed (a stage skipped for want of time does not
-# count); 1 otherwise.
+# Exit status: 0 when every stage that ran passed and every target built (a stage skipped for
+# want of time does not count); 1 otherwise. --dry-run exits 0 after printing the plan.
 #
 # Options: --budget SECONDS (default $GPU_SESSION_BUDGET or 540: the whole script)
+#          --dry-run (print the plan: the stages in order, each cap, the binary each uses and
+#          whether it exists; no GPU, no build, nothing run)
 #          --build-only (stop after the build: how the kit is checked on a machine without a GPU)
-#          --stages LIST (default tests,sanitizers,bench,train,compare,cputests: which of the
-#          stages after the build run, always in the order above)
+#          --stages LIST (default tests,train,bench,compare,sanitizers,cputests: which groups of
+#          stages after the first build run, always in the order above)
 set -uo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo" || exit 1
 budget=${GPU_SESSION_BUDGET:-540}
 build_only=0
-stages=tests,sanitizers,bench,train,compare,cputests
+dry_run=0
+stages=tests,train,bench,compare,sanitizers,cputests
 while (($#)); do
   case $1 in
     --budget) budget=${2:?--budget needs seconds}; shift 2 ;;
     --build-only) build_only=1; shift ;;
+    --dry-run) dry_run=1; shift ;;
     --stages) stages=${2:?--stages needs a list}; shift 2 ;;
     *) echo "gpu_session: unknown option $1 (see the comment at the top of $0)" >&2; exit 2 ;;
   esac
@@ -69,25 +81,106 @@ fi
 for name in ${stages//,/ }; do
   case $name in
     tests | sanitizers | bench | train | compare | cputests) ;;
-    *) echo "gpu_session: unknown stage $name in --stages (tests, sanitizers, bench, train, compare, cputests)" >&2; exit 2 ;;
+    *) echo "gpu_session: unknown stage $name in --stages (tests, train, bench, compare, sanitizers, cputests)" >&2; exit 2 ;;
   esac
 done
 wants() { [[ ,$stages, == *,$1,* ]]; }
 
+# --- the plan -----------------------------------------------------------------------------------
+# Each stage: id, the group --stages names it by (- : always runs), its cap for budget 540, the
+# binary it runs (- : none of ours) and what it does. The caps add up to 540; caps() fits them
+# to the budget.
+plan=(
+  "environment   -          15  -                           find nvcc, cuDNN, cuBLAS, compute-sanitizer"
+  "configure     -          25  -                           cmake -S . -B build-gpu against the kit"
+  "build         -         115  -                           mnist, the benchmarks, the gpu test executables (-k 0)"
+  "ctest-gpu     tests      65  build-gpu/test_*            ctest -L gpu -j 4"
+  "train-seed-1-a train     30  build-gpu/mnist             mnist train --device gpu (default, seed 1)"
+  "train-seed-1-b train     30  build-gpu/mnist             the same again: the metrics must agree"
+  "train-no-graph train     30  build-gpu/mnist             with --no-graph: the metrics must agree"
+  "bench-train   bench      30  build-gpu/profiling/bench_train     bench_train --json"
+  "bench-kernels bench      25  build-gpu/profiling/bench_kernels   bench_kernels"
+  "compare       compare    50  build-gpu/profiling/bench_train     compare.sh --model mlp against PyTorch and JAX"
+  "memcheck      sanitizers 45  build-gpu/mnist             compute-sanitizer memcheck --leak-check full (gpu_check.sh)"
+  "build-rest    cputests   15  -                           the remaining targets (-k 0)"
+  "bench-cnn     bench      25  build-gpu/profiling/bench_cnn       bench_cnn --json"
+  "ctest-cpu     cputests   25  build-gpu/test_*(all)       ctest -L cpu"
+  "sanitizers    sanitizers  0  build-gpu/mnist             racecheck, synccheck, initcheck: the time earlier stages left"
+  "pack          -          15  -                           extras.tar.gz and summary.md into \$OUT"
+)
+declare -A cap=() group=() binary=() what=()
+order=()
+for line in "${plan[@]}"; do
+  read -r id grp nominal bin rest <<<"$line"
+  order+=("$id")
+  group[$id]=$grp
+  cap[$id]=$nominal
+  binary[$id]=$bin
+  what[$id]=$rest
+done
+# The caps for this budget: packing $OUT first (it must always happen), then each stage in order
+# gets its cap, or what is left of the budget when that is less (a stage --stages leaves out gets
+# 0); the last stage takes whatever remains, so the caps never add up to more than the budget.
+remaining=$((budget - cap[pack]))
+((remaining < 0)) && cap[pack]=$budget && remaining=0
+for id in "${order[@]}"; do
+  [[ $id == pack ]] && continue
+  if [[ ${group[$id]} != - ]] && ! wants "${group[$id]}"; then
+    cap[$id]=0
+  elif [[ $id == sanitizers ]]; then
+    cap[$id]=$remaining
+  elif ((cap[$id] > remaining)); then
+    cap[$id]=$remaining
+  fi
+  remaining=$((remaining - cap[$id]))
+done
+pack_reserve=${cap[pack]}
+
+# The gpu test executables: each tests/test_*.cu with a TEST(Gpu...), as CMakeLists.txt names them.
+gpu_tests=()
+all_tests=()
+for source in tests/test_*.cu; do
+  all_tests+=("$(basename "$source" .cu)")
+  if grep -q '^TEST(Gpu' "$source"; then gpu_tests+=("$(basename "$source" .cu)"); fi
+done
+
+if ((dry_run)); then
+  echo "gpu_session plan for a budget of $budget s (stages in order; cap 0: skipped)"
+  printf '%-15s %5s  %-36s %-8s %s\n' stage cap binary exists what
+  total=0
+  for id in "${order[@]}"; do
+    bin=${binary[$id]} exists=-
+    if [[ $bin == build-gpu/test_\** ]]; then  # how many of the test executables exist
+      names=("${gpu_tests[@]}")
+      [[ $bin == *'(all)' ]] && names=("${all_tests[@]}")
+      count=0
+      for name in "${names[@]}"; do [[ -x build-gpu/$name ]] && count=$((count + 1)); done
+      exists="$count/${#names[@]}"
+    elif [[ $bin != - ]]; then
+      if [[ -x $bin ]]; then exists=yes; else exists=no; fi
+    fi
+    printf '%-15s %5d  %-36s %-8s %s\n' "$id" "${cap[$id]}" "$bin" "$exists" "${what[$id]}"
+    total=$((total + cap[$id]))
+  done
+  echo "total of the caps: $total s of the $budget s budget"
+  exit 0
+fi
+
 if ((!build_only)) && ! { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; }; then
-  echo "gpu_session: no NVIDIA GPU here (nvidia-smi lists none); nothing run (--build-only checks the build alone)"
+  echo "gpu_session: no NVIDIA GPU here (nvidia-smi lists none); nothing run (--dry-run prints the plan, --build-only checks the build alone)"
   exit 1
 fi
 
 out=${OUT:-$repo/build-gpu/session}
 mkdir -p "$out"
-# Whatever is packed into $OUT/extras.tar.gz at the end (one file: the tool returns 8 at most).
+# Whatever is packed into $OUT/extras.tar.gz at the end (one file, so that $OUT stays at 8).
 extras=$repo/build-gpu/session-extras
 rm -rf "$extras" && mkdir -p "$extras"
 exec > >(tee -a "$out/session.log") 2>&1
 tee_pid=$!
-left() { echo $((budget - SECONDS)); }
-failures=0  # stages that failed or timed out: the exit status is 0 only when none did
+# The time left to the stages: the budget less what has gone and the reserve for packing $OUT.
+left() { echo $((budget - pack_reserve - SECONDS)); }
+failures=0  # stages that failed or timed out, targets not built: the exit status is 0 only when none
 summary=$out/summary.md
 echo "# gpu_session $(date -u +%Y-%m-%dT%H:%M:%SZ), budget $budget s" >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
@@ -144,8 +237,8 @@ else
 fi
 
 # stage [--tee FILE | --out FILE] [--min SECONDS] NAME CAP COMMAND...: runs COMMAND under
-# timeout (CAP seconds, or less when less of the budget is left; skipped when under --min, 5 by
-# default), then notes pass/FAIL/TIMED OUT with its time in summary.md and session.log. The
+# timeout (CAP seconds from the plan, or less when less of the budget is left; skipped when
+# under --min, 5 by default), then notes pass/FAIL/TIMED OUT with its time in summary.md and session.log. The
 # stage's own lines always go to session.log; --tee copies the command's output into FILE as
 # well, --out sends its stdout to FILE alone (stderr stays in session.log).
 stage() {
@@ -161,7 +254,7 @@ stage() {
   name=$1 limit=$2 started=$SECONDS
   shift 2
   (($(left) < limit)) && limit=$(left)
-  if ((limit < min)); then note "- $name: skipped (${limit} s of the budget left, needs $min)"; return 1; fi
+  if ((limit < min)); then note "- $name: skipped (${limit} s: its cap or the budget left; needs $min)"; return 1; fi
   echo ">>> $name (up to ${limit}s)"
   case $mode in
     log) timeout --kill-after=10 "$limit" "$@"; rc=$? ;;
@@ -181,6 +274,19 @@ capped() {
   local t
   t=$(left)
   if ((t < $1)); then echo "$t"; else echo "$1"; fi
+}
+# built NAME PATH...: whether every PATH was built; one line for each that was not, and the
+# stage NAME is to be skipped.
+built() {
+  local name=$1 path missing=0
+  shift
+  for path in "$@"; do
+    if [[ ! -x $path ]]; then
+      note "- $name: skipped: ${path#"$repo"/} was not built"
+      missing=1
+    fi
+  done
+  return "$missing"
 }
 # junit_counts FILE: how many tests ctest's JUnit file lists, failed and skipped.
 junit_counts() {
@@ -205,11 +311,14 @@ cuda_root=$(dirname "$(dirname "$(readlink -f "$nvcc")")")
 echo ">>> CUDA files on this machine"
 cuda_files=/tmp/mnist-cuda-files.txt
 # Python packages other than NVIDIA's wheels are skipped: a venv holds ~10^5 files, and file
-# system calls are slow under gVisor (hence the cap too).
-timeout 60 find "$cuda_root" /usr/local /opt /usr/lib /usr/include \
+# system calls are slow under gVisor (hence the timeout: the stage's cap, less 5 s for the rest).
+# MNIST_CUDA_SEARCH_DIRS replaces the folders searched besides the toolkit's (a check of the
+# build with a wheel-shaped layout names its own: profiling/wheel_build_check.sh).
+read -r -a search_dirs <<<"${MNIST_CUDA_SEARCH_DIRS:-/usr/local /opt /usr/lib /usr/include}"
+timeout "$((cap[environment] > 5 ? cap[environment] - 5 : 1))" find "$cuda_root" "${search_dirs[@]}" \
   \( -path '*/site-packages/*' -not -path '*/site-packages/nvidia*' \) -prune -o \
   \( -name 'libcudnn.so*' -o -name cudnn.h -o -name cudnn_version.h -o -name 'libcublas.so*' \
-  -o -name 'libcublasLt.so*' -o -name cublas_v2.h -o -name nvToolsExt.h -o -name compute-sanitizer \
+  -o -name 'libcublasLt.so*' -o -name 'libcudart.so*' -o -name 'libcudart_static.a' -o -name cublas_v2.h -o -name nvToolsExt.h -o -name compute-sanitizer \
   -o -name nsys -o -name ncu \) -print 2>/dev/null |
   awk '!seen[$0]++' >"$cuda_files"
 cat "$cuda_files"
@@ -224,6 +333,7 @@ cudnn_header=
 cublas_lib=$(first '/libcublas\.so(\.[0-9]+)?$')
 cublaslt_lib=$(first '/libcublasLt\.so(\.[0-9]+)?$')
 cublas_header=$(first '/cublas_v2\.h$')
+cudart_lib=$(first '/libcudart\.so(\.[0-9]+)?$')
 # compute-sanitizer: on PATH, else the first executable the search found (folders of that name
 # are in the list too); gpu_check.sh gets it through MNIST_COMPUTE_SANITIZER.
 sanitizer=$(command -v compute-sanitizer 2>/dev/null || true)
@@ -240,7 +350,7 @@ runtime="not gVisor"
   echo "- kernel: $(uname -r) ($runtime), $(nproc) cores"
   echo "- nvcc: $nvcc, $("$nvcc" --version | tail -n2 | head -n1); host compiler: $(c++ --version 2>&1 | head -n1)"
   echo "- cuDNN: header ${cudnn_header:-NOT FOUND (the kit copy is used)}, library ${cudnn_lib:-NOT FOUND}"
-  echo "- cuBLAS: ${cublas_lib:-NOT FOUND}, header ${cublas_header:-NOT FOUND}"
+  echo "- cuBLAS: ${cublas_lib:-NOT FOUND}, header ${cublas_header:-NOT FOUND}; CUDA runtime: ${cudart_lib:-NOT FOUND}"
   echo "- compute-sanitizer: ${sanitizer:-NOT FOUND}"
   echo "- cmake: $(cmake --version | head -n1), ninja: $(ninja --version 2>&1)"
 } | tee -a "$summary"
@@ -249,7 +359,7 @@ runtime="not gVisor"
 # wheels bring their own cuDNN and cuBLAS. No empty entries (an empty one means the current
 # folder); the machine's own LD_LIBRARY_PATH stays after them.
 ld_path=
-for lib in "$cudnn_lib" "$cublas_lib" "$cublaslt_lib"; do
+for lib in "$cudnn_lib" "$cublas_lib" "$cublaslt_lib" "$cudart_lib"; do
   [[ -n $lib ]] || continue
   dir=$(dirname "$lib")
   [[ :$ld_path: == *:"$dir":* ]] || ld_path=${ld_path:+$ld_path:}$dir
@@ -267,10 +377,11 @@ ours+=("OPENBLAS_NUM_THREADS=$(($(nproc) / gpu_jobs > 0 ? $(nproc) / gpu_jobs : 
 ours+=("MNIST_GPU_TESTS_MUST_RUN=1")
 export PATH="$cuda_root/bin:$PATH"
 
-# --- 2. build ---------------------------------------------------------------------------------
+# --- 2. configure and build -------------------------------------------------------------------
+note "- environment: $SECONDS s (cap ${cap[environment]} s)"
 deps=/tmp/mnist-deps
 if [[ ! -f .gpu-kit/deps.tar.gz ]]; then
-  note "- build: FAIL (.gpu-kit/deps.tar.gz missing: run bash profiling/gpu_kit.sh here and carry .gpu-kit)"
+  note "- build: FAIL (.gpu-kit/deps.tar.gz missing: run bash profiling/gpu_kit.sh here and copy .gpu-kit along)"
   exit 1
 fi
 rm -rf "$deps" && mkdir -p "$deps" && tar -xzf .gpu-kit/deps.tar.gz -C "$deps"
@@ -285,51 +396,152 @@ configure=(cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release
 [[ -z $cudnn_header && -f $deps/usr/local/cuda/include/cudnn.h ]] && cudnn_header=$deps/usr/local/cuda/include/cudnn.h
 [[ -n $cudnn_header ]] && configure+=(-DCUDNN_INCLUDE_DIR="$(dirname "$cudnn_header")")
 [[ -n $cudnn_lib ]] && configure+=(-DCUDNN_LIBRARY="$cudnn_lib")
-# A toolkit without cuBLAS's development link (a pip-installed one keeps only libcublas.so.13,
-# perhaps in another wheel's folder): name the libraries and the header to FindCUDAToolkit.
-if ! compgen -G "$cuda_root/lib*/libcublas.so" >/dev/null && ! compgen -G "$cuda_root/targets/*/lib/libcublas.so" >/dev/null; then
+# has_dev_file NAME: whether the toolkit's own library folders hold NAME (an unversioned link
+# such as libcublas.so, or a static library).
+has_dev_file() {
+  compgen -G "$cuda_root/lib*/$1" >/dev/null || compgen -G "$cuda_root/targets/*/lib/$1" >/dev/null
+}
+# A toolkit without the development links (pip's wheels keep only libcublas.so.13 and
+# libcudart.so.13, perhaps each in its own wheel's folder): name the libraries and the header to
+# FindCUDAToolkit, whose find_library looks for the unversioned names only.
+if ! has_dev_file libcublas.so; then
   [[ -n $cublas_lib ]] && configure+=(-DCUDA_cublas_LIBRARY="$cublas_lib")
   [[ -n $cublaslt_lib ]] && configure+=(-DCUDA_cublasLt_LIBRARY="$cublaslt_lib")
 fi
+# FindCUDAToolkit requires CUDA_CUDART (its own search for the runtime) and makes CUDA::cudart
+# from CUDA_cudart_LIBRARY: both get the versioned file.
+if ! has_dev_file libcudart.so && [[ -n $cudart_lib ]]; then
+  configure+=(-DCUDA_CUDART="$cudart_lib" -DCUDA_cudart_LIBRARY="$cudart_lib")
+fi
+# CMake links CUDA programs with libcudart_static.a by default; without it (a wheel has none)
+# the programs get the runtime from CUDA::cudart alone, which they link anyway.
+has_dev_file libcudart_static.a || configure+=(-DCMAKE_CUDA_RUNTIME_LIBRARY=None)
 if [[ -n $cublas_header && $cublas_header != "$cuda_root"/* ]]; then
   extra_include="-isystem $(dirname "$cublas_header")"
   configure+=(-DCMAKE_CXX_FLAGS="$extra_include" -DCMAKE_CUDA_FLAGS="$extra_include")
 fi
-failed_build() {  # what CMake saw, for the next session to fix the kit or this script
-  note "- $1 failed: the CMake cache's CUDA and cuDNN entries are in session.log"
-  grep -E '^(CUDA|CUDAToolkit|CUDNN|CMAKE_CUDA_COMPILER|CMAKE_CXX_COMPILER|OPENBLAS|CBLAS|ZLIB)[A-Za-z_]*:' \
+cmake_entries() {  # what CMake saw, for the next run to fix the kit or this script
+  note "  - the CMake cache's CUDA and cuDNN entries are in session.log"
+  grep -E '^(CUDA|CUDAToolkit|CUDNN|CMAKE_CUDA_COMPILER|CMAKE_CUDA_RUNTIME|CMAKE_CXX_COMPILER|OPENBLAS|CBLAS|ZLIB)[A-Za-z_]*:' \
     build-gpu/CMakeCache.txt 2>/dev/null
-  exit 1
 }
-stage "configure" 60 "${configure[@]}" || failed_build configure
-# Nothing runs without the build: it may take all but the 20 s that packing $OUT needs.
-stage "build" $(($(left) - 20)) cmake --build build-gpu -j "$(nproc)" || failed_build build
-if ((build_only)); then note "- stopped after the build (--build-only)"; exit 0; fi
+# Nothing builds without a configured tree: a failed configure ends the run (after packing).
+# --build-only (a check of the build on a machine without a GPU, often with fewer cores) gives
+# the configure and the build all the budget there is.
+if ((build_only)); then cap[configure]=$(left) cap[build]=$(left) cap[build-rest]=$(left); fi
+stage "configure" "${cap[configure]}" "${configure[@]}" || { cmake_entries; exit 1; }
+
+# The first part of the build: what the most valuable stages run, in one ninja call that keeps
+# going past a target that fails (-k 0), so that one broken test file costs that file alone.
+first_targets=(mnist bench_train bench_kernels bench_cnn "${gpu_tests[@]}")
+if ! stage "build (mnist, benchmarks, gpu tests)" "${cap[build]}" \
+    cmake --build build-gpu -j "$(nproc)" --target "${first_targets[@]}" -- -k 0; then
+  cmake_entries
+  note "  - the stages whose binaries were built run all the same"
+fi
+if ((build_only)); then
+  stage "build (the rest)" "${cap[build-rest]}" cmake --build build-gpu -j "$(nproc)" -- -k 0
+  note "- stopped after the build (--build-only)"
+  exit "$((failures > 0))"
+fi
 
 # --- 3. the gpu tests -------------------------------------------------------------------------
 # 4 at a time on the one GPU (each gtest case is its own process; the determinism tests compare
-# runs inside one process, so sharing the GPU does not touch them), 90 s a test instead of
+# runs inside one process, so sharing the GPU does not touch them), 60 s a test instead of
 # ctest's 1500. --stop-time makes ctest itself stop 8 s before the cap and still write its
 # summary and JUnit file; the tests it never started are missing from both (the count says).
+# A gpu test executable that was not built is named here, and ctest reports its tests as not run.
 if wants tests; then
-  rm -f build-gpu/ctest-gpu.xml
-  t=$(capped 150)
-  stop_at=$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)
-  # Each gpu test writes GoogleTest's XML to build-gpu/gtest-xml/ (CMakeLists.txt): the
-  # properties the tests record, such as the cuDNN algorithms chosen, are only there.
-  rm -rf build-gpu/gtest-xml
-  stage "ctest -L gpu" "$t" "${ours[@]}" ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 90 \
-    --stop-time "$stop_at" --output-on-failure --output-junit "$repo/build-gpu/ctest-gpu.xml"
-  # (ctest -N rewrites LastTest.log: the run's copy first.)
-  cp build-gpu/Testing/Temporary/LastTest.log "$extras/LastTest-gpu.log" 2>/dev/null
-  total=$(timeout 30 "${ours[@]}" ctest --test-dir build-gpu -N -L gpu 2>/dev/null | grep -c 'Test *#')
-  note "  - JUnit: $(junit_counts build-gpu/ctest-gpu.xml), of $total gpu tests (any missing never started)"
+  present=()
+  for name in "${gpu_tests[@]}"; do
+    if built "ctest -L gpu" "build-gpu/$name"; then present+=("$name"); fi
+  done
+  if ((${#present[@]} == 0)); then
+    note "- ctest -L gpu: skipped: no gpu test executable was built"
+  else
+    rm -f build-gpu/ctest-gpu.xml
+    t=$(capped "${cap[ctest-gpu]}")
+    stop_at=$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)
+    # Each gpu test writes GoogleTest's XML to build-gpu/gtest-xml/ (CMakeLists.txt): the
+    # properties the tests record, such as the cuDNN algorithms chosen, are only there.
+    rm -rf build-gpu/gtest-xml
+    stage "ctest -L gpu" "$t" "${ours[@]}" ctest --test-dir build-gpu -L gpu -j "$gpu_jobs" --timeout 60 \
+      --stop-time "$stop_at" --output-on-failure --output-junit "$repo/build-gpu/ctest-gpu.xml"
+    # (ctest -N rewrites LastTest.log: the run's copy first.)
+    cp build-gpu/Testing/Temporary/LastTest.log "$extras/LastTest-gpu.log" 2>/dev/null
+    total=$(timeout 30 "${ours[@]}" ctest --test-dir build-gpu -N -L gpu 2>/dev/null | grep -c 'Test *#')
+    note "  - JUnit: $(junit_counts build-gpu/ctest-gpu.xml), of $total gpu tests (any missing never started)"
+  fi
 fi
 
-# --- 4. memcheck ------------------------------------------------------------------------------
-# The other check only this machine can make, before the measurements: memcheck with leak check
-# over each test executable's Gpu* tests, then one short epoch of `mnist train` per model, 4
-# runs at a time, 60 s each at most; what the cap leaves undone is listed as skipped.
+# --- 4. the default training run, three times: the same metrics ------------------------------
+# Seed 1 twice, then with --no-graph (stream launches instead of the epoch's CUDA graph): the
+# trainer is deterministic, so the three metrics.jsonl must agree in every field but "seconds".
+if wants train && built "mnist train" build-gpu/mnist; then
+  runs=$out/train_default.log
+  : >"$runs"
+  metrics=()
+  for variant in seed-1-a seed-1-b no-graph; do
+    extra=()
+    [[ $variant == no-graph ]] && extra=(--no-graph)
+    echo "=== mnist train --device gpu ${extra[*]} ($variant)" >>"$runs"
+    rm -rf "build-gpu/runs/$variant"
+    stage --tee "$runs" "mnist train (default, $variant)" "${cap[train-$variant]}" "${ours[@]}" build-gpu/mnist \
+      train --device gpu --no-report --force --out "build-gpu/runs/$variant" "${extra[@]}"
+    metrics+=("build-gpu/runs/$variant/metrics.jsonl")
+  done
+  for file in "${metrics[@]}"; do note "  - ${file#build-gpu/runs/}: $(tail -n1 "$file" 2>/dev/null || echo "no metrics")"; done
+  if agreement=$(python3 profiling/same_metrics.py "${metrics[@]}" 2>&1); then
+    note "- mnist train metrics: pass ($agreement)"
+  else
+    note "- mnist train metrics: FAIL: $agreement"
+    failures=$((failures + 1))
+  fi
+fi
+
+# --- 5. measurements --------------------------------------------------------------------------
+# bench_json NAME: whether NAME's epochs really replayed a CUDA graph (a failed capture falls
+# back to launches), and what each phase of a step costs (Trainer::time_step_phases).
+bench_json() {
+  local json=$out/$1.json
+  note "  - $1: $(grep -o '"cuda_graph":[a-z]*' "$json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
+  note "  - $1 step phases, us/step: $(python3 -c '
+import json, sys
+phases = json.load(open(sys.argv[1])).get("step_phases", {}).get("phases", [])
+print(", ".join("%s %.2f" % (p["phase"], p["us_per_step"]) for p in phases) or "none")' "$json" 2>/dev/null ||
+    echo 'not read')"
+}
+if wants bench && built "bench_train" build-gpu/profiling/bench_train; then
+  stage --out "$out/bench_train.json" "bench_train" "${cap[bench-train]}" "${ours[@]}" build-gpu/profiling/bench_train --json
+  bench_json bench_train
+fi
+if wants bench && built "bench_kernels" build-gpu/profiling/bench_kernels; then
+  stage --tee "$out/bench_kernels.txt" "bench_kernels" "${cap[bench-kernels]}" "${ours[@]}" build-gpu/profiling/bench_kernels
+fi
+
+# Ours against PyTorch (eager, compile) and JAX, which the GPU image has: 3 timed epochs, 1 round,
+# the MLP only (the CNN's runs take minutes). compare.sh runs our bench_train (so it gets our
+# LD_LIBRARY_PATH) and the peers through $PYTHON, here a wrapper that puts the machine's own
+# LD_LIBRARY_PATH back for them.
+if wants compare && built "compare.sh" build-gpu/profiling/bench_train; then
+  peer_python=/tmp/mnist-peer-python
+  {
+    echo '#!/usr/bin/env bash'
+    echo '# Written by gpu_session.sh: the peers with the machine'"'"'s LD_LIBRARY_PATH, not ours.'
+    if [[ -n ${LD_LIBRARY_PATH+set} ]]; then printf 'export LD_LIBRARY_PATH=%q\n' "$LD_LIBRARY_PATH"; else echo 'unset LD_LIBRARY_PATH'; fi
+    printf 'exec %q "$@"\n' "${PYTHON:-python3}"
+  } >"$peer_python"
+  chmod +x "$peer_python"
+  echo "=== compare.sh --model mlp" >>"$out/compare.md"
+  stage --min 30 --tee "$out/compare.md" "compare.sh --model mlp" "${cap[compare]}" "${ours[@]}" \
+    MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="$peer_python" \
+    bash profiling/compare.sh --model mlp --epochs 3 --rounds 1 --run-timeout 20
+fi
+
+# --- 6. compute-sanitizer ---------------------------------------------------------------------
+# memcheck with leak check over each test executable's Gpu* tests, then 2 epochs of `mnist
+# train` per model (the second replays the epoch's CUDA graph), 4 runs at a time; what the cap
+# leaves undone is listed as skipped.
 # sanitizers TOOLS CAP: gpu_check.sh's sanitizer runs of TOOLS; it stops starting runs 10 s
 # before the cap, so that it still prints its summary table.
 sanitizers() {
@@ -343,71 +555,31 @@ sanitizers() {
   grep -E '^>>> (memcheck|racecheck|initcheck|synccheck|compute-sanitizer)[^(]*: ' "$log" 2>/dev/null |
     sed 's/^>>> /  - /' >>"$summary"
 }
-wants sanitizers && sanitizers memcheck 90
-
-# --- 5. measurements --------------------------------------------------------------------------
-if wants bench; then
-  stage --tee "$out/bench_kernels.txt" "bench_kernels" 45 "${ours[@]}" build-gpu/profiling/bench_kernels
-  stage --out "$out/bench_train.json" "bench_train" 45 "${ours[@]}" build-gpu/profiling/bench_train --json
-  stage --out "$out/bench_cnn.json" "bench_cnn" 60 "${ours[@]}" build-gpu/profiling/bench_cnn --json
-  # Whether the epochs really replayed a CUDA graph (a failed capture falls back to launches).
-  for json in bench_train bench_cnn; do
-    note "  - $json: $(grep -o '"cuda_graph":[a-z]*' "$out/$json.json" 2>/dev/null | head -n1 || echo 'no cuda_graph field')"
-    # What each phase of a step costs (Trainer::time_step_phases; profiling/README.md).
-    note "  - $json step phases, us/step: $(python3 -c '
-import json, sys
-phases = json.load(open(sys.argv[1])).get("step_phases", {}).get("phases", [])
-print(", ".join("%s %.2f" % (p["phase"], p["us_per_step"]) for p in phases) or "none")' "$out/$json.json" 2>/dev/null ||
-      echo 'not read')"
-  done
-fi
-if wants train; then
-  runs=$out/train_default.log
-  : >"$runs"
-  for variant in "seed-1-a" "seed-1-b" "no-graph"; do
-    extra=()
-    [[ $variant == no-graph ]] && extra=(--no-graph)
-    echo "=== mnist train --device gpu ${extra[*]} ($variant)" >>"$runs"
-    stage --tee "$runs" "mnist train (default, $variant)" 45 "${ours[@]}" build-gpu/mnist train --device gpu \
-      --no-report --force --out "build-gpu/runs/$variant" "${extra[@]}"
-  done
-  for variant in "seed-1-a" "seed-1-b" "no-graph"; do
-    note "  - $variant: $(tail -n1 "build-gpu/runs/$variant/metrics.jsonl" 2>/dev/null || echo "no metrics")"
-  done
+if wants sanitizers && built "compute-sanitizer memcheck" build-gpu/mnist; then
+  sanitizers memcheck "${cap[memcheck]}"
 fi
 
-# Ours against PyTorch (eager, compile) and JAX, which the GPU image has: 3 timed epochs, 1 round.
-# Last of the planned stages: what its cap cuts is the least missed. compare.sh runs our
-# bench_train (so it gets our LD_LIBRARY_PATH) and the peers through $PYTHON, here a wrapper that
-# puts the machine's own LD_LIBRARY_PATH back for them.
-if wants compare; then
-  peer_python=/tmp/mnist-peer-python
-  {
-    echo '#!/usr/bin/env bash'
-    echo '# Written by gpu_session.sh: the peers with the machine'"'"'s LD_LIBRARY_PATH, not ours.'
-    if [[ -n ${LD_LIBRARY_PATH+set} ]]; then printf 'export LD_LIBRARY_PATH=%q\n' "$LD_LIBRARY_PATH"; else echo 'unset LD_LIBRARY_PATH'; fi
-    printf 'exec %q "$@"\n' "${PYTHON:-python3}"
-  } >"$peer_python"
-  chmod +x "$peer_python"
-  for model in mlp cnn; do
-    echo "=== compare.sh --model $model" >>"$out/compare.md"
-    stage --min 60 --tee "$out/compare.md" "compare.sh --model $model" 180 "${ours[@]}" \
-      MNIST_BUILD_DIR="$repo/build-gpu" PYTHON="$peer_python" \
-      bash profiling/compare.sh --model "$model" --epochs 3 --rounds 1 --run-timeout 75
-  done
+# --- 7. the rest: the remaining targets, bench_cnn, the CPU tests -----------------------------
+if wants cputests; then
+  stage "build (the rest)" "${cap[build-rest]}" cmake --build build-gpu -j "$(nproc)" -- -k 0
 fi
-
-# --- 6. with what is left ---------------------------------------------------------------------
-# racecheck and synccheck over our kernels only (gpu_check.sh's --kernels), initcheck over all.
-wants sanitizers && sanitizers racecheck,synccheck,initcheck "$(left)"
+if wants bench && built "bench_cnn" build-gpu/profiling/bench_cnn; then
+  stage --out "$out/bench_cnn.json" "bench_cnn" "${cap[bench-cnn]}" "${ours[@]}" build-gpu/profiling/bench_cnn --json
+  bench_json bench_cnn
+fi
 # CI runs these; on this machine they only add a check of the build (and python3 may lack the
 # report's matplotlib, so the report tests can fail here for that alone).
 if wants cputests; then
   rm -f build-gpu/ctest-cpu.xml
-  t=$(capped "$(left)")
-  stage --min 60 "ctest -L cpu" "$t" "${ours[@]}" OPENBLAS_NUM_THREADS=1 ctest --test-dir build-gpu -L cpu -j "$(nproc)" --timeout 60 \
-    --stop-time "$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)" --output-on-failure \
+  t=$(capped "${cap[ctest-cpu]}")
+  stage --min 15 "ctest -L cpu" "$t" "${ours[@]}" OPENBLAS_NUM_THREADS=1 ctest --test-dir build-gpu -L cpu -j "$(nproc)" \
+    --timeout 60 --stop-time "$(date -d "@$(($(date +%s) + t - 8))" +%H:%M:%S)" --output-on-failure \
     --output-junit "$repo/build-gpu/ctest-cpu.xml"
   [[ -f build-gpu/ctest-cpu.xml ]] && cp build-gpu/Testing/Temporary/LastTest.log "$extras/LastTest-cpu.log"
+fi
+# racecheck and synccheck over our kernels only (gpu_check.sh's --kernels), initcheck over all,
+# in whatever time the stages before left unused.
+if wants sanitizers && [[ -x build-gpu/mnist ]]; then
+  sanitizers racecheck,synccheck,initcheck "$(left)"
 fi
 ((failures == 0))

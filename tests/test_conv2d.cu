@@ -42,6 +42,10 @@
 #include "mnist/ops/conv2d.h"
 #include "test_util.h"
 
+#if defined(MNIST_GPU_EMULATOR)
+#include "emu_inject.h"
+#endif
+
 namespace mnist {
 namespace {
 
@@ -424,6 +428,38 @@ TEST(GpuConv2d, ForwardOnlyPlanRunsTheSameForwardAndRefusesBackward) {
   EXPECT_THROW(evaluation.backward_bias(d_g.data(), d_db.data()), std::logic_error);
   for (const DeviceBuffer<float>* out : {&d_dx, &d_dw, &d_db})
     for (float v : out->download()) ASSERT_TRUE(std::isnan(v)) << "a refused backward call wrote its output";
+}
+
+// cuDNN may rank first an algorithm and math type that it then refuses to run. The plan's trial
+// calls find that out at set-up and take the next candidate of the heuristics, so the first
+// forward pass does not fail. On the emulator, with TENSOR_OP_MATH refused (emu_inject.h), a TF32
+// plan falls back to the FMA candidate of each direction, and its results, plain fp32 now, meet
+// the fp32 bound against the CPU twin.
+TEST(GpuConv2d, ARefusedMathModeFallsBackToTheNextCandidate) {
+#if defined(MNIST_GPU_EMULATOR)
+  MNIST_REQUIRE_GPU();
+  struct Refusal {  // the fault holds for the test's life, however it ends
+    Refusal() { emu::inject(emu::Fault::kTensorOpMathRefused); }
+    ~Refusal() { emu::inject(emu::Fault::kNone); }
+  } refusal;
+  const Conv2dShape shapes[] = {make_shape(7, 1, 28, 28, 32, 5, 2), make_shape(7, 32, 14, 14, 64, 5, 2)};
+  CudnnHandle handle;
+  for (const Conv2dShape& s : shapes) {
+    const gpu::Conv2d plan(handle.get(), s, GemmMath::kTf32);
+    const std::string chosen = plan.describe();
+    for (const char* expected :
+         {"forward IMPLICIT_PRECOMP_GEMM (FMA_MATH; refused before it: IMPLICIT_PRECOMP_GEMM (TENSOR_OP_MATH) trial "
+          "call CUDNN_STATUS_NOT_SUPPORTED)",
+          "backward data ALGO_1 (FMA_MATH; refused before it: ALGO_1 (TENSOR_OP_MATH) trial call "
+          "CUDNN_STATUS_NOT_SUPPORTED)",
+          "backward filter ALGO_1 (FMA_MATH; refused before it: ALGO_1 (TENSOR_OP_MATH) trial call "
+          "CUDNN_STATUS_NOT_SUPPORTED)"})
+      EXPECT_NE(chosen.find(expected), std::string::npos) << describe(s) << ": " << chosen;
+  }
+  compare_with_twin(GemmMath::kTf32, 1e-5, shapes, std::size(shapes));
+#else
+  GTEST_SKIP() << "needs the emulator's injected faults (tests/emu/emu_inject.h)";
+#endif
 }
 
 TEST(GpuConv2d, RejectsBadShape) {

@@ -14,7 +14,18 @@
 #include <string>
 #include <vector>
 
+#include "mnist/device.h"
+
 namespace mnist::test {
+
+// After the last test, with MNIST_RESET_DEVICE_AT_EXIT=1 (gpu_check.sh's sanitizer runs): the
+// CUDA context is destroyed, so that compute-sanitizer's memcheck reports leaks.
+class ResetDeviceAfterTheTests : public ::testing::Environment {
+ public:
+  void TearDown() override { reset_device_if_asked(); }
+};
+inline ::testing::Environment* const kResetDeviceAfterTheTests =
+    ::testing::AddGlobalTestEnvironment(new ResetDeviceAfterTheTests);
 
 // A fresh seed per test, so every run draws new inputs. A failing test prints it (below), and
 // MNIST_TEST_SEED=<seed> makes every test draw that seed instead, to replay the failure.

@@ -21,6 +21,11 @@ int cuda_device_count();
 // Why cuda_device_count() is 0, in the CUDA runtime's words ("cudaErrorInsufficientDriver: CUDA
 // driver version is insufficient for CUDA runtime version"); empty when a device is usable.
 std::string cuda_device_absence();
+// With MNIST_RESET_DEVICE_AT_EXIT=1 in the environment, destroys this process's CUDA context
+// (cudaDeviceReset), else does nothing. compute-sanitizer's memcheck reports leaks only when the
+// context is destroyed, which a plain exit does not do: `mnist` and the test executables call
+// this last, and profiling/gpu_check.sh sets the variable for its sanitizer runs.
+void reset_device_if_asked();
 
 // "out of device memory allocating 1.2 GiB": the CudaError of a failed DeviceBuffer allocation.
 inline std::string out_of_memory_message(std::size_t bytes) {

@@ -112,6 +112,13 @@ inline void blend(float& out, float value, float alpha, float beta) {
   out = beta == 0.f ? alpha * value : alpha * value + beta * out;
 }
 
+// emu::Fault::kTensorOpMathRefused: a convolution call under TENSOR_OP_MATH is refused.
+bool refused(const char* call, const cudnnConvolutionStruct* conv) {
+  if (emu::injected_fault() != emu::Fault::kTensorOpMathRefused || conv->math != CUDNN_TENSOR_OP_MATH) return false;
+  emu::report(std::string("injected: ") + call + " refuses CUDNN_TENSOR_OP_MATH (CUDNN_STATUS_NOT_SUPPORTED)");
+  return true;
+}
+
 cudnnStatus_t submit(cudnnHandle_t handle, std::function<void()> work) {
   const auto counted = [work = std::move(work)] {
     emu::count_launch();
@@ -152,6 +159,11 @@ cudnnStatus_t CUDNNWINAPI cudnnDestroy(cudnnHandle_t handle) {
 cudnnStatus_t CUDNNWINAPI cudnnSetStream(cudnnHandle_t handle, cudaStream_t stream) {
   if (!handle) return CUDNN_STATUS_BAD_PARAM;
   handle->stream = stream;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t CUDNNWINAPI cudnnGetStream(cudnnHandle_t handle, cudaStream_t* stream) {
+  if (!handle || !stream) return CUDNN_STATUS_BAD_PARAM;
+  *stream = handle->stream;
   return CUDNN_STATUS_SUCCESS;
 }
 
@@ -361,6 +373,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionForward(cudnnHandle_t handle, const vo
                                                   const cudnnTensorDescriptor_t y_desc, void* y) {
   Geometry g;
   if (!handle || !geometry(x_desc, w_desc, conv, y_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
+  if (refused("cudnnConvolutionForward", conv)) return CUDNN_STATUS_NOT_SUPPORTED;
   if (!operands_ok("cudnnConvolutionForward", workspace, workspace_bytes, workspace_for(algo),
                    {{x, elements(x_desc)}, {w, elements(w_desc)}, {y, elements(y_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;
@@ -402,6 +415,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardData(cudnnHandle_t handle, con
                                                        const cudnnTensorDescriptor_t dx_desc, void* dx) {
   Geometry g;
   if (!handle || !geometry(dx_desc, w_desc, conv, dy_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
+  if (refused("cudnnConvolutionBackwardData", conv)) return CUDNN_STATUS_NOT_SUPPORTED;
   if (!operands_ok("cudnnConvolutionBackwardData", workspace, workspace_bytes, workspace_for(algo),
                    {{w, elements(w_desc)}, {dy, elements(dy_desc)}, {dx, elements(dx_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;
@@ -444,6 +458,7 @@ cudnnStatus_t CUDNNWINAPI cudnnConvolutionBackwardFilter(cudnnHandle_t handle, c
                                                          const cudnnFilterDescriptor_t dw_desc, void* dw) {
   Geometry g;
   if (!handle || !geometry(x_desc, dw_desc, conv, dy_desc, &g)) return CUDNN_STATUS_BAD_PARAM;
+  if (refused("cudnnConvolutionBackwardFilter", conv)) return CUDNN_STATUS_NOT_SUPPORTED;
   if (!operands_ok("cudnnConvolutionBackwardFilter", workspace, workspace_bytes, workspace_for(algo),
                    {{x, elements(x_desc)}, {dy, elements(dy_desc)}, {dw, elements(dw_desc)}}))
     return CUDNN_STATUS_BAD_PARAM;

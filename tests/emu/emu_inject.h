@@ -13,6 +13,10 @@ enum class Fault {
                         // on, as after a kernel's illegal access, launches, copies, captures and
                         // synchronisations return cudaErrorIllegalAddress (allocations and frees
                         // still work, so the leak check at exit still checks)
+  kTensorOpMathRefused,  // cuDNN's convolution calls refuse CUDNN_TENSOR_OP_MATH with
+                         // CUDNN_STATUS_NOT_SUPPORTED (the heuristics still rank it first and
+                         // the workspace queries still answer), as on a device or cuDNN build
+                         // that does not run the tensor-core kernel it offered
 };
 void inject(Fault fault);
 

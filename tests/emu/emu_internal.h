@@ -8,7 +8,12 @@
 #include <functional>
 #include <string>
 
+#include "emu_inject.h"
+
 namespace emu {
+
+// The fault emu::inject() set last (Fault::kNone when none).
+Fault injected_fault();
 
 // Whether the emulated device is there: only when MNIST_EMULATED_GPU=1, so that without it the
 // build behaves like a machine with no GPU.

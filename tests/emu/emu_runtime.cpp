@@ -496,6 +496,8 @@ void inject(Fault fault) {
   if (fault == Fault::kNone) sticky_error = last_error = cudaSuccess;
 }
 
+Fault injected_fault() { return injected; }
+
 std::atomic<std::uint64_t> launch_count{0};
 void count_launch() { launch_count.fetch_add(1, std::memory_order_relaxed); }
 std::uint64_t launches() { return launch_count; }
@@ -788,6 +790,13 @@ cudaError_t CUDARTAPI cudaMemsetAsync(void* pointer, int value, std::size_t byte
 }
 
 // ---- synchronisation, streams, events ----
+
+// The context's end, where compute-sanitizer's leak check reports: here the leak check at exit,
+// now.
+cudaError_t CUDARTAPI cudaDeviceReset(void) {
+  check_leaks_at_exit();
+  return cudaSuccess;
+}
 
 cudaError_t CUDARTAPI cudaDeviceSynchronize(void) {
   if (emu::sticky_error != cudaSuccess) return emu::sticky_error;

@@ -91,9 +91,11 @@ namespace gpu {
 
 // A convolution layer's plan for one shape (batch size included: a last partial batch or an
 // evaluation batch of another size needs its own plan). It owns the cuDNN descriptors and the
-// workspace; the handle (and so the stream) is borrowed and must outlive the plan. The calls
-// enqueue work on the handle's stream and allocate nothing. Calls on one plan share its
-// workspace, so they must run in stream order, not concurrently.
+// workspace; the handle (and so the stream) is borrowed and must outlive the plan. Building a
+// plan runs one trial call per direction (more when cuDNN refuses a candidate) on scratch
+// buffers and waits for the handle's stream, so it belongs to set-up, never inside a graph
+// capture. The calls enqueue work on the handle's stream and allocate nothing. Calls on one plan
+// share its workspace, so they must run in stream order, not concurrently.
 class Conv2d {
  public:
   static constexpr std::size_t kDefaultWorkspaceLimit = std::size_t{256} << 20;
@@ -104,8 +106,10 @@ class Conv2d {
 
   // math: kFp32 asks cuDNN for CUDNN_FMA_MATH (fp32 products and sums, no TF32 even on
   // Ampere/Hopper); kTf32 for CUDNN_DEFAULT_MATH, which lets it use TF32 tensor cores.
-  // Throws std::invalid_argument for a bad shape, std::runtime_error when cuDNN offers no
-  // deterministic algorithm within workspace_limit bytes, CudaError for a failed cuDNN call.
+  // Per direction it takes the first deterministic candidate of cuDNN's heuristics, in their
+  // order, within workspace_limit bytes, whose workspace query and trial call both succeed.
+  // Throws std::invalid_argument for a bad shape, std::runtime_error when no candidate qualifies
+  // (the message lists them and why each was passed over), CudaError for a failed cuDNN call.
   Conv2d(cudnnHandle_t handle, const Conv2dShape& shape, GemmMath math = GemmMath::kFp32,
          Passes passes = Passes::kForwardAndBackward, std::size_t workspace_limit = kDefaultWorkspaceLimit);
   ~Conv2d();
