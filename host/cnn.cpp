@@ -228,8 +228,8 @@ void CpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int r
   const auto dw = [&](int l) { return grads_.data() + shape_.weight_offset(l); };
   const auto db = [&](int l) { return grads_.data() + shape_.bias_offset(l); };
 
-  ref::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_);
-  if (totals) ref::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, nullptr);
+  ref::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_,
+                             totals);
 
   // dense2: logits = a3·W3 + b3.
   ref::dense_backward_weights(a3_.data(), d_logits_.data(), dw(3), rows, hidden, classes);

@@ -95,6 +95,8 @@ GpuCnn::GpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_sm
   v_ = DeviceBuffer<float>(count);
   step_ = DeviceBuffer<std::int64_t>(1);
   zeros_ = DeviceBuffer<float>(std::size_t(shape_.height) * shape_.width);  // the larger of the two planes
+  scratch_ = DeviceBuffer<SoftmaxCeScratch>(1);
+  MNIST_CHECK(cudaMemsetAsync(scratch_.data(), 0, scratch_.bytes(), stream_));
 
   // The same initial weights as the CPU: drawn on the host from Philox, uploaded once.
   const std::vector<float> init = he_uniform_init(shape_, seed_);
@@ -163,8 +165,13 @@ void GpuCnn::loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotal
                   std::int32_t* predictions, const std::int64_t* step, std::int64_t* non_finite) {
   if (rows < 1 || rows > (gradient ? max_train_batch_ : max_batch_))
     throw std::invalid_argument("GpuCnn: batch larger than the workspace");
-  gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), gradient ? d_logits_.data() : nullptr, rows,
-                             shape_.classes, label_smoothing_, stream_, step, non_finite);
+  if (gradient) {  // the batch totals (no confusion matrix, no predictions) in the same launch
+    gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, shape_.classes,
+                               label_smoothing_, stream_, {totals, scratch_.data(), step, non_finite});
+    return;
+  }
+  gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), nullptr, rows, shape_.classes, label_smoothing_,
+                             stream_);
   if (totals)  // the metrics kernel adds to totals, so it needs them
     gpu::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, predictions, stream_);
 }

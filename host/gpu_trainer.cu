@@ -244,7 +244,8 @@ class GpuMlp {
         v_(shape_.param_count()),
         loss_(std::size_t(max_batch)),
         delta_(std::size_t(max_train_batch) * shape_.max_width()),
-        delta_prev_(std::size_t(max_train_batch) * shape_.max_width()) {
+        delta_prev_(std::size_t(max_train_batch) * shape_.max_width()),
+        scratch_(1) {
     for (int l = 0; l < shape_.layers(); ++l) {
       pre_activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
       if (shape_.is_hidden(l)) activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
@@ -255,6 +256,7 @@ class GpuMlp {
     MNIST_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_));
     MNIST_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_));
     MNIST_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_));
+    MNIST_CHECK(cudaMemsetAsync(scratch_.data(), 0, scratch_.bytes(), stream_));
   }
 
   // z_l = a_l·W_l; hidden layers a_{l+1} = dropout(relu(z_l + b_l)) keyed by (seed, *step, l);
@@ -277,17 +279,23 @@ class GpuMlp {
     }
   }
 
-  // Per-sample loss of the last forward pass and, for training, delta = d(mean loss)/d(logits);
-  // the batch is added to `totals` (a device pointer). The logits survive for the metrics. A
-  // non-finite loss goes into the divergence flag `non_finite` at *step, where one is given.
+  // Per-sample loss of the last forward pass, and the batch added to `totals` (a device pointer).
+  // Training (gradient): delta = d(mean loss)/d(logits), the totals' loss, correct and count in the
+  // same launch, and a non-finite loss into the divergence flag `non_finite` at *step, where one
+  // is given. Evaluation: the metrics kernel adds the confusion matrix and writes `predictions`.
   void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions,
             const std::int64_t* step = nullptr, std::int64_t* non_finite = nullptr) {
     if (gradient && rows > max_train_batch_) throw std::invalid_argument("GpuMlp: batch larger than the workspace");
     const int last = shape_.layers() - 1;
     const float* logits = pre_activations_[last].data();
-    gpu::softmax_cross_entropy(logits, labels, loss_.data(), gradient ? delta_.data() : nullptr, rows,
-                               shape_.out(last), label_smoothing_, stream_, step, non_finite);
-    gpu::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions, stream_);
+    if (gradient) {
+      gpu::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last),
+                                 label_smoothing_, stream_, {totals, scratch_.data(), step, non_finite});
+    } else {
+      gpu::softmax_cross_entropy(logits, labels, loss_.data(), nullptr, rows, shape_.out(last), label_smoothing_,
+                                 stream_);
+      gpu::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions, stream_);
+    }
   }
 
   // grads ← d(mean loss)/dθ from delta, exactly as CpuMlp::compute_gradients does it.
@@ -341,6 +349,7 @@ class GpuMlp {
   std::vector<DeviceBuffer<float>> pre_activations_;  // z_l; the last one becomes the logits
   std::vector<DeviceBuffer<float>> activations_;      // a_{l+1} for hidden layers
   DeviceBuffer<float> loss_, delta_, delta_prev_;
+  DeviceBuffer<SoftmaxCeScratch> scratch_;  // of the training batch totals
   const float* input_ = nullptr;
 };
 

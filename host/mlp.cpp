@@ -82,9 +82,9 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
   forward(x, rows, true, step);
   const int last = shape_.layers() - 1;
   float* logits = pre_activations_[last].data();
-  // delta = d(mean loss)/d(logits); the logits survive for the metrics below.
-  ref::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last), label_smoothing_);
-  if (totals) ref::accumulate_metrics(logits, labels, loss_.data(), rows, totals, nullptr);
+  // delta = d(mean loss)/d(logits), and the batch's loss, correct and count added to totals.
+  ref::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last), label_smoothing_,
+                             totals);
 
   for (int l = last; l >= 0; --l) {
     const float* a = l == 0 ? input_ : activations_[l - 1].data();

@@ -127,7 +127,7 @@ std::int64_t run_step(const std::vector<float>& losses, const std::vector<float>
     std::vector<float> loss(losses.size()), dlogits(logits.size()), p = params, m = zeros, v = zeros;
     std::int64_t flag = flag_before;
     ref::softmax_cross_entropy(logits.data(), labels.data(), loss.data(), dlogits.data(), rows, kClassCount, 0.f,
-                               step, &flag);
+                               nullptr, step, &flag);
     ref::adam_step(p.data(), zeros.data(), m.data(), v.data(), n, adam, step, &flag);
     return flag;
   }
@@ -140,7 +140,7 @@ std::int64_t run_step(const std::vector<float>& losses, const std::vector<float>
   DeviceBuffer<float> d_params(padded), d_grads(padded_zeros), d_m(padded_zeros), d_v(padded_zeros);
   DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{step}), d_flag(std::vector<std::int64_t>{flag_before});
   gpu::softmax_cross_entropy(d_logits.data(), d_labels.data(), d_loss.data(), d_dlogits.data(), rows, kClassCount,
-                             0.f, nullptr, d_step.data(), d_flag.data());
+                             0.f, nullptr, SoftmaxCeTraining{nullptr, nullptr, d_step.data(), d_flag.data()});
   gpu::adam_step(d_params.data() + param_offset, d_grads.data() + param_offset, d_m.data() + param_offset,
                  d_v.data() + param_offset, n, adam, d_step.data(), nullptr, d_flag.data());
   MNIST_CHECK(cudaDeviceSynchronize());

@@ -683,7 +683,7 @@ double launches_per_step(const TrainConfig&, std::mt19937_64&) { return 0; }
 #endif
 
 // An MLP of L layers: the batch gather (which advances the step counter); per layer a GEMM and
-// the bias(-ReLU-dropout) forward; softmax-cross-entropy and the training metrics; per layer a
+// the bias(-ReLU-dropout) forward; softmax-cross-entropy with the batch's totals; per layer a
 // weight-gradient GEMM and a bias gradient, per hidden layer an input-gradient GEMM and the
 // ReLU-dropout backward; Adam. (The divergence watch rides on softmax-cross-entropy and Adam.)
 TEST(GpuTrainer, LaunchesPerStepAreCounted) {
@@ -694,14 +694,14 @@ TEST(GpuTrainer, LaunchesPerStepAreCounted) {
     config.hidden = hidden;
     config.batch_size = 16;
     const int layers = int(hidden.size()) + 1;
-    const int expected = 1 + 2 * layers + 2 + 2 * layers + 2 * (layers - 1) + 1;
+    const int expected = 1 + 2 * layers + 1 + 2 * layers + 2 * (layers - 1) + 1;
     EXPECT_EQ(launches_per_step(config, rng), expected) << hidden.size() << " hidden layers";
   }
 }
 
 // The CNN: the gather (with the step counter); per convolution the convolution, its bias, ReLU and max-pool forward;
-// the two dense layers' GEMM and bias(-ReLU-dropout) forward; softmax-cross-entropy and the
-// metrics; the dense layers' weight and bias gradients, both input gradients (the flat one
+// the two dense layers' GEMM and bias(-ReLU-dropout) forward; softmax-cross-entropy with the
+// batch's totals; the dense layers' weight and bias gradients, both input gradients (the flat one
 // feeds the convolutions) and the hidden one's ReLU-dropout backward; per convolution the
 // max-pool and ReLU backward and the filter and bias gradients, for the second the data
 // gradient too; Adam.
@@ -710,7 +710,7 @@ TEST(GpuCnnTrainer, LaunchesPerStepAreCounted) {
   std::mt19937_64 rng(test::fresh_seed());
   TrainConfig config = small_cnn_config(rng());
   config.batch_size = 16;
-  const int expected = 1 + 2 * 4 + 2 * 2 + 2 + (2 * 2 + 2 + 1) + (4 + 5) + 1;
+  const int expected = 1 + 2 * 4 + 2 * 2 + 1 + (2 * 2 + 2 + 1) + (4 + 5) + 1;
   EXPECT_EQ(launches_per_step(config, rng), expected);
 }
 

@@ -9,9 +9,12 @@
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "mnist/device.h"
+#include "mnist/ops/eval_metrics.h"
+#include "mnist/ops/finite_check.h"
 #include "mnist/ops/softmax_ce.h"
 #include "test_util.h"
 
@@ -364,6 +367,93 @@ TEST(GpuSoftmaxCe, InPlaceAndNullGradient) {
   EXPECT_EQ(d_loss.download(), separate_loss);
   EXPECT_EQ(d_logits.download(), separate_grad);
   EXPECT_LE(grad_error(separate_grad, want.dlogits, labels, kTen, 0.1f), kGradTolerance);
+}
+
+// ---- the batch totals of a training step ----------------------------------------------------------
+
+// Random logits and labels, some labels beyond the classes (left out of the totals), and totals
+// that already hold earlier batches.
+struct TotalsCase {
+  std::vector<float> logits;
+  std::vector<std::uint8_t> labels;
+  EvalTotals start;
+};
+TotalsCase totals_case(std::mt19937_64& rng, int rows) {
+  TotalsCase c{random_floats(rng, static_cast<std::size_t>(rows) * kTen, -8.f, 8.f), random_labels(rng, rows), {}};
+  for (int r = 0; r < rows; r += 37) c.labels[r] = 200;
+  c.start.loss_sum = std::uniform_real_distribution<double>(0.0, 1e4)(rng);
+  c.start.correct = rng() % 100000;
+  c.start.count = c.start.correct + rng() % 100000;
+  return c;
+}
+
+// The twin's totals are the metrics twin's loss sum, correct and count (no confusion matrix).
+TEST(RefSoftmaxCe, BatchTotalsAreTheMetricsTwinsWithoutTheConfusionMatrix) {
+  std::mt19937_64 rng(fresh_seed());
+  for (const int rows : {1, 100, 1000}) {
+    const TotalsCase c = totals_case(rng, rows);
+    std::vector<float> loss(rows), dlogits(c.logits.size());
+    EvalTotals got = c.start, want = c.start;
+    ref::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f, &got);
+    ref::accumulate_metrics(c.logits.data(), c.labels.data(), loss.data(), rows, &want, nullptr);
+    EXPECT_EQ(got.loss_sum, want.loss_sum) << rows;
+    EXPECT_EQ(got.correct, want.correct) << rows;
+    EXPECT_EQ(got.count, want.count) << rows;
+    EXPECT_EQ(got.count - c.start.count, static_cast<unsigned long long>(rows - (rows + 36) / 37)) << "label 200";
+    for (const unsigned long long cell : got.confusion) EXPECT_EQ(cell, 0u);
+  }
+}
+
+// On the device: the loss and gradient of the launch without totals, bit for bit; the counts of
+// the twin exactly; the loss sum to double rounding, and the same bits at every launch (the
+// emulator runs the blocks in a fresh order each time); the scratch left zeroed for the next
+// launch. Rows up to beyond 256 blocks of 256, where the grid strides.
+TEST(GpuSoftmaxCe, BatchTotalsMatchTheCpuTwinAndRepeatBitForBit) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  for (const int rows : {1, 255, 256, 257, 5000, 70000}) {
+    if (test::too_large_for_tsan(static_cast<std::size_t>(rows) * kTen)) continue;
+    SCOPED_TRACE("rows " + std::to_string(rows));
+    const TotalsCase c = totals_case(rng, rows);
+    std::vector<float> loss(rows), dlogits(c.logits.size());
+    EvalTotals want = c.start;
+    ref::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f,
+                               &want);
+
+    const DeviceBuffer<float> d_logits(c.logits);
+    const DeviceBuffer<std::uint8_t> d_labels(c.labels);
+    DeviceBuffer<float> d_loss(rows), d_grad(c.logits.size());
+    d_loss.fill_bytes(0xFF);
+    d_grad.fill_bytes(0xFF);
+    gpu::softmax_cross_entropy(d_logits.data(), d_labels.data(), d_loss.data(), d_grad.data(), rows, kTen, 0.1f,
+                               nullptr);
+    const std::vector<float> plain_loss = d_loss.download(), plain_grad = d_grad.download();
+
+    DeviceBuffer<EvalTotals> d_totals(1);
+    DeviceBuffer<SoftmaxCeScratch> d_scratch(1);
+    d_scratch.fill_bytes(0);
+    DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{7}), d_flag(std::vector<std::int64_t>{kAllFinite});
+    std::vector<EvalTotals> runs;
+    for (int run = 0; run < 3; ++run) {
+      d_totals.upload({c.start});
+      d_loss.fill_bytes(0xFF);
+      d_grad.fill_bytes(0xFF);
+      gpu::softmax_cross_entropy(d_logits.data(), d_labels.data(), d_loss.data(), d_grad.data(), rows, kTen, 0.1f,
+                                 nullptr, {d_totals.data(), d_scratch.data(), d_step.data(), d_flag.data()});
+      EXPECT_EQ(d_loss.download(), plain_loss);
+      EXPECT_EQ(d_grad.download(), plain_grad);
+      runs.push_back(d_totals.download().at(0));
+      EXPECT_EQ(d_scratch.download().at(0).blocks_done, 0u) << "the ticket counter is left for the next launch";
+    }
+    EXPECT_EQ(d_flag.download().at(0), kAllFinite);
+    for (const EvalTotals& got : runs) {
+      EXPECT_EQ(got.correct, want.correct);
+      EXPECT_EQ(got.count, want.count);
+      EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-12 * want.loss_sum);
+      EXPECT_EQ(got.loss_sum, runs[0].loss_sum) << "the sum's order depends on nothing but rows";
+      for (const unsigned long long cell : got.confusion) EXPECT_EQ(cell, 0u);
+    }
+  }
 }
 
 }  // namespace

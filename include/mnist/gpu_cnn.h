@@ -25,6 +25,7 @@
 #include "mnist/ops/conv2d.h"
 #include "mnist/ops/eval_metrics.h"
 #include "mnist/ops/gemm.h"
+#include "mnist/ops/softmax_ce.h"
 
 namespace mnist {
 
@@ -129,6 +130,7 @@ class GpuCnn {
   DeviceBuffer<float> c1_, p1_, c2_, p2_, z3_, a3_, logits_, loss_;
   DeviceBuffer<float> d_logits_, d_a3_, d_p2_, d_c2_, d_p1_, d_c1_;
   DeviceBuffer<float> zeros_;  // the zero bias of the ReLU-only use of the fused op
+  DeviceBuffer<SoftmaxCeScratch> scratch_;  // of the training batch totals
   const float* input_ = nullptr;  // x of the last forward pass (conv1's weight gradient reads it)
 };
 
