@@ -197,6 +197,60 @@ TEST(Checkpoint, BytesFollowTheDocumentedLayout) {
   EXPECT_EQ(get32(b, b.size() - 4), std::uint32_t(crc32(0L, b.data(), uInt(b.size() - 4))));
 }
 
+// The format written one byte at a time, the plainest way it can be: serialize_checkpoint,
+// which copies whole arrays, must produce exactly these bytes, so files written before and
+// after it load alike.
+std::string reference_encoding(const Checkpoint& c) {
+  std::string out;
+  const auto byte = [&](std::uint8_t b) { out.push_back(static_cast<char>(b)); };
+  const auto u32 = [&](std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) byte(std::uint8_t(v >> (8 * i)));
+  };
+  const auto u64 = [&](std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) byte(std::uint8_t(v >> (8 * i)));
+  };
+  out = "MNISTCKP";
+  u32(1);
+  u32(std::uint32_t(c.state.kind));
+  u32(std::uint32_t(c.state.sizes.size()));
+  for (int width : c.state.sizes) u32(std::uint32_t(width));
+  u32(0);
+  u64(c.state.params.size());
+  for (const std::vector<float>* array : {&c.state.params, &c.state.adam_m, &c.state.adam_v})
+    for (float x : *array) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &x, 4);
+      u32(bits);
+    }
+  u64(std::uint64_t(c.state.step));
+  u32(std::uint32_t(c.epoch));
+  std::uint64_t best;
+  std::memcpy(&best, &c.best_val_accuracy, 8);
+  u64(best);
+  const std::string config = c.config.dump();
+  u32(std::uint32_t(config.size()));
+  out += config;
+  u32(std::uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(out.data()), uInt(out.size()))));
+  return out;
+}
+
+TEST(Checkpoint, SerializerWritesTheReferenceBytes) {
+  std::mt19937_64 rng(test::fresh_seed());
+  std::vector<Checkpoint> checkpoints = {random_checkpoint(rng, {int(1 + rng() % 64), int(1 + rng() % 64)}),
+                                         random_checkpoint(rng, {}), random_cnn_checkpoint(rng)};
+  checkpoints[1].best_val_accuracy = std::nan("");
+  checkpoints[1].state.params[0] = -0.f;
+  checkpoints[1].state.adam_m[1] = std::numeric_limits<float>::quiet_NaN();
+  for (const Checkpoint& c : checkpoints) {
+    const std::string bytes = serialize_checkpoint(c);
+    const std::string want = reference_encoding(c);
+    ASSERT_EQ(bytes.size(), want.size()) << format_sizes(c.state.sizes);
+    EXPECT_TRUE(bytes == want) << format_sizes(c.state.sizes) << ": first difference at byte "
+                               << std::distance(bytes.begin(),
+                                                std::mismatch(bytes.begin(), bytes.end(), want.begin()).first);
+  }
+}
+
 // The CNN (kind 2): eight sizes in the order of model.h, then the same arrays and trailer.
 TEST(Checkpoint, CnnRoundTripsWithItsKindAndSizes) {
   std::mt19937_64 rng(test::fresh_seed());
