@@ -72,7 +72,9 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
       ModelState state = trainer.state();
       const std::int64_t done = first_step + (state.step - global_step);
       if (done < steps) {
+        const auto save_start = Clock::now();
         write_checkpoint(last_path, Checkpoint{std::move(state), epoch - 1, best, to_json(config)});
+        result.checkpoint_stall_seconds += seconds_since(save_start);
         throw TrainingInterrupted("interrupted at epoch " + std::to_string(epoch) + ", step " + std::to_string(done) +
                                       " of " + std::to_string(steps) + "; saved " + last_path,
                                   last_path);
@@ -106,9 +108,11 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     if (has_validation && improved) best = metrics.val_accuracy;
     // best.ckpt before last.ckpt: last.ckpt records `best`, so if it were written first and
     // best.ckpt then failed, a resume would take this epoch as already saved as the best.
+    const auto save_start = Clock::now();
     const Checkpoint checkpoint{trainer.state(), epoch, best, to_json(config)};
     if (improved) write_checkpoint(run.path() + "/best.ckpt", checkpoint);
     write_checkpoint(last_path, checkpoint);
+    result.checkpoint_stall_seconds += seconds_since(save_start);
     saved_epoch = epoch;
 
     // Ctrl-C while the epoch was finishing (or on the GPU, during it): it is saved whole.

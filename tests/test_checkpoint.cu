@@ -773,6 +773,9 @@ TEST(EvaluateCli, PrintsTheTestAccuracyOfTheRunsReport) {
   ASSERT_EQ(trained.status, 0) << trained.output;
   const nlohmann::json report = nlohmann::json::parse(read_text(dir / "report.json"));
   EXPECT_EQ(report["timings"]["cuda_graph"], false);  // the CPU has none; a missing key fails too
+  // The loop's waits for its checkpoints: a number of seconds, never missing or negative.
+  ASSERT_TRUE(report["timings"]["checkpoint_stall_seconds"].is_number()) << report["timings"];
+  EXPECT_GE(report["timings"]["checkpoint_stall_seconds"].get<double>(), 0.0);
   EXPECT_EQ(report["device"], "CPU (OpenBLAS, 1 thread)");  // the thread count sets the GEMMs' rounding
 
   const Outcome evaluated = run_mnist("evaluate --device cpu --model " + (dir / "last.ckpt").string());

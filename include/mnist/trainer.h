@@ -45,6 +45,9 @@ struct TrainResult {
   double train_seconds = 0;
   std::string device_name;
   bool cuda_graph = false;  // the epochs after the first replayed a captured CUDA graph (Trainer::replays_graphs)
+  // How long the loop waited for its checkpoints in all: copying the model state off the trainer,
+  // serializing it, and waiting for the writes (train_loop.cpp).
+  double checkpoint_stall_seconds = 0;
 };
 
 // Everything a checkpoint must hold to continue training exactly where it stopped.
