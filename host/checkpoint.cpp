@@ -14,6 +14,7 @@
 #include <limits>
 #include <memory>
 #include <system_error>
+#include <utility>
 
 #include "mnist/idx.h"
 #include "mnist/cnn.h"
@@ -353,13 +354,48 @@ std::string serialize_checkpoint(const Checkpoint& c) {
   return std::move(w.text());
 }
 
-void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
-  const std::string bytes = serialize_checkpoint(checkpoint);
+namespace {
+
+// The file's bytes to `path` through write_file_atomically; its failure as a CheckpointError.
+void write_checkpoint_bytes(const std::string& path, const std::string& bytes) {
   try {
     write_file_atomically(path, bytes);
   } catch (const ConfigError& error) {
     throw CheckpointError(error.what());
   }
+}
+
+}  // namespace
+
+void write_checkpoint(const std::string& path, const Checkpoint& checkpoint) {
+  write_checkpoint_bytes(path, serialize_checkpoint(checkpoint));
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  try {
+    join();
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "mnist: checkpoint error: %s\n", error.what());
+  } catch (...) {
+    std::fprintf(stderr, "mnist: checkpoint error: unknown\n");
+  }
+}
+
+void CheckpointWriter::write(Checkpoint checkpoint, std::vector<std::string> paths) {
+  join();
+  thread_ = std::thread([this, checkpoint = std::move(checkpoint), paths = std::move(paths)] {
+    try {
+      const std::string bytes = serialize_checkpoint(checkpoint);
+      for (const std::string& path : paths) write_checkpoint_bytes(path, bytes);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+  });
+}
+
+void CheckpointWriter::join() {
+  if (thread_.joinable()) thread_.join();
+  if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
 Checkpoint read_checkpoint(const std::string& path) { return decode_checkpoint(read_file(path), path); }

@@ -471,6 +471,81 @@ TEST(Checkpoint, AFailedWriteLeavesTheOldCheckpointLoadable) {
   fs::remove_all(dir);
 }
 
+// --- the background writer -------------------------------------------------------------------
+
+TEST(CheckpointWriter, WritesInTheBackgroundWhatJoinFindsOnDisk) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {int(1 + rng() % 64)});
+  const fs::path dir = fresh_temp_dir("ckpt-writer");
+  const std::string best = (dir / "best.ckpt").string(), last = (dir / "last.ckpt").string();
+  CheckpointWriter writer;
+  writer.write(c, {best, last});
+  writer.join();
+  expect_same(read_checkpoint(last), c);
+  EXPECT_EQ(read_text(dir / "best.ckpt"), read_text(dir / "last.ckpt"));  // the same bytes
+  EXPECT_EQ(read_text(dir / "last.ckpt"), serialize_checkpoint(c));
+  writer.join();  // nothing in flight: returns at once
+
+  // A second write replaces only the paths it names, after the first has ended.
+  const Checkpoint next = random_checkpoint(rng, {7});
+  writer.write(next, {last});
+  writer.join();
+  expect_same(read_checkpoint(last), next);
+  expect_same(read_checkpoint(best), c);
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << entry.path();
+  fs::remove_all(dir);
+}
+
+TEST(CheckpointWriter, AFailedWriteIsThrownAtTheNextJoinOnce) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {5});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-fail");
+  // A directory that cannot exist: its parent is a regular file (root ignores permissions).
+  write_text(dir / "file", "not a directory");
+  const std::string unwritable = (dir / "file" / "last.ckpt").string();
+  CheckpointWriter writer;
+  writer.write(c, {unwritable});  // returns: the failure happens on the writer's thread
+  try {
+    writer.join();
+    ADD_FAILURE() << "join() did not throw the failed write's error";
+  } catch (const CheckpointError& error) {
+    // The message write_checkpoint gives for the same failure.
+    std::string synchronous;
+    try {
+      write_checkpoint(unwritable, c);
+    } catch (const CheckpointError& same) {
+      synchronous = same.what();
+    }
+    EXPECT_EQ(std::string(error.what()), synchronous);
+    EXPECT_NE(std::string(error.what()).find("cannot write"), std::string::npos) << error.what();
+  }
+  EXPECT_NO_THROW(writer.join());  // reported once
+
+  // A later write() joins the failed one first and throws its error instead of starting.
+  const std::string good = (dir / "good.ckpt").string();
+  writer.write(c, {unwritable, good});  // stops at the first path that fails
+  EXPECT_THROW(writer.write(c, {good}), CheckpointError);
+  EXPECT_FALSE(fs::exists(good));
+  writer.write(c, {good});
+  writer.join();
+  expect_same(read_checkpoint(good), c);
+  fs::remove_all(dir);
+}
+
+TEST(CheckpointWriter, DestructorJoins) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {64, 32});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-dtor");
+  const std::string path = (dir / "last.ckpt").string();
+  {
+    CheckpointWriter writer;
+    writer.write(c, {path});
+  }  // no join(): the destructor waits for the write
+  expect_same(read_checkpoint(path), c);
+  fs::remove_all(dir);
+}
+
 // --- resume ----------------------------------------------------------------------------------
 
 // Random images and labels: enough to train, shuffle and drop out deterministically.
@@ -591,6 +666,31 @@ TEST(Resume, WithoutValidationBestIsLast) {
   const Checkpoint last = read_checkpoint((dir / "last.ckpt").string());
   EXPECT_EQ(last.epoch, 2);
   EXPECT_TRUE(std::isnan(last.best_val_accuracy));
+  fs::remove_all(dir);
+}
+
+// A checkpoint that cannot be written stops the loop with write_checkpoint's error, however
+// far the background write lets the loop get first: metrics.jsonl holds the epoch it failed
+// on, as when the write was part of the loop, and nothing after it.
+TEST(Resume, AFailedCheckpointWriteEndsTheRunWithItsError) {
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const SyntheticData data(rng);
+  TrainConfig config = small_config(seed);
+  config.epochs = 3;
+  const Dataset dataset{data.train, data.test};
+  const DataSplit split = split_dataset(dataset, config);
+  const fs::path dir = fresh_temp_dir("resume-write-fails");
+  fs::create_directory(dir / "last.ckpt");  // the rename onto it fails
+  write_text(dir / "last.ckpt" / "keep", "");
+  try {
+    run_in(dir, config, split, nullptr);
+    ADD_FAILURE() << "the run went on without its checkpoint";
+  } catch (const CheckpointError& error) {
+    EXPECT_EQ(std::string(error.what()), "cannot write " + (dir / "last.ckpt").string() + ": Is a directory");
+  }
+  EXPECT_EQ(line_count(read_text(dir / "metrics.jsonl")), 1);
+  EXPECT_EQ(read_checkpoint((dir / "best.ckpt").string()).epoch, 1);  // written before last.ckpt
   fs::remove_all(dir);
 }
 

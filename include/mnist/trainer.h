@@ -191,7 +191,9 @@ int steps_per_epoch(int images, int batch_size, bool drop_last);
 // The loop: for each epoch (train, validate, log, checkpoint) → test. Prints one line per
 // epoch. Throws TrainingDiverged (nothing saved for the failed epoch) or, when the trainer's
 // stop flag is set, TrainingInterrupted after saving last.ckpt (mid-epoch: the optimizer step
-// tells where; its `epoch` stays the number of epochs completed).
+// tells where; its `epoch` stays the number of epochs completed). Checkpoints are written by a
+// CheckpointWriter (checkpoint.h) while training goes on; every write has ended, and a failed
+// one has been thrown as its CheckpointError, before train() returns or throws.
 TrainResult train(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run);
 
 double mean_loss(const EvalTotals& totals);  // NaN when empty
