@@ -383,10 +383,31 @@ CheckpointWriter::~CheckpointWriter() {
 
 void CheckpointWriter::write(Checkpoint checkpoint, std::vector<std::string> paths) {
   join();
-  thread_ = std::thread([this, checkpoint = std::move(checkpoint), paths = std::move(paths)] {
+  thread_ = std::thread([this, checkpoint = std::move(checkpoint), paths = std::move(paths)]() mutable {
     try {
       const std::string bytes = serialize_checkpoint(checkpoint);
       for (const std::string& path : paths) write_checkpoint_bytes(path, bytes);
+    } catch (...) {
+      error_ = std::current_exception();
+    }
+    done_ = std::move(checkpoint);
+  });
+}
+
+Checkpoint CheckpointWriter::recycle() {
+  join();
+  return std::exchange(done_, Checkpoint{});
+}
+
+void CheckpointWriter::warm_up(ModelKind kind, const std::vector<int>& sizes) {
+  join();
+  thread_ = std::thread([this, kind, sizes] {
+    try {
+      const std::size_t n = static_cast<std::size_t>(implied_params(kind, sizes));
+      ModelState& state = done_.state;
+      state.kind = kind;
+      state.sizes = sizes;
+      for (std::vector<float>* buffer : {&state.params, &state.adam_m, &state.adam_v}) buffer->assign(n, 0.f);
     } catch (...) {
       error_ = std::current_exception();
     }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "mnist/checkpoint.h"
+#include "mnist/model.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 
@@ -91,10 +92,14 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
     // only ever hold whole epochs.
     if (trainer.stop_requested()) {
       const auto save_start = Clock::now();
-      ModelState state = trainer.state();
-      const std::int64_t done = first_step + (state.step - global_step);
+      Checkpoint checkpoint = writer.recycle();
+      trainer.copy_state(checkpoint.state);
+      const std::int64_t done = first_step + (checkpoint.state.step - global_step);
       if (done < steps) {
-        writer.write(Checkpoint{std::move(state), epoch - 1, best, to_json(config)}, {last_path});
+        checkpoint.epoch = epoch - 1;
+        checkpoint.best_val_accuracy = best;
+        checkpoint.config = to_json(config);
+        writer.write(std::move(checkpoint), {last_path});
         result.checkpoint_stall_seconds += seconds_since(save_start);
         wait_for_writes();
         throw TrainingInterrupted("interrupted at epoch " + std::to_string(epoch) + ", step " + std::to_string(done) +
@@ -129,15 +134,21 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
     // Without a validation split every epoch is "best", so best.ckpt is last.ckpt.
     const bool improved = !has_validation || std::isnan(best) || metrics.val_accuracy > best;
     if (has_validation && improved) best = metrics.val_accuracy;
-    // The state is copied off the trainer here (from the device on the GPU); the writer then
-    // serializes it once and writes best.ckpt before last.ckpt from the same bytes: last.ckpt
-    // records `best`, so if it were written first and best.ckpt then failed, a resume would
-    // take this epoch as already saved as the best.
+    // The state is copied off the trainer here (from the device on the GPU), into the buffers
+    // of the previous checkpoint; the writer then serializes it once and writes best.ckpt
+    // before last.ckpt from the same bytes: last.ckpt records `best`, so if it were written
+    // first and best.ckpt then failed, a resume would take this epoch as already saved as the
+    // best.
     const auto save_start = Clock::now();
+    Checkpoint checkpoint = writer.recycle();
+    trainer.copy_state(checkpoint.state);
+    checkpoint.epoch = epoch;
+    checkpoint.best_val_accuracy = best;
+    checkpoint.config = to_json(config);
     std::vector<std::string> paths;
     if (improved) paths.push_back(run.path() + "/best.ckpt");
     paths.push_back(last_path);
-    writer.write(Checkpoint{trainer.state(), epoch, best, to_json(config)}, std::move(paths));
+    writer.write(std::move(checkpoint), std::move(paths));
     result.checkpoint_stall_seconds += seconds_since(save_start);
     saved_epoch = epoch;
 
@@ -161,6 +172,7 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
 TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run, Start start) {
   CheckpointWriter writer;
   try {
+    writer.warm_up(model_kind(config), model_sizes(config));
     return run_epochs_with(writer, config, data, trainer, run, start);
   } catch (...) {
     // Whatever stopped the loop, a write still in flight ends first. Its error, had it been

@@ -533,6 +533,27 @@ TEST(CheckpointWriter, AFailedWriteIsThrownAtTheNextJoinOnce) {
   fs::remove_all(dir);
 }
 
+// The buffers go round: warm_up's for the first checkpoint, then each written checkpoint's for
+// the next, so the loop's copies of the state land in memory that is already touched.
+TEST(CheckpointWriter, RecycleHandsBackTheBuffersOfTheLastWrite) {
+  std::mt19937_64 rng(test::fresh_seed());
+  CheckpointWriter writer;
+  EXPECT_TRUE(writer.recycle().state.params.empty());  // nothing yet
+  writer.warm_up(ModelKind::kMlp, {784, 9, 10});
+  Checkpoint warm = writer.recycle();
+  EXPECT_EQ(warm.state.sizes, std::vector<int>({784, 9, 10}));
+  EXPECT_EQ(warm.state.params.size(), 784u * 9 + 9 + 9 * 10 + 10);
+  EXPECT_EQ(warm.state.adam_v.size(), warm.state.params.size());
+
+  const Checkpoint c = random_checkpoint(rng, {9});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-recycle");
+  writer.write(c, {(dir / "last.ckpt").string()});
+  expect_same(writer.recycle(), c);  // joins first
+  expect_same(read_checkpoint((dir / "last.ckpt").string()), c);
+  EXPECT_TRUE(writer.recycle().state.params.empty());  // handed back once
+  fs::remove_all(dir);
+}
+
 TEST(CheckpointWriter, DestructorJoins) {
   std::mt19937_64 rng(test::fresh_seed());
   const Checkpoint c = random_checkpoint(rng, {64, 32});

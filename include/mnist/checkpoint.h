@@ -79,10 +79,19 @@ class CheckpointWriter {
   void write(Checkpoint checkpoint, std::vector<std::string> paths);
   // Waits for the write in flight, if any, and throws its error, once.
   void join();
+  // Joins, then hands back the checkpoint of the last write (or the buffers warm_up made) for
+  // the next copy of the state to fill (Trainer::copy_state): its memory is already touched,
+  // so the copy costs the loop no page faults. Empty before either.
+  Checkpoint recycle();
+  // Joins, then allocates and touches the buffers of a model of this kind and these sizes on
+  // the background thread, for the first recycle(): while the first epoch trains, not when the
+  // loop waits for its first checkpoint.
+  void warm_up(ModelKind kind, const std::vector<int>& sizes);
 
  private:
   std::thread thread_;
   std::exception_ptr error_;  // set by the thread, read after it is joined
+  Checkpoint done_;           // likewise: the last checkpoint written, or warm_up's buffers
 };
 
 // Throws CheckpointError naming `path` and the problem: missing, not a checkpoint, newer

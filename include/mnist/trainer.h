@@ -137,6 +137,10 @@ class Trainer {
   // forward pass as evaluate(), for what needs more than the predicted digit (errors.json).
   virtual std::vector<float> logits(const ImageSlice& slice) = 0;
   virtual ModelState state() const = 0;
+  // state() into `out`, reusing its buffers where they are large enough: the training loop
+  // copies each checkpoint's state into the buffers of the one before, memory already touched,
+  // where fresh buffers would cost a page fault every 4 KiB. The default is out = state().
+  virtual void copy_state(ModelState& out) const { out = state(); }
   virtual void load_state(const ModelState& state) = 0;
   // For the benchmarks, where Nsight Systems cannot run: the device time of `steps` full
   // training steps cut after each phase (the first steps of epoch 1's shuffle), each prefix
