@@ -59,11 +59,11 @@ std::string serialize_checkpoint(const Checkpoint& checkpoint);
 // Writes through write_file_atomically: `path` holds either the old or the new checkpoint,
 // never a mix. Throws CheckpointError when it cannot be written.
 void write_checkpoint(const std::string& path, const Checkpoint& checkpoint);
-// Writes checkpoints on one background thread, so that the training loop does not wait for the
-// serialization, the CRC, the disk and fsync: the loop copies the model state off the trainer
-// (Trainer::state()) and hands it over; the thread serializes it once and writes those bytes to
-// each of its paths in turn through write_file_atomically, stopping at the first that fails.
-// One write is in flight at a time: write() and join() wait for the previous one and throw its
+// Writes checkpoints on a background thread (one per write, never two at once), so that the
+// training loop does not wait for the serialization, the CRC, the disk and fsync: the loop
+// copies the model state off the trainer (Trainer::copy_state) and hands it over; the thread
+// serializes it once and writes those bytes to each of its paths in turn through
+// write_file_atomically, stopping at the first that fails. One write is in flight at a time: write() and join() wait for the previous one and throw its
 // error, the CheckpointError that write_checkpoint would have thrown, so no failure is lost and
 // the files land in the order they were asked for. The destructor joins too.
 class CheckpointWriter {
