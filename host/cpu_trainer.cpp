@@ -111,6 +111,15 @@ class CpuTrainer final : public Trainer {
                       model_.adam_v(), step_};
   }
 
+  void copy_state(ModelState& out) const override {
+    out.kind = kind_of(model_.shape());
+    out.sizes = sizes_of(model_.shape());
+    out.params.assign(model_.params().begin(), model_.params().end());
+    out.adam_m.assign(model_.adam_m().begin(), model_.adam_m().end());
+    out.adam_v.assign(model_.adam_v().begin(), model_.adam_v().end());
+    out.step = step_;
+  }
+
   void load_state(const ModelState& state) override {
     if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
         state.params.size() != model_.params().size() ||

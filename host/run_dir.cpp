@@ -185,7 +185,10 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
             {"confusion", confusion},
             {"per_class", per_class},
             {"most_confused", pairs}}},
-          {"timings", {{"train_seconds", result.train_seconds}, {"cuda_graph", result.cuda_graph}}}};
+          {"timings",
+           {{"train_seconds", result.train_seconds},
+            {"cuda_graph", result.cuda_graph},
+            {"checkpoint_stall_seconds", result.checkpoint_stall_seconds}}}};
 }
 
 std::string format_summary(const TrainResult& result, const std::string& dataset) {

@@ -6,8 +6,12 @@
 #include <cmath>
 #include <cstdio>
 #include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "mnist/checkpoint.h"
+#include "mnist/model.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 
@@ -34,12 +38,24 @@ struct Start {
   bool resumed = false;
 };
 
-TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run, Start start) {
-  using Clock = std::chrono::steady_clock;
-  const auto seconds_since = [](Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-  };
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// The loop. Its checkpoints are written by `writer` in the background while the next epoch
+// trains; the loop waits for a write (join) before it starts the next one, before it logs the
+// next epoch, before it reports a divergence or a stop, and after the test evaluation, so
+// every file it names is on disk when it says so, and a failed write ends the run with its
+// error where the loop next waits. result.checkpoint_stall_seconds adds up those waits, the
+// copies of the state and the hand-overs.
+TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config, const DataSplit& data,
+                            Trainer& trainer, RunDir& run, Start start) {
   TrainResult result;
+  const auto wait_for_writes = [&] {
+    const auto wait_start = Clock::now();
+    writer.join();
+    result.checkpoint_stall_seconds += seconds_since(wait_start);
+  };
   result.device_name = trainer.device_name();
   const auto training_start = Clock::now();
   const std::string last_path = run.path() + "/last.ckpt";
@@ -57,26 +73,40 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     try {
       train_totals = trainer.train_epoch(epoch);
     } catch (const TrainingDiverged& diverged) {
-      // Checkpoints are written only after a clean epoch: say which one is still there.
+      // Checkpoints are written only after a clean epoch: say which one is still there, once
+      // its write has ended (a failed write is reported instead, as it came first).
+      wait_for_writes();
       const std::string kept = saved_epoch > 0 ? last_path + " still holds epoch " + std::to_string(saved_epoch)
                                : start.resumed ? "nothing was saved since resuming"
                                                : "no checkpoint was written";
       throw TrainingDiverged(diverged.problem(), diverged.epoch(), diverged.step(), diverged.global_step(),
                              kept + "; try a lower --lr");
     }
+    // The previous epoch's checkpoint has had this whole epoch to be written; it is waited for
+    // here, before this epoch is logged, so that metrics.jsonl is never more than one epoch
+    // ahead of last.ckpt.
+    wait_for_writes();
 
     // Ctrl-C in the middle of the epoch: save where it stopped, as "epochs completed" plus the
     // optimizer step (resume_step_in_epoch() finds the place again); best.ckpt and the log
     // only ever hold whole epochs.
     if (trainer.stop_requested()) {
-      ModelState state = trainer.state();
-      const std::int64_t done = first_step + (state.step - global_step);
+      const auto save_start = Clock::now();
+      Checkpoint checkpoint = writer.recycle();
+      trainer.copy_state(checkpoint.state);
+      const std::int64_t done = first_step + (checkpoint.state.step - global_step);
       if (done < steps) {
-        write_checkpoint(last_path, Checkpoint{std::move(state), epoch - 1, best, to_json(config)});
+        checkpoint.epoch = epoch - 1;
+        checkpoint.best_val_accuracy = best;
+        checkpoint.config = to_json(config);
+        writer.write(std::move(checkpoint), {last_path});
+        result.checkpoint_stall_seconds += seconds_since(save_start);
+        wait_for_writes();
         throw TrainingInterrupted("interrupted at epoch " + std::to_string(epoch) + ", step " + std::to_string(done) +
                                       " of " + std::to_string(steps) + "; saved " + last_path,
                                   last_path);
       }
+      result.checkpoint_stall_seconds += seconds_since(save_start);
     }
     global_step += steps - first_step;
     first_step = 0;
@@ -104,24 +134,52 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     // Without a validation split every epoch is "best", so best.ckpt is last.ckpt.
     const bool improved = !has_validation || std::isnan(best) || metrics.val_accuracy > best;
     if (has_validation && improved) best = metrics.val_accuracy;
-    // best.ckpt before last.ckpt: last.ckpt records `best`, so if it were written first and
-    // best.ckpt then failed, a resume would take this epoch as already saved as the best.
-    const Checkpoint checkpoint{trainer.state(), epoch, best, to_json(config)};
-    if (improved) write_checkpoint(run.path() + "/best.ckpt", checkpoint);
-    write_checkpoint(last_path, checkpoint);
+    // The state is copied off the trainer here (from the device on the GPU), into the buffers
+    // of the previous checkpoint; the writer then serializes it once and writes best.ckpt
+    // before last.ckpt from the same bytes: last.ckpt records `best`, so if it were written
+    // first and best.ckpt then failed, a resume would take this epoch as already saved as the
+    // best.
+    const auto save_start = Clock::now();
+    Checkpoint checkpoint = writer.recycle();
+    trainer.copy_state(checkpoint.state);
+    checkpoint.epoch = epoch;
+    checkpoint.best_val_accuracy = best;
+    checkpoint.config = to_json(config);
+    std::vector<std::string> paths;
+    if (improved) paths.push_back(run.path() + "/best.ckpt");
+    paths.push_back(last_path);
+    writer.write(std::move(checkpoint), std::move(paths));
+    result.checkpoint_stall_seconds += seconds_since(save_start);
     saved_epoch = epoch;
 
     // Ctrl-C while the epoch was finishing (or on the GPU, during it): it is saved whole.
-    if (trainer.stop_requested() && epoch < config.epochs)
+    if (trainer.stop_requested() && epoch < config.epochs) {
+      wait_for_writes();
       throw TrainingInterrupted("interrupted after epoch " + std::to_string(epoch) + " of " +
                                     std::to_string(config.epochs) + "; saved " + last_path,
                                 last_path);
+    }
   }
 
   result.train_seconds = seconds_since(training_start);
   result.cuda_graph = trainer.replays_graphs();
+  // The last checkpoint is written while the test set is evaluated.
   result.test = trainer.evaluate(data.test);
+  wait_for_writes();
   return result;
+}
+
+TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run, Start start) {
+  CheckpointWriter writer;
+  try {
+    writer.warm_up(model_kind(config), model_sizes(config));
+    return run_epochs_with(writer, config, data, trainer, run, start);
+  } catch (...) {
+    // Whatever stopped the loop, a write still in flight ends first. Its error, had it been
+    // written in the loop, would have stopped the run before this one, so it is the one thrown.
+    writer.join();
+    throw;
+  }
 }
 
 }  // namespace

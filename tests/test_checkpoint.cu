@@ -197,6 +197,60 @@ TEST(Checkpoint, BytesFollowTheDocumentedLayout) {
   EXPECT_EQ(get32(b, b.size() - 4), std::uint32_t(crc32(0L, b.data(), uInt(b.size() - 4))));
 }
 
+// The format written one byte at a time, the plainest way it can be: serialize_checkpoint,
+// which copies whole arrays, must produce exactly these bytes, so files written before and
+// after it load alike.
+std::string reference_encoding(const Checkpoint& c) {
+  std::string out;
+  const auto byte = [&](std::uint8_t b) { out.push_back(static_cast<char>(b)); };
+  const auto u32 = [&](std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) byte(std::uint8_t(v >> (8 * i)));
+  };
+  const auto u64 = [&](std::uint64_t v) {
+    for (int i = 0; i < 8; ++i) byte(std::uint8_t(v >> (8 * i)));
+  };
+  out = "MNISTCKP";
+  u32(1);
+  u32(std::uint32_t(c.state.kind));
+  u32(std::uint32_t(c.state.sizes.size()));
+  for (int width : c.state.sizes) u32(std::uint32_t(width));
+  u32(0);
+  u64(c.state.params.size());
+  for (const std::vector<float>* array : {&c.state.params, &c.state.adam_m, &c.state.adam_v})
+    for (float x : *array) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &x, 4);
+      u32(bits);
+    }
+  u64(std::uint64_t(c.state.step));
+  u32(std::uint32_t(c.epoch));
+  std::uint64_t best;
+  std::memcpy(&best, &c.best_val_accuracy, 8);
+  u64(best);
+  const std::string config = c.config.dump();
+  u32(std::uint32_t(config.size()));
+  out += config;
+  u32(std::uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(out.data()), uInt(out.size()))));
+  return out;
+}
+
+TEST(Checkpoint, SerializerWritesTheReferenceBytes) {
+  std::mt19937_64 rng(test::fresh_seed());
+  std::vector<Checkpoint> checkpoints = {random_checkpoint(rng, {int(1 + rng() % 64), int(1 + rng() % 64)}),
+                                         random_checkpoint(rng, {}), random_cnn_checkpoint(rng)};
+  checkpoints[1].best_val_accuracy = std::nan("");
+  checkpoints[1].state.params[0] = -0.f;
+  checkpoints[1].state.adam_m[1] = std::numeric_limits<float>::quiet_NaN();
+  for (const Checkpoint& c : checkpoints) {
+    const std::string bytes = serialize_checkpoint(c);
+    const std::string want = reference_encoding(c);
+    ASSERT_EQ(bytes.size(), want.size()) << format_sizes(c.state.sizes);
+    EXPECT_TRUE(bytes == want) << format_sizes(c.state.sizes) << ": first difference at byte "
+                               << std::distance(bytes.begin(),
+                                                std::mismatch(bytes.begin(), bytes.end(), want.begin()).first);
+  }
+}
+
 // The CNN (kind 2): eight sizes in the order of model.h, then the same arrays and trailer.
 TEST(Checkpoint, CnnRoundTripsWithItsKindAndSizes) {
   std::mt19937_64 rng(test::fresh_seed());
@@ -417,6 +471,102 @@ TEST(Checkpoint, AFailedWriteLeavesTheOldCheckpointLoadable) {
   fs::remove_all(dir);
 }
 
+// --- the background writer -------------------------------------------------------------------
+
+TEST(CheckpointWriter, WritesInTheBackgroundWhatJoinFindsOnDisk) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {int(1 + rng() % 64)});
+  const fs::path dir = fresh_temp_dir("ckpt-writer");
+  const std::string best = (dir / "best.ckpt").string(), last = (dir / "last.ckpt").string();
+  CheckpointWriter writer;
+  writer.write(c, {best, last});
+  writer.join();
+  expect_same(read_checkpoint(last), c);
+  EXPECT_EQ(read_text(dir / "best.ckpt"), read_text(dir / "last.ckpt"));  // the same bytes
+  EXPECT_EQ(read_text(dir / "last.ckpt"), serialize_checkpoint(c));
+  writer.join();  // nothing in flight: returns at once
+
+  // A second write replaces only the paths it names, after the first has ended.
+  const Checkpoint next = random_checkpoint(rng, {7});
+  writer.write(next, {last});
+  writer.join();
+  expect_same(read_checkpoint(last), next);
+  expect_same(read_checkpoint(best), c);
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << entry.path();
+  fs::remove_all(dir);
+}
+
+TEST(CheckpointWriter, AFailedWriteIsThrownAtTheNextJoinOnce) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {5});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-fail");
+  // A directory that cannot exist: its parent is a regular file (root ignores permissions).
+  write_text(dir / "file", "not a directory");
+  const std::string unwritable = (dir / "file" / "last.ckpt").string();
+  CheckpointWriter writer;
+  writer.write(c, {unwritable});  // returns: the failure happens on the writer's thread
+  try {
+    writer.join();
+    ADD_FAILURE() << "join() did not throw the failed write's error";
+  } catch (const CheckpointError& error) {
+    // The message write_checkpoint gives for the same failure.
+    std::string synchronous;
+    try {
+      write_checkpoint(unwritable, c);
+    } catch (const CheckpointError& same) {
+      synchronous = same.what();
+    }
+    EXPECT_EQ(std::string(error.what()), synchronous);
+    EXPECT_NE(std::string(error.what()).find("cannot write"), std::string::npos) << error.what();
+  }
+  EXPECT_NO_THROW(writer.join());  // reported once
+
+  // A later write() joins the failed one first and throws its error instead of starting.
+  const std::string good = (dir / "good.ckpt").string();
+  writer.write(c, {unwritable, good});  // stops at the first path that fails
+  EXPECT_THROW(writer.write(c, {good}), CheckpointError);
+  EXPECT_FALSE(fs::exists(good));
+  writer.write(c, {good});
+  writer.join();
+  expect_same(read_checkpoint(good), c);
+  fs::remove_all(dir);
+}
+
+// The buffers go round: warm_up's for the first checkpoint, then each written checkpoint's for
+// the next, so the loop's copies of the state land in memory that is already touched.
+TEST(CheckpointWriter, RecycleHandsBackTheBuffersOfTheLastWrite) {
+  std::mt19937_64 rng(test::fresh_seed());
+  CheckpointWriter writer;
+  EXPECT_TRUE(writer.recycle().state.params.empty());  // nothing yet
+  writer.warm_up(ModelKind::kMlp, {784, 9, 10});
+  Checkpoint warm = writer.recycle();
+  EXPECT_EQ(warm.state.sizes, std::vector<int>({784, 9, 10}));
+  EXPECT_EQ(warm.state.params.size(), 784u * 9 + 9 + 9 * 10 + 10);
+  EXPECT_EQ(warm.state.adam_v.size(), warm.state.params.size());
+
+  const Checkpoint c = random_checkpoint(rng, {9});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-recycle");
+  writer.write(c, {(dir / "last.ckpt").string()});
+  expect_same(writer.recycle(), c);  // joins first
+  expect_same(read_checkpoint((dir / "last.ckpt").string()), c);
+  EXPECT_TRUE(writer.recycle().state.params.empty());  // handed back once
+  fs::remove_all(dir);
+}
+
+TEST(CheckpointWriter, DestructorJoins) {
+  std::mt19937_64 rng(test::fresh_seed());
+  const Checkpoint c = random_checkpoint(rng, {64, 32});
+  const fs::path dir = fresh_temp_dir("ckpt-writer-dtor");
+  const std::string path = (dir / "last.ckpt").string();
+  {
+    CheckpointWriter writer;
+    writer.write(c, {path});
+  }  // no join(): the destructor waits for the write
+  expect_same(read_checkpoint(path), c);
+  fs::remove_all(dir);
+}
+
 // --- resume ----------------------------------------------------------------------------------
 
 // Random images and labels: enough to train, shuffle and drop out deterministically.
@@ -537,6 +687,31 @@ TEST(Resume, WithoutValidationBestIsLast) {
   const Checkpoint last = read_checkpoint((dir / "last.ckpt").string());
   EXPECT_EQ(last.epoch, 2);
   EXPECT_TRUE(std::isnan(last.best_val_accuracy));
+  fs::remove_all(dir);
+}
+
+// A checkpoint that cannot be written stops the loop with write_checkpoint's error, however
+// far the background write lets the loop get first: metrics.jsonl holds the epoch it failed
+// on, as when the write was part of the loop, and nothing after it.
+TEST(Resume, AFailedCheckpointWriteEndsTheRunWithItsError) {
+  const std::uint64_t seed = test::fresh_seed();
+  std::mt19937_64 rng(seed);
+  const SyntheticData data(rng);
+  TrainConfig config = small_config(seed);
+  config.epochs = 3;
+  const Dataset dataset{data.train, data.test};
+  const DataSplit split = split_dataset(dataset, config);
+  const fs::path dir = fresh_temp_dir("resume-write-fails");
+  fs::create_directory(dir / "last.ckpt");  // the rename onto it fails
+  write_text(dir / "last.ckpt" / "keep", "");
+  try {
+    run_in(dir, config, split, nullptr);
+    ADD_FAILURE() << "the run went on without its checkpoint";
+  } catch (const CheckpointError& error) {
+    EXPECT_EQ(std::string(error.what()), "cannot write " + (dir / "last.ckpt").string() + ": Is a directory");
+  }
+  EXPECT_EQ(line_count(read_text(dir / "metrics.jsonl")), 1);
+  EXPECT_EQ(read_checkpoint((dir / "best.ckpt").string()).epoch, 1);  // written before last.ckpt
   fs::remove_all(dir);
 }
 
@@ -719,6 +894,9 @@ TEST(EvaluateCli, PrintsTheTestAccuracyOfTheRunsReport) {
   ASSERT_EQ(trained.status, 0) << trained.output;
   const nlohmann::json report = nlohmann::json::parse(read_text(dir / "report.json"));
   EXPECT_EQ(report["timings"]["cuda_graph"], false);  // the CPU has none; a missing key fails too
+  // The loop's waits for its checkpoints: a number of seconds, never missing or negative.
+  ASSERT_TRUE(report["timings"]["checkpoint_stall_seconds"].is_number()) << report["timings"];
+  EXPECT_GE(report["timings"]["checkpoint_stall_seconds"].get<double>(), 0.0);
   EXPECT_EQ(report["device"], "CPU (OpenBLAS, 1 thread)");  // the thread count sets the GEMMs' rounding
 
   const Outcome evaluated = run_mnist("evaluate --device cpu --model " + (dir / "last.ckpt").string());

@@ -276,6 +276,19 @@ def test_versions_table_only_when_recorded(tmp):
         assert row in md, f"row {row!r} missing"
 
 
+def test_checkpoint_stall_only_when_recorded(tmp):
+    md = read(os.path.join(fixture_run(), "report.md"))
+    assert "12.3 s of training." in md, "the fixture records no checkpoint stall, so none is shown"
+    run_dir = copy_fixture(tmp)
+    report = fixture_report()
+    report["timings"]["checkpoint_stall_seconds"] = 0.0042
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_succeeded(run_report(run_dir))
+    md = read(os.path.join(run_dir, "report.md"))
+    assert "12.3 s of training (0.004 s of it waiting for checkpoints)." in md, "no checkpoint stall in the summary"
+
+
 def test_named_classes(tmp):
     """A report.json that names its classes (Fashion-MNIST's) gets them in report.md and the
     pictures; a name that is not a string is a one-line error."""

@@ -140,6 +140,7 @@ def read_report(run_dir):
         "config": config,
         "device": str(report.get("device", "unknown")),
         "train_seconds": None,
+        "checkpoint_stall_seconds": None,
         "accuracy": number(path, field(path, test, "accuracy", "test."), "test.accuracy"),
         "loss": number(path, field(path, test, "loss", "test."), "test.loss", allow_null=True),
         "count": int(number(path, field(path, test, "count", "test."), "test.count")),
@@ -147,6 +148,9 @@ def read_report(run_dir):
     timings = report.get("timings")
     if isinstance(timings, dict) and is_number(timings.get("train_seconds")):
         out["train_seconds"] = float(timings["train_seconds"])
+    # Optional: how long the training loop waited for its checkpoints; older runs have none.
+    if isinstance(timings, dict) and is_number(timings.get("checkpoint_stall_seconds")):
+        out["checkpoint_stall_seconds"] = float(timings["checkpoint_stall_seconds"])
     # Optional: runs from before report.json recorded them have none.
     versions = report.get("versions", {})
     out["versions"] = versions if isinstance(versions, dict) else {}
@@ -460,6 +464,8 @@ def build_markdown(run_dir, epochs, report, classes, errors):
     summary += f"{len(epochs)} epoch{'s' if len(epochs) != 1 else ''}"
     if report["train_seconds"] is not None:
         summary += f", {report['train_seconds']:.1f} s of training"
+        if report["checkpoint_stall_seconds"] is not None:
+            summary += f" ({report['checkpoint_stall_seconds']:.3f} s of it waiting for checkpoints)"
     out += [summary + ".", ""]
 
     out += ["## Final metrics", ""]

@@ -28,8 +28,10 @@
 // Reading checks everything before allocating or returning: a file is either a complete,
 // intact checkpoint or a CheckpointError "<path>: <what is wrong>" on one line.
 #include <cstdint>
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -57,6 +59,41 @@ std::string serialize_checkpoint(const Checkpoint& checkpoint);
 // Writes through write_file_atomically: `path` holds either the old or the new checkpoint,
 // never a mix. Throws CheckpointError when it cannot be written.
 void write_checkpoint(const std::string& path, const Checkpoint& checkpoint);
+// Writes checkpoints on a background thread (one per write, never two at once), so that the
+// training loop does not wait for the serialization, the CRC, the disk and fsync: the loop
+// copies the model state off the trainer (Trainer::copy_state) and hands it over; the thread
+// serializes it once and writes those bytes to each of its paths in turn through
+// write_file_atomically, stopping at the first that fails. One write is in flight at a time: write() and join() wait for the previous one and throw its
+// error, the CheckpointError that write_checkpoint would have thrown, so no failure is lost and
+// the files land in the order they were asked for. The destructor joins too.
+class CheckpointWriter {
+ public:
+  CheckpointWriter() = default;
+  // Joins. An error no join() reported (the owner is unwinding for another) goes to stderr.
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+
+  // Joins the previous write (throwing its error instead of starting this one), then starts
+  // writing `checkpoint` to `paths`, in that order, and returns.
+  void write(Checkpoint checkpoint, std::vector<std::string> paths);
+  // Waits for the write in flight, if any, and throws its error, once.
+  void join();
+  // Joins, then hands back the checkpoint of the last write (or the buffers warm_up made) for
+  // the next copy of the state to fill (Trainer::copy_state): its memory is already touched,
+  // so the copy costs the loop no page faults. Empty before either.
+  Checkpoint recycle();
+  // Joins, then allocates and touches the buffers of a model of this kind and these sizes on
+  // the background thread, for the first recycle(): while the first epoch trains, not when the
+  // loop waits for its first checkpoint.
+  void warm_up(ModelKind kind, const std::vector<int>& sizes);
+
+ private:
+  std::thread thread_;
+  std::exception_ptr error_;  // set by the thread, read after it is joined
+  Checkpoint done_;           // likewise: the last checkpoint written, or warm_up's buffers
+};
+
 // Throws CheckpointError naming `path` and the problem: missing, not a checkpoint, newer
 // format, truncated, checksum mismatch, impossible sizes, unknown model kind or dtype.
 Checkpoint read_checkpoint(const std::string& path);

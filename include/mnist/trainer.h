@@ -45,6 +45,9 @@ struct TrainResult {
   double train_seconds = 0;
   std::string device_name;
   bool cuda_graph = false;  // the epochs after the first replayed a captured CUDA graph (Trainer::replays_graphs)
+  // How long the loop waited for its checkpoints in all: copying the model state off the trainer,
+  // serializing it, and waiting for the writes (train_loop.cpp).
+  double checkpoint_stall_seconds = 0;
 };
 
 // Everything a checkpoint must hold to continue training exactly where it stopped.
@@ -134,6 +137,10 @@ class Trainer {
   // forward pass as evaluate(), for what needs more than the predicted digit (errors.json).
   virtual std::vector<float> logits(const ImageSlice& slice) = 0;
   virtual ModelState state() const = 0;
+  // state() into `out`, reusing its buffers where they are large enough: the training loop
+  // copies each checkpoint's state into the buffers of the one before, memory already touched,
+  // where fresh buffers would cost a page fault every 4 KiB. The default is out = state().
+  virtual void copy_state(ModelState& out) const { out = state(); }
   virtual void load_state(const ModelState& state) = 0;
   // For the benchmarks, where Nsight Systems cannot run: the device time of `steps` full
   // training steps cut after each phase (the first steps of epoch 1's shuffle), each prefix
@@ -188,7 +195,9 @@ int steps_per_epoch(int images, int batch_size, bool drop_last);
 // The loop: for each epoch (train, validate, log, checkpoint) → test. Prints one line per
 // epoch. Throws TrainingDiverged (nothing saved for the failed epoch) or, when the trainer's
 // stop flag is set, TrainingInterrupted after saving last.ckpt (mid-epoch: the optimizer step
-// tells where; its `epoch` stays the number of epochs completed).
+// tells where; its `epoch` stays the number of epochs completed). Checkpoints are written by a
+// CheckpointWriter (checkpoint.h) while training goes on; every write has ended, and a failed
+// one has been thrown as its CheckpointError, before train() returns or throws.
 TrainResult train(const TrainConfig& config, const DataSplit& data, Trainer& trainer, RunDir& run);
 
 double mean_loss(const EvalTotals& totals);  // NaN when empty
