@@ -183,13 +183,13 @@ void copy_to_device(T* device, const T* host, std::size_t count, cudaStream_t st
   MNIST_CHECK(cudaMemcpyAsync(device, host, count * sizeof(T), cudaMemcpyHostToDevice, stream));
   MNIST_CHECK(cudaStreamSynchronize(stream));
 }
+// Into `host`, in the memory it already has where that is large enough (resize keeps the
+// capacity); enqueued on the stream, not waited for.
 template <class T>
-std::vector<T> copy_to_host(const DeviceBuffer<T>& device, cudaStream_t stream) {
-  std::vector<T> host(device.size());
-  if (host.empty()) return host;
-  MNIST_CHECK(cudaMemcpyAsync(host.data(), device.data(), device.bytes(), cudaMemcpyDeviceToHost, stream));
-  MNIST_CHECK(cudaStreamSynchronize(stream));
-  return host;
+void enqueue_copy_to_host(const DeviceBuffer<T>& device, std::vector<T>& host, cudaStream_t stream) {
+  host.resize(device.size());
+  if (!host.empty())
+    MNIST_CHECK(cudaMemcpyAsync(host.data(), device.data(), device.bytes(), cudaMemcpyDeviceToHost, stream));
 }
 
 // A slice of labelled images held on the device as uint8 (a quarter of the float size); the
@@ -543,15 +543,22 @@ class GpuTrainer final : public Trainer {
   }
 
   ModelState state() const override {
-    const cudaStream_t stream = stream_.get();
     ModelState state;
-    state.kind = kind_of(model_.shape());
-    state.sizes = sizes_of(model_.shape());
-    state.params = copy_to_host(model_.params(), stream);
-    state.adam_m = copy_to_host(model_.adam_m(), stream);
-    state.adam_v = copy_to_host(model_.adam_v(), stream);
-    state.step = copy_to_host(step_, stream).at(0);
+    copy_state(state);
     return state;
+  }
+
+  // The checkpoint's copy at each epoch's end: into the buffers of the previous checkpoint,
+  // four copies and one wait.
+  void copy_state(ModelState& out) const override {
+    const cudaStream_t stream = stream_.get();
+    out.kind = kind_of(model_.shape());
+    out.sizes = sizes_of(model_.shape());
+    enqueue_copy_to_host(model_.params(), out.params, stream);
+    enqueue_copy_to_host(model_.adam_m(), out.adam_m, stream);
+    enqueue_copy_to_host(model_.adam_v(), out.adam_v, stream);
+    MNIST_CHECK(cudaMemcpyAsync(&out.step, step_.data(), sizeof out.step, cudaMemcpyDeviceToHost, stream));
+    stream_.synchronize();
   }
 
   StepPhaseTimes time_step_phases(int steps, int repeats) override {

@@ -250,6 +250,29 @@ TEST(GpuTrainer, TheSeedFixesTheRun) {
   EXPECT_NE(other.first[0].loss_sum, first.first[0].loss_sum);
 }
 
+// copy_state writes state() into the buffers it is given, whatever they held: ones large
+// enough keep their memory (the checkpoint loop hands each copy the previous one's buffers),
+// empty ones grow.
+TEST(GpuTrainer, CopyStateIsStateInTheBuffersItIsGiven) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  const TrainConfig config = small_config(rng());
+  const RandomDataset data(rng, config);
+  const std::unique_ptr<Trainer> trainer = make_gpu_trainer(config, data.split());
+  trainer->train_epoch(1);
+  const ModelState want = trainer->state();
+  ModelState reused;
+  reused.params = test::nan_filled(want.params.size() + 5);
+  reused.adam_m = test::nan_filled(want.adam_m.size());
+  reused.step = -1;
+  const float* params_memory = reused.params.data();
+  const float* moments_memory = reused.adam_m.data();
+  trainer->copy_state(reused);
+  expect_states_equal(reused, want);
+  EXPECT_EQ(reused.params.data(), params_memory);
+  EXPECT_EQ(reused.adam_m.data(), moments_memory);
+}
+
 TEST(GpuTrainer, StateRoundTripsAndLoadsACpuCheckpoint) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
