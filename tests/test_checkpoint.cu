@@ -80,6 +80,12 @@ bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
   return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
 }
 
+// An atomic write leaves no temporary file behind, whatever it wrote.
+void expect_no_temporary_files(const fs::path& dir) {
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
+    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << entry.path();
+}
+
 void expect_same(const Checkpoint& got, const Checkpoint& want) {
   EXPECT_EQ(got.state.kind, want.state.kind);
   EXPECT_EQ(got.state.sizes, want.state.sizes);
@@ -158,8 +164,7 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   c.best_val_accuracy = std::nan("");  // a run without a validation split
   write_checkpoint((dir / "a.ckpt").string(), c);
   expect_same(read_checkpoint((dir / "a.ckpt").string()), c);
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
-    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << entry.path();
+  expect_no_temporary_files(dir);
   fs::remove_all(dir);
 }
 
@@ -492,8 +497,7 @@ TEST(CheckpointWriter, WritesInTheBackgroundWhatJoinFindsOnDisk) {
   writer.join();
   expect_same(read_checkpoint(last), next);
   expect_same(read_checkpoint(best), c);
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
-    EXPECT_EQ(entry.path().filename().string().find(".tmp"), std::string::npos) << "left behind: " << entry.path();
+  expect_no_temporary_files(dir);
   fs::remove_all(dir);
 }
 
