@@ -733,6 +733,8 @@ TEST(GpuCnnTrainer, LaunchesPerStepAreCounted) {
   std::mt19937_64 rng(test::fresh_seed());
   TrainConfig config = small_cnn_config(rng());
   config.batch_size = 16;
+  config.channels = {2, 2};  // the count depends on none of the sizes: the smallest run fastest
+  config.hidden = {8};
   const int expected = 1 + 2 * 4 + 2 * 2 + 1 + (2 * 2 + 2 + 1) + (4 + 5) + 1;
   EXPECT_EQ(launches_per_step(config, rng), expected);
 }

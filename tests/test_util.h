@@ -102,7 +102,7 @@ inline constexpr bool kThreadSanitizer = false;
 #else
 inline constexpr bool kThreadSanitizer = false;
 #endif
-inline constexpr std::size_t kTsanMaxElements = std::size_t{1} << 18;
+inline constexpr std::size_t kTsanMaxElements = std::size_t{1} << 16;
 inline bool too_large_for_tsan(std::size_t elements) { return kThreadSanitizer && elements > kTsanMaxElements; }
 
 inline std::vector<float> nan_filled(std::size_t n) {
