@@ -1,5 +1,5 @@
 #pragma once
-// The multilayer perceptron of the seed: 784 → hidden (ReLU, dropout)… → 10, softmax.
+// The multilayer perceptron (Keras mnist_mlp by default): 784 → hidden (ReLU, dropout)… → 10, softmax.
 // All parameters live in one flat buffer, layer by layer (W then b), so one Adam launch
 // updates the whole model and a checkpoint is one array. Layer l maps sizes[l] → sizes[l+1]
 // with W_l stored row-major [in, out].
