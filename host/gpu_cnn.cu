@@ -13,8 +13,8 @@
 
 #include "mnist/check.h"
 #include "mnist/gpu_cnn.h"
-#include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
+#include "mnist/ops/classifier_head.h"
 #include "mnist/ops/maxpool.h"
 #include "mnist/ops/softmax_ce.h"
 
@@ -154,11 +154,12 @@ void GpuCnn::forward(const float* x, int rows, bool train, const std::int64_t* s
   gpu::dense_forward(cublas_.get(), p2_.data(), weights(2), z3_.data(), rows, shape_.flat(), shape_.hidden, math_);
   const DropoutKey key{seed_, CnnShape::kDropoutLayer, train ? dropout_ : 0.f};
   gpu::bias_relu_dropout_forward(z3_.data(), bias(2), a3_.data(), rows, shape_.hidden, true, key, step, stream_);
+  // dense2 (the logits) is the classifier head's, fused with the loss: loss(), compute_logits().
+}
 
-  gpu::dense_forward(cublas_.get(), a3_.data(), weights(3), logits_.data(), rows, shape_.hidden, shape_.classes,
-                     math_);
-  gpu::bias_relu_dropout_forward(logits_.data(), bias(3), logits_.data(), rows, shape_.classes, false, DropoutKey{},
-                                 step, stream_);
+void GpuCnn::compute_logits(int rows) {
+  gpu::classifier_head_forward(a3_.data(), weights(3), bias(3), logits_.data(), nullptr, nullptr, nullptr, rows,
+                               shape_.hidden, shape_.classes, label_smoothing_, stream_);
 }
 
 void GpuCnn::loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals,
@@ -166,12 +167,13 @@ void GpuCnn::loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotal
   if (rows < 1 || rows > (gradient ? max_train_batch_ : max_batch_))
     throw std::invalid_argument("GpuCnn: batch larger than the workspace");
   if (gradient) {  // the batch totals (no confusion matrix, no predictions) in the same launch
-    gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, shape_.classes,
-                               label_smoothing_, stream_, {totals, scratch_.data(), step, non_finite});
+    gpu::classifier_head_forward(a3_.data(), weights(3), bias(3), logits_.data(), labels, loss_.data(),
+                                 d_logits_.data(), rows, shape_.hidden, shape_.classes, label_smoothing_, stream_,
+                                 {totals, scratch_.data(), step, non_finite});
     return;
   }
-  gpu::softmax_cross_entropy(logits_.data(), labels, loss_.data(), nullptr, rows, shape_.classes, label_smoothing_,
-                             stream_);
+  gpu::classifier_head_forward(a3_.data(), weights(3), bias(3), logits_.data(), labels, loss_.data(), nullptr, rows,
+                               shape_.hidden, shape_.classes, label_smoothing_, stream_);
   if (totals)  // the metrics kernel adds to totals, so it needs them
     gpu::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, predictions, stream_);
 }
@@ -183,17 +185,14 @@ void GpuCnn::backward(int rows, const std::int64_t* step) {
   const int c1 = s1.out_channels, c2 = s2.out_channels, hidden = shape_.hidden, classes = shape_.classes;
   cublasHandle_t cublas = cublas_.get();
 
-  // dense2: logits = a3·W3 + b3.
-  gpu::dense_backward_weights(cublas, a3_.data(), d_logits_.data(), weight_grad(3), rows, hidden, classes, math_);
-  gpu::bias_grad(d_logits_.data(), bias_grad(3), rows, classes, stream_);
-  gpu::dense_backward_input(cublas, d_logits_.data(), weights(3), d_a3_.data(), rows, hidden, classes, math_);
-
-  // dense1: a3 = dropout(relu(p2·W2 + b2)); the fused backward turns dL/da3 into dL/dz3 in place.
+  // dense2 (the classifier head): logits = a3·W3 + b3 with a3 = dropout(relu(p2·W2 + b2)); one launch
+  // gives W3's and b3's gradients, dL/dz3 in d_a3 and b2's gradient.
   const DropoutKey key{seed_, CnnShape::kDropoutLayer, dropout_};
-  gpu::bias_relu_dropout_backward(d_a3_.data(), z3_.data(), bias(2), d_a3_.data(), rows, hidden, true, key, step,
-                                  stream_);
+  const HiddenBelow below{z3_.data(), bias(2), key, d_a3_.data(), bias_grad(2)};
+  gpu::classifier_head_backward(a3_.data(), d_logits_.data(), weights(3), weight_grad(3), bias_grad(3), rows, hidden,
+                                classes, stream_, &below, step);
+  // dense1: z3 = p2·W2 + b2.
   gpu::dense_backward_weights(cublas, p2_.data(), d_a3_.data(), weight_grad(2), rows, shape_.flat(), hidden, math_);
-  gpu::bias_grad(d_a3_.data(), bias_grad(2), rows, hidden, stream_);
   gpu::dense_backward_input(cublas, d_a3_.data(), weights(2), d_p2_.data(), rows, shape_.flat(), hidden, math_);
 
   // conv2 → ReLU → pool.

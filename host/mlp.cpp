@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
+#include <utility>
 
-#include "mnist/ops/bias_grad.h"
+#include "mnist/ops/classifier_head.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/softmax_ce.h"
@@ -86,22 +87,36 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
   ref::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last), label_smoothing_,
                              totals);
 
-  for (int l = last; l >= 0; --l) {
+  // The classifier head's backward: the output layer's gradients and, through the ReLU-dropout of
+  // the last hidden layer, its delta and bias gradient. Then per hidden layer from the top, the
+  // weight gradient and, below it, the input gradient taken through the ReLU-dropout of the layer
+  // below with that layer's bias gradient: the twin of GpuMlp::backward, op for op.
+  const auto weight_grad = [&](int l) { return grads_.data() + shape_.weight_offset(l); };
+  const auto bias_grad = [&](int l) { return grads_.data() + shape_.bias_offset(l); };
+  const auto weights = [&](int l) { return params_.data() + shape_.weight_offset(l); };
+  const auto bias = [&](int l) { return params_.data() + shape_.bias_offset(l); };
+  if (last == 0) {
+    ref::classifier_head_backward(input_, delta_.data(), weights(0), weight_grad(0), bias_grad(0), rows,
+                                  shape_.in(0), shape_.out(0));
+    return;
+  }
+  const int top = last - 1;  // the last hidden layer
+  const HiddenBelow below{pre_activations_[top].data(), bias(top), DropoutKey{seed_, std::uint32_t(top), dropout_},
+                          delta_prev_.data(), bias_grad(top)};
+  ref::classifier_head_backward(activations_[top].data(), delta_.data(), weights(last), weight_grad(last),
+                                bias_grad(last), rows, shape_.in(last), shape_.out(last), &below, step);
+  float* delta = delta_prev_.data();  // dL/dz_l of the layer l below
+  float* spare = delta_.data();
+  for (int l = top; l >= 0; --l) {
     const float* a = l == 0 ? input_ : activations_[l - 1].data();
-    float* dw = grads_.data() + shape_.weight_offset(l);
-    float* db = grads_.data() + shape_.bias_offset(l);
-    // delta holds dL/dz_l (for hidden layers, the fused backward already went through
-    // dropout and ReLU below).
-    ref::dense_backward_weights(a, delta_.data(), dw, rows, shape_.in(l), shape_.out(l));
-    ref::bias_grad(delta_.data(), db, rows, shape_.out(l));
+    ref::dense_backward_weights(a, delta, weight_grad(l), rows, shape_.in(l), shape_.out(l));
     if (l == 0) break;
-    const float* w = params_.data() + shape_.weight_offset(l);
-    ref::dense_backward_input(delta_.data(), w, delta_prev_.data(), rows, shape_.in(l), shape_.out(l));
-    // Through the dropout and ReLU of hidden layer l-1: dL/da_l → dL/dz_{l-1}.
+    ref::dense_backward_input(delta, weights(l), spare, rows, shape_.in(l), shape_.out(l));
+    // Through the dropout and ReLU of hidden layer l-1, in place: dL/da_l → dL/dz_{l-1}.
     const DropoutKey key{seed_, static_cast<std::uint32_t>(l - 1), dropout_};
-    ref::bias_relu_dropout_backward(delta_prev_.data(), pre_activations_[l - 1].data(),
-                                    params_.data() + shape_.bias_offset(l - 1), delta_.data(), rows,
-                                    shape_.out(l - 1), true, key, step);
+    ref::bias_relu_dropout_backward(spare, pre_activations_[l - 1].data(), bias(l - 1), spare, rows,
+                                    shape_.out(l - 1), true, key, step, bias_grad(l - 1));
+    std::swap(delta, spare);
   }
 }
 

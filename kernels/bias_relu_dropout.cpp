@@ -1,12 +1,14 @@
 // CPU twin of kernels/bias_relu_dropout.cu: one plain loop per direction, over the dropout_keep
 // bits drawn first (dropout_keep_mask: one Philox block per four elements, as on the GPU).
 //   forward   y  = mask · relu(z + b) / (1 - p)        backward  dz = dy · mask / (1 - p) · [z + b > 0]
+// and the backward's optional bias gradient db = bias_grad(dz), the twin of the fused GPU sum.
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
 #include <vector>
 
 #include "mnist/cpu_clones.h"
+#include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/philox.h"
 
@@ -49,7 +51,7 @@ void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int 
 
 MNIST_CPU_CLONES
 void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
-                                bool relu, DropoutKey key, std::int64_t step) {
+                                bool relu, DropoutKey key, std::int64_t step, float* db) {
   check_p(key.p);
   const float scale = keep_scale(key.p);
   const std::vector<std::uint8_t> keep = keep_mask(key, step, rows, cols);
@@ -62,6 +64,7 @@ void bias_relu_dropout_backward(const float* dy, const float* z, const float* bi
       dz[row + c] = pass ? scaled : 0.f;
     }
   }
+  if (db != nullptr) bias_grad(dz, db, rows, cols);
 }
 
 }  // namespace mnist::ref

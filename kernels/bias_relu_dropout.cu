@@ -1,11 +1,11 @@
 // forward   y  = mask · relu(z + b) / (1 - p)        (b broadcast over rows; relu optional)
 // backward  dz = dy · mask / (1 - p) · [z + b > 0]   (mask: Philox(seed, step, layer, r·cols + c) ≥ p·2^24)
+//           and, where asked, db[c] = sum_r dz[r, c]  (the layer's bias gradient, in the same pass)
 #include <cstdint>
 #include <stdexcept>
 
 #include "mnist/check.h"
-#include "mnist/ops/bias_relu_dropout.h"
-#include "mnist/philox.h"
+#include "mnist/ops/bias_relu_dropout.cuh"
 
 namespace mnist {
 namespace {
@@ -13,17 +13,13 @@ namespace {
 constexpr int kThreads = 256;
 constexpr std::int64_t kMaxBlocks = 4096;  // grid-stride beyond this (H100: 132 SMs × 8 blocks of 256, ×4)
 
-struct DropoutArgs {
-  std::uint64_t seed;
-  std::uint32_t layer;
-  std::uint32_t threshold;  // an element is dropped when its 24-bit draw is below this; 0 keeps all
-  float scale;              // 1 / (1 - p), exactly 1 when p == 0 (the same float as the CPU twin)
-};
-
-DropoutArgs dropout_args(const DropoutKey& key) {
-  if (!(key.p >= 0.f && key.p < 1.f)) throw std::invalid_argument("bias_relu_dropout: dropout p must be in [0, 1)");
-  return {key.seed, key.layer, dropout_threshold(key.p), key.p > 0.f ? 1.0f / (1.0f - key.p) : 1.0f};
-}
+using gpu::backward_one;
+using gpu::dropout_args;
+using gpu::DropoutArgs;
+using gpu::forward_one;
+using gpu::KeepBitCache;
+using gpu::keep_bits;
+using gpu::read_step;
 
 int blocks_for(std::int64_t work) {
   const std::int64_t blocks = (work + kThreads - 1) / kThreads;
@@ -31,32 +27,6 @@ int blocks_for(std::int64_t work) {
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
-
-// The step is read on the device so a captured graph draws a fresh mask every step. With
-// dropout off it is not read at all (the caller may pass a null step for evaluation).
-__device__ __forceinline__ std::uint64_t read_step(const DropoutArgs& d, const std::int64_t* step) {
-  return d.threshold != 0 ? static_cast<std::uint64_t>(*step) : 0;
-}
-
-// Keep bits (bit k for element 4·block + k) of one Philox block. The backward pass recomputes
-// them instead of storing a mask: no mask buffer to write and read back (memory traffic is the
-// whole cost of this op), and the CPU twin draws the identical bits from the same key.
-// philox_word draws all four words of a block and returns one; here one Philox call serves four
-// elements (dropout_keep_bits), because ten Philox rounds per element would make this op
-// compute-bound. GpuBiasReluDropout checks the masks bit-exact against dropout_keep.
-__device__ __forceinline__ unsigned keep_bits(const DropoutArgs& d, std::uint64_t step, std::uint64_t block) {
-  return dropout_keep_bits(d.seed, step, d.layer, block, d.threshold);
-}
-
-__device__ __forceinline__ float forward_one(float z, float b, unsigned keep, bool relu, float scale) {
-  float v = z + b;
-  if (relu && !(v > 0.f)) v = 0.f;
-  return keep ? v * scale : 0.f;
-}
-__device__ __forceinline__ float backward_one(float dy, float z, float b, unsigned keep, bool relu, float scale) {
-  const float v = z + b;
-  return (keep && (!relu || v > 0.f)) ? dy * scale : 0.f;
-}
 
 // cols % 4 == 0 and 16-byte aligned pointers: thread-group g is elements 4g..4g+3, one row,
 // one float4 of each operand and exactly one Philox block. y may alias z (same thread reads then writes).
@@ -129,6 +99,52 @@ __global__ void backward_scalar(const float* dy, const float* z, const float* bi
   }
 }
 
+// The backward pass with the layer's bias gradient summed as dz is written, so no second launch
+// reads dz back (bias_grad.cu's job otherwise). A block is kTeam threads across, each owning
+// kColsPerThread consecutive columns, by kSlices row slices: slice s takes rows s, s + kSlices, …
+// in order, then slice 0 adds the slices in order. Deterministic; any shape and alignment.
+constexpr int kColsPerThread = 4;
+constexpr int kTeam = 16;
+constexpr int kSlices = 8;
+constexpr int kColsPerBlock = kColsPerThread * kTeam;
+
+__global__ void __launch_bounds__(kTeam* kSlices)
+    backward_bias_grad(const float* dy, const float* z, const float* bias, float* dz, float* db, int rows, int cols,
+                       bool relu, DropoutArgs d, const std::int64_t* step_ptr) {
+  __shared__ float partial[kSlices][kTeam][kColsPerThread];
+  const std::uint64_t step = read_step(d, step_ptr);
+  const int c0 = (blockIdx.x * kTeam + threadIdx.x) * kColsPerThread;
+  float b[kColsPerThread], acc[kColsPerThread];
+#pragma unroll
+  for (int i = 0; i < kColsPerThread; ++i) {
+    b[i] = c0 + i < cols ? bias[c0 + i] : 0.f;
+    acc[i] = 0.f;
+  }
+  KeepBitCache keep;
+  for (int r = threadIdx.y; r < rows; r += kSlices) {
+    const std::size_t row = static_cast<std::size_t>(r) * cols;
+#pragma unroll
+    for (int i = 0; i < kColsPerThread; ++i) {
+      if (c0 + i >= cols) break;
+      const std::size_t e = row + c0 + i;
+      const float v = backward_one(dy[e], z[e], b[i], keep.bit(d, step, e), relu, d.scale);
+      dz[e] = v;  // dy[e] was read first by this thread: dz may alias dy
+      acc[i] += v;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kColsPerThread; ++i) partial[threadIdx.y][threadIdx.x][i] = acc[i];
+  __syncthreads();
+  if (threadIdx.y != 0) return;
+#pragma unroll
+  for (int i = 0; i < kColsPerThread; ++i) {
+    if (c0 + i >= cols) break;
+    float sum = partial[0][threadIdx.x][i];
+    for (int s = 1; s < kSlices; ++s) sum += partial[s][threadIdx.x][i];
+    db[c0 + i] = sum;
+  }
+}
+
 }  // namespace
 
 namespace gpu {
@@ -150,8 +166,16 @@ void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int 
 }
 
 void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
-                                bool relu, DropoutKey key, const std::int64_t* step, cudaStream_t stream) {
+                                bool relu, DropoutKey key, const std::int64_t* step, cudaStream_t stream, float* db) {
   const DropoutArgs d = dropout_args(key);
+  if (db != nullptr) {
+    if (cols <= 0) return;
+    const int blocks = (cols + kColsPerBlock - 1) / kColsPerBlock;
+    backward_bias_grad<<<blocks, dim3(kTeam, kSlices), 0, stream>>>(dy, z, bias, dz, db, rows < 0 ? 0 : rows, cols,
+                                                                    relu, d, step);
+    MNIST_CHECK_LAUNCH();
+    return;
+  }
   const std::int64_t n = static_cast<std::int64_t>(rows) * cols;
   if (n <= 0) return;
   if (cols % 4 == 0 && aligned16(dy) && aligned16(z) && aligned16(bias) && aligned16(dz)) {

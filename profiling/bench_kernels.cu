@@ -15,6 +15,11 @@
 // GPU (65536 x 512 elementwise, 64M Adam parameters) beside the training shapes (batch 128),
 // which are launch-bound and show what a step costs.
 //
+// Classifier head. The fused output layer + softmax-CE (kernels/classifier_head.cu), forward and
+// backward, beside the sequence of separate ops it replaces (cuBLAS GEMMs, bias, softmax-CE,
+// bias gradients, ReLU-dropout backward) at the default MLP's 512 -> 10, batch 128 and 1024:
+// whether the hand-written kernel pays for itself at the step's shapes.
+//
 // Convolutions. The CNN's two layers at batch 128 through cuDNN's legacy API, in NCHW (what
 // gpu::Conv2d uses) and NHWC, in fp32 (FMA math) and TF32 (default math: tensor cores allowed,
 // no conversion to fp16): each direction takes the first deterministic algorithm of cuDNN's
@@ -39,6 +44,7 @@
 #include "mnist/device.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/bias_grad.h"
+#include "mnist/ops/classifier_head.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/ops/conv2d.h"
 #include "mnist/ops/eval_metrics.h"
@@ -285,6 +291,68 @@ void bench_gemms(int batch, const Timing& timing, cudaStream_t stream, std::vect
   }
 }
 
+// --- the classifier head: fused against the separate ops it replaces ----------------------------
+
+struct HeadRow {
+  std::string pass;
+  int batch;
+  float fused_ms, separate_ms;
+  int separate_launches;
+};
+
+// The default MLP's output layer (512 -> 10, dropout 0.2 below) at `batch`: the fused forward
+// (logits, softmax-CE with the batch's totals) against cuBLAS GEMM + bias + softmax-CE, and the
+// fused backward against the five launches it replaces (dW and dX GEMMs, two bias gradients, the
+// ReLU-dropout backward). Each side is one median of `timing` launches of its whole sequence.
+void bench_classifier_head(int batch, const Timing& timing, cudaStream_t stream, const std::int64_t* step,
+                           std::vector<HeadRow>& table) {
+  constexpr int kIn = 512;
+  mnist::CublasHandle handle(stream);
+  const std::size_t n_x = static_cast<std::size_t>(batch) * kIn, n_l = static_cast<std::size_t>(batch) * kClassCount;
+  DeviceBuffer<float> x(n_x), w(static_cast<std::size_t>(kIn) * kClassCount), b(kClassCount), logits(n_l), loss(batch),
+      dl(n_l), dw(static_cast<std::size_t>(kIn) * kClassCount), db(kClassCount), z(n_x), bz(kIn), dz(n_x), dbz(kIn);
+  DeviceBuffer<std::uint8_t> labels(batch);
+  DeviceBuffer<mnist::EvalTotals> totals(1);
+  DeviceBuffer<mnist::SoftmaxCeScratch> scratch(1);
+  scratch.fill_bytes(0);
+  totals.fill_bytes(0);
+  fill_uniform(x, 0.f, 1.f, 18, stream);
+  fill_uniform(w, -0.1f, 0.1f, 19, stream);
+  fill_uniform(b, -0.1f, 0.1f, 20, stream);
+  fill_uniform(z, -1.f, 1.f, 21, stream);
+  fill_uniform(bz, -0.1f, 0.1f, 22, stream);
+  fill_below(labels, kClassCount, 23, stream);
+  const mnist::SoftmaxCeTraining training{totals.data(), scratch.data(), nullptr, nullptr};
+  const float fused_forward = median_ms(stream, timing, [&] {
+    mnist::gpu::classifier_head_forward(x.data(), w.data(), b.data(), logits.data(), labels.data(), loss.data(),
+                                        dl.data(), batch, kIn, kClassCount, 0.f, stream, training);
+  });
+  const float separate_forward = median_ms(stream, timing, [&] {
+    mnist::gpu::dense_forward(handle.get(), x.data(), w.data(), logits.data(), batch, kIn, kClassCount);
+    mnist::gpu::bias_relu_dropout_forward(logits.data(), b.data(), logits.data(), batch, kClassCount, false,
+                                          mnist::DropoutKey{}, step, stream);
+    mnist::gpu::softmax_cross_entropy(logits.data(), labels.data(), loss.data(), dl.data(), batch, kClassCount, 0.f,
+                                      stream, training);
+  });
+  table.push_back({"forward", batch, fused_forward, separate_forward, 3});
+
+  const mnist::DropoutKey key{1234, 1, 0.2f};
+  const mnist::HiddenBelow below{z.data(), bz.data(), key, dz.data(), dbz.data()};
+  const float fused_backward = median_ms(stream, timing, [&] {
+    mnist::gpu::classifier_head_backward(x.data(), dl.data(), w.data(), dw.data(), db.data(), batch, kIn, kClassCount,
+                                         stream, &below, step);
+  });
+  const float separate_backward = median_ms(stream, timing, [&] {
+    mnist::gpu::dense_backward_weights(handle.get(), x.data(), dl.data(), dw.data(), batch, kIn, kClassCount);
+    mnist::gpu::bias_grad(dl.data(), db.data(), batch, kClassCount, stream);
+    mnist::gpu::dense_backward_input(handle.get(), dl.data(), w.data(), dz.data(), batch, kIn, kClassCount);
+    mnist::gpu::bias_relu_dropout_backward(dz.data(), z.data(), bz.data(), dz.data(), batch, kIn, true, key, step,
+                                           stream);
+    mnist::gpu::bias_grad(dz.data(), dbz.data(), batch, kIn, stream);
+  });
+  table.push_back({"backward (dropout 0.2 below)", batch, fused_backward, separate_backward, 5});
+}
+
 // --- cuDNN convolutions: NCHW against NHWC ----------------------------------------------------
 
 struct ConvRow {
@@ -471,6 +539,15 @@ int run(const Timing& timing) {
   for (const GemmRow& g : gemms)
     std::printf("| %s | %s | %.4f | %.2f | %.4f | %.2f |\n", g.op.c_str(), g.shape.c_str(), g.ms_fp32,
                 g.flops / (g.ms_fp32 * 1e-3) / 1e12, g.ms_tf32, g.flops / (g.ms_tf32 * 1e-3) / 1e12);
+
+  std::vector<HeadRow> heads;
+  bench_classifier_head(train_batch, timing, stream.get(), step.data(), heads);
+  bench_classifier_head(1024, timing, stream.get(), step.data(), heads);
+  std::printf("\n| classifier head (512 -> 10) | batch | fused ms (1 launch) | separate ops ms | separate launches |\n"
+              "|---|---:|---:|---:|---:|\n");
+  for (const HeadRow& h : heads)
+    std::printf("| %s | %d | %.4f | %.4f | %d |\n", h.pass.c_str(), h.batch, h.fused_ms, h.separate_ms,
+                h.separate_launches);
 
   // The default CNN's convolutions: 5x5, 'same' padding, 28x28 then 14x14 (after the pool).
   std::vector<ConvRow> convs;

@@ -2,7 +2,7 @@
 # Nsight Compute on the project's own kernels in one training step: time, DRAM throughput and
 # achieved occupancy per launch, as a table.
 #
-#   profiling/ncu.sh [--launch-skip 11] [--launch-count 11] [--kernels REGEX] [-- mnist train options]
+#   profiling/ncu.sh [--launch-skip 7] [--launch-count 7] [--kernels REGEX] [-- mnist train options]
 #
 # Runs `build/mnist train --device gpu --no-graph --epochs 1 --train-subset 1280` (ten steps;
 # options after `--` are added) under
@@ -10,10 +10,11 @@
 #       --metrics dram__throughput.avg.pct_of_peak_sustained_elapsed,
 #                 sm__warps_active.avg.pct_of_peak_sustained_active, gpu__time_duration.sum
 # --clock-control none: the GPU keeps the clocks it runs training at (ncu locks them to base
-# otherwise). The default model's step launches 11 of our kernels (the gather with the step
-# counter, three bias(-ReLU-dropout) forwards, softmax-CE with the batch's totals, three bias
-# gradients, two bias-ReLU-dropout backwards, Adam; the GEMMs are cuBLAS's), so the defaults
-# skip step 1 and profile step 2; for other --hidden widths, 3·layers + 2 launches make a step.
+# otherwise). The default model's step launches 7 of our kernels (the gather with the step
+# counter, two bias-ReLU-dropout forwards, the classifier head forward (output layer and
+# softmax-CE with the batch's totals) and backward, one bias-ReLU-dropout backward with its bias
+# gradient, Adam; the 5 GEMMs are cuBLAS's), so the defaults skip step 1 and profile step 2; for
+# other --hidden widths, 2·hidden layers + 3 launches make a step.
 # Each launch is replayed by ncu, so its numbers are for that kernel alone with cold caches.
 #
 # The report (.ncu-rep, for the Nsight Compute GUI), its CSV and the training run go to
@@ -24,12 +25,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Our kernels of a training step (kernels/*.cu): adam_kernel (adam.cu), gather_{vec4,scalar}
-# (gather.cu), {forward,backward}_{vec4,scalar} (bias_relu_dropout.cu), bias_grad_kernel,
-# softmax_ce_totals_kernel (softmax_ce.cu), and eval_metrics_kernel and softmax_ce_kernel of the
-# evaluations. Matched against the function name, anywhere in it.
-kernels='adam_kernel|gather_(vec4|scalar)|(forward|backward)_(vec4|scalar)|bias_grad_kernel|softmax_ce_(totals_)?kernel|eval_metrics_kernel'
-launch_skip=11
-launch_count=11
+# (gather.cu), {forward,backward}_{vec4,scalar} and backward_bias_grad (bias_relu_dropout.cu),
+# head_{forward,backward}_kernel (classifier_head.cu), bias_grad_kernel (the CNN's), and
+# eval_metrics_kernel and softmax_ce_kernel of the evaluations. Matched against the function
+# name, anywhere in it.
+kernels='adam_kernel|gather_(vec4|scalar)|(forward|backward)_(vec4|scalar)|backward_bias_grad|head_(forward|backward)_kernel|bias_grad_kernel|softmax_ce_(totals_)?kernel|eval_metrics_kernel'
+launch_skip=7
+launch_count=7
 metrics=dram__throughput.avg.pct_of_peak_sustained_elapsed,sm__warps_active.avg.pct_of_peak_sustained_active,gpu__time_duration.sum
 extra=()
 while (($#)); do

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "mnist/device.h"
+#include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/philox.h"
 #include "test_util.h"
@@ -262,6 +263,24 @@ TEST(RefBiasReluDropout, RejectsPOutsideZeroOne) {
                std::invalid_argument);
 }
 
+// With db the twin also sums the columns of the dz it wrote (bias_grad), and dz is unchanged.
+TEST(RefBiasReluDropout, BackwardBiasGradientIsTheColumnSumOfDz) {
+  std::mt19937_64 rng(test::fresh_seed());
+  constexpr int kRows = 37, kCols = 11;
+  const std::vector<float> z = test::random_floats(rng, kRows * kCols), b = test::random_floats(rng, kCols),
+                           dy = test::random_floats(rng, kRows * kCols);
+  const DropoutKey key{rng(), 1, 0.4f};
+  const std::vector<float> dz = backward(dy, z, b, kRows, kCols, true, key, 9);
+  std::vector<float> dz_too = test::nan_filled(dz.size()), db = test::nan_filled(kCols);
+  ref::bias_relu_dropout_backward(dy.data(), z.data(), b.data(), dz_too.data(), kRows, kCols, true, key, 9, db.data());
+  EXPECT_EQ(dz_too, dz);
+  for (int c = 0; c < kCols; ++c) {
+    double sum = 0;
+    for (int r = 0; r < kRows; ++r) sum += dz[r * kCols + c];
+    EXPECT_EQ(db[c], static_cast<float>(sum)) << c;  // the exact sum, rounded once
+  }
+}
+
 // ---- GPU against the CPU twin ------------------------------------------------------------------
 
 struct Shape {
@@ -378,6 +397,51 @@ TEST(GpuBiasReluDropout, UnalignedPointersMatchReference) {
     got = d_out.download();
     expect_matches(std::vector<float>(got.begin() + 1, got.end()),
                    backward(dy, z, b, s.rows, s.cols, cfg.relu, key, step), "backward " + describe(s, cfg, step));
+  }
+}
+
+// With db, one launch writes dz (as without it, element for element) and sums its columns into
+// db: within the bound of any float summation of the column against the twin's exact sum
+// (γ_{rows-1} + 2u)·sum|dz| (tests/test_bias_grad.cu derives it), and at the same bits at every
+// run, in place (dz aliasing dy) as the trainers call it.
+TEST(GpuBiasReluDropout, BackwardWithTheBiasGradientMatchesReference) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(test::fresh_seed());
+  for (const Shape s : {Shape{1, 1}, Shape{7, 13}, Shape{129, 129}, Shape{128, 512}, Shape{1000, 10}, Shape{3, 4099}}) {
+    const std::size_t n = static_cast<std::size_t>(s.rows) * s.cols;
+    const std::vector<float> z = test::random_floats(rng, n);
+    const std::vector<float> b = test::random_floats(rng, s.cols);
+    const std::vector<float> dy = test::random_floats(rng, n);
+    DeviceBuffer<float> d_z(z), d_b(b), d_g(n), d_db(s.cols);
+    for (const Config cfg : kConfigs) {
+      const DropoutKey key{rng(), static_cast<std::uint32_t>(rng() % 4), cfg.p};
+      const std::int64_t step = random_step(rng);
+      DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{step});
+      const std::vector<float> want = backward(dy, z, b, s.rows, s.cols, cfg.relu, key, step);
+      std::vector<float> want_db(s.cols);
+      ref::bias_grad(want.data(), want_db.data(), s.rows, s.cols);
+      std::vector<float> first_db;
+      for (int run = 0; run < 2; ++run) {
+        d_g.upload(dy);
+        d_db.fill_bytes(0xFF);
+        gpu::bias_relu_dropout_backward(d_g.data(), d_z.data(), d_b.data(), d_g.data(), s.rows, s.cols, cfg.relu, key,
+                                        d_step.data(), nullptr, d_db.data());
+        MNIST_CHECK(cudaDeviceSynchronize());
+        expect_matches(d_g.download(), want, "dz " + describe(s, cfg, step));
+        const std::vector<float> db = d_db.download();
+        const double u = std::ldexp(1.0, -24);
+        const double gamma = (s.rows - 1) * u / (1 - (s.rows - 1) * u);
+        for (int c = 0; c < s.cols; ++c) {
+          double abs_sum = 0;
+          for (int r = 0; r < s.rows; ++r) abs_sum += std::fabs(want[static_cast<std::size_t>(r) * s.cols + c]);
+          ASSERT_TRUE(std::isfinite(db[c])) << describe(s, cfg, step) << " column " << c;
+          ASSERT_LE(std::fabs(static_cast<double>(db[c]) - want_db[c]), (gamma + 2 * u) * abs_sum)
+              << describe(s, cfg, step) << " column " << c;
+        }
+        if (run == 0) first_db = db;
+        else EXPECT_EQ(db, first_db) << "a repeat differs: " << describe(s, cfg, step);
+      }
+    }
   }
 }
 

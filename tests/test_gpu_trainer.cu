@@ -705,10 +705,13 @@ double launches_per_step(TrainConfig config, std::mt19937_64& rng) {
 double launches_per_step(const TrainConfig&, std::mt19937_64&) { return 0; }
 #endif
 
-// An MLP of L layers: the batch gather (which advances the step counter); per layer a GEMM and
-// the bias(-ReLU-dropout) forward; softmax-cross-entropy with the batch's totals; per layer a
-// weight-gradient GEMM and a bias gradient, per hidden layer an input-gradient GEMM and the
-// ReLU-dropout backward; Adam. (The divergence watch rides on softmax-cross-entropy and Adam.)
+// An MLP of L layers: the batch gather (which advances the step counter); per hidden layer a GEMM
+// and the bias-ReLU-dropout forward; the classifier head forward (the output layer, softmax-cross-
+// entropy and the batch's totals); the head backward (the output layer's gradients and, through
+// the last hidden layer's ReLU-dropout, that layer's delta and bias gradient); per hidden layer a
+// weight-gradient GEMM, and for each one above the first an input-gradient GEMM and the
+// ReLU-dropout backward with the bias gradient below; Adam. (The divergence watch rides on the
+// head forward and Adam.) The default MLP (two hidden layers) is 12.
 TEST(GpuTrainer, LaunchesPerStepAreCounted) {
   MNIST_REQUIRE_LAUNCH_COUNTS();
   std::mt19937_64 rng(test::fresh_seed());
@@ -716,18 +719,19 @@ TEST(GpuTrainer, LaunchesPerStepAreCounted) {
     TrainConfig config = small_config(rng());
     config.hidden = hidden;
     config.batch_size = 16;
-    const int layers = int(hidden.size()) + 1;
-    const int expected = 1 + 2 * layers + 1 + 2 * layers + 2 * (layers - 1) + 1;
+    const int hidden_layers = int(hidden.size());
+    const int expected = 1 + 2 * hidden_layers + 1 + 1 + hidden_layers + 2 * (hidden_layers - 1) + 1;
     EXPECT_EQ(launches_per_step(config, rng), expected) << hidden.size() << " hidden layers";
   }
 }
 
-// The CNN: the gather (with the step counter); per convolution the convolution, its bias, ReLU and max-pool forward;
-// the two dense layers' GEMM and bias(-ReLU-dropout) forward; softmax-cross-entropy with the
-// batch's totals; the dense layers' weight and bias gradients, both input gradients (the flat one
-// feeds the convolutions) and the hidden one's ReLU-dropout backward; per convolution the
-// max-pool and ReLU backward and the filter and bias gradients, for the second the data
-// gradient too; Adam.
+// The CNN: the gather (with the step counter); per convolution the convolution, its bias, ReLU and
+// max-pool forward; the hidden dense layer's GEMM and bias-ReLU-dropout forward; the classifier
+// head forward (the output layer, softmax-cross-entropy, the batch's totals); the head backward
+// (the output layer's gradients, and through the hidden layer's ReLU-dropout its delta and bias
+// gradient); the hidden layer's weight and input gradients (the flat one feeds the convolutions);
+// per convolution the max-pool and ReLU backward and the filter and bias gradients, for the second
+// the data gradient too; Adam.
 TEST(GpuCnnTrainer, LaunchesPerStepAreCounted) {
   MNIST_REQUIRE_LAUNCH_COUNTS();
   std::mt19937_64 rng(test::fresh_seed());
@@ -735,7 +739,7 @@ TEST(GpuCnnTrainer, LaunchesPerStepAreCounted) {
   config.batch_size = 16;
   config.channels = {2, 2};  // the count depends on none of the sizes: the smallest run fastest
   config.hidden = {8};
-  const int expected = 1 + 2 * 4 + 2 * 2 + 1 + (2 * 2 + 2 + 1) + (4 + 5) + 1;
+  const int expected = 1 + 2 * 4 + 2 + 1 + (1 + 2) + (4 + 5) + 1;
   EXPECT_EQ(launches_per_step(config, rng), expected);
 }
 

@@ -5,8 +5,10 @@
 //   convolutions   gpu::Conv2d (cuDNN, deterministic algorithms), one plan per layer and batch size
 //   ReLU           the fused bias-ReLU-dropout op with a zero bias and no dropout
 //   pooling        gpu::maxpool2x2 (the CPU twin's tie rule, bit for bit)
-//   dense layers   cuBLAS GEMMs and the fused bias-ReLU-dropout (dense1) / bias (dense2)
-//   loss, metrics, Adam: the same launchers as the MLP
+//   dense1         a cuBLAS GEMM and the fused bias-ReLU-dropout
+//   dense2, loss   the classifier head (dense2 fused with softmax-cross-entropy, and its backward
+//                  through dense1's ReLU-dropout), as the MLP's output layer
+//   metrics, Adam: the same launchers as the MLP
 //
 // Every call only enqueues work on the stream, except prepare() (and the first batch of a new
 // size), the download_*/upload_state copies and the constructor. The optimizer step lives on the
@@ -49,9 +51,12 @@ class GpuCnn {
 
   // --- the steps of a training step or evaluation, as GpuMlp has them (device pointers). `step`
   // is a device step counter; evaluation (train = false) does not read it.
-  // x: [rows, inputs()] floats. Logits of the last forward pass: logits().
+  // x: [rows, inputs()] floats, up to the hidden dense layer; the output layer is the classifier
+  // head's (classifier_head.h), which loss() and compute_logits() run.
   void forward(const float* x, int rows, bool train, const std::int64_t* step);
-  // Per-sample loss of the last forward pass and, when `gradient`, d(mean loss)/d(logits); the
+  // The logits of the last forward pass (logits()), without a loss: for prediction.
+  void compute_logits(int rows);
+  // The logits and per-sample loss of the last forward pass and, when `gradient`, d(mean loss)/d(logits); the
   // batch is added to `totals` (a device pointer, may be null) and, with totals, the predictions
   // (device, may be null) written. A non-finite loss goes into the divergence flag `non_finite`
   // (device, may be null) at *step.
