@@ -25,14 +25,15 @@ constexpr int kForwardThreads = kRowThreads * kRowsPerBlock;
 // partials meet in shared memory and thread c adds them in order, after the bias, into logit c.
 // Then thread 0 of the team takes the row through softmax-CE, reading the logits the team has
 // just stored (visible to it after the barrier). Every thread walks the same rows loop, so the
-// barriers are uniform; grid-stride beyond SoftmaxCeScratch::kMaxBlocks blocks.
-template <bool kTotals>
+// barriers are uniform; grid-stride beyond SoftmaxCeScratch::kMaxBlocks blocks. With totals
+// (a training batch), the block's share goes into them at the end.
 __global__ void __launch_bounds__(kForwardThreads)
     head_forward_kernel(const float* x, const float* w, const float* b, float* logits, const std::uint8_t* labels,
                         float* loss, float* dlogits, int rows, int in, int classes, float label_smoothing,
                         const std::int64_t* step, std::int64_t* non_finite, EvalTotals* totals,
                         SoftmaxCeScratch* scratch) {
   __shared__ float partial[kRowsPerBlock][kMaxHeadClasses][kRowThreads + 1];
+  __shared__ BatchTotalsShared<kForwardThreads> totals_shared;
   const int lane = threadIdx.x % kRowThreads;
   const int team = threadIdx.x / kRowThreads;
   RowTotals t;
@@ -64,7 +65,7 @@ __global__ void __launch_bounds__(kForwardThreads)
       softmax_ce_row(logits, labels, loss, dlogits, r, rows, classes, label_smoothing, t);
   }
   if (non_finite != nullptr) record_non_finite(non_finite, *step, t.code);
-  if constexpr (kTotals) add_to_batch_totals<kForwardThreads>(t, totals, scratch);
+  if (totals != nullptr) add_to_batch_totals(t, totals_shared, totals, scratch);  // the same for the whole grid
 }
 
 // ---- backward: kTeam threads across the inputs (kColsPerThread consecutive k each) by kSlices row slices
@@ -180,10 +181,9 @@ void classifier_head_forward(const float* x, const float* w, const float* b, flo
     throw std::invalid_argument("classifier_head_forward: the batch totals need labels");
   if (rows <= 0) return;
   const int blocks = std::min((rows + kRowsPerBlock - 1) / kRowsPerBlock, SoftmaxCeScratch::kMaxBlocks);
-  const auto kernel = training.totals != nullptr ? head_forward_kernel<true> : head_forward_kernel<false>;
-  kernel<<<blocks, kForwardThreads, 0, stream>>>(x, w, b, logits, labels, loss, dlogits, rows, in, classes,
-                                                 label_smoothing, training.step, training.non_finite,
-                                                 training.totals, training.scratch);
+  head_forward_kernel<<<blocks, kForwardThreads, 0, stream>>>(x, w, b, logits, labels, loss, dlogits, rows, in,
+                                                              classes, label_smoothing, training.step,
+                                                              training.non_finite, training.totals, training.scratch);
   MNIST_CHECK_LAUNCH();
 }
 

@@ -31,11 +31,12 @@ __global__ void __launch_bounds__(kThreads)
     softmax_ce_totals_kernel(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits, int rows,
                              int classes, float label_smoothing, const std::int64_t* step, std::int64_t* non_finite,
                              EvalTotals* totals, SoftmaxCeScratch* scratch) {
+  __shared__ BatchTotalsShared<kThreads> shared;
   RowTotals t;
   for (int r = blockIdx.x * blockDim.x + threadIdx.x; r < rows; r += gridDim.x * blockDim.x)
     softmax_ce_row(logits, labels, loss, dlogits, r, rows, classes, label_smoothing, t);
   if (non_finite != nullptr) record_non_finite(non_finite, *step, t.code);
-  add_to_batch_totals<kThreads>(t, totals, scratch);
+  add_to_batch_totals(t, shared, totals, scratch);
 }
 
 }  // namespace

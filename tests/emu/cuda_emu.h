@@ -19,7 +19,9 @@
 // __shared__ must be one variable per block: a function-local static is, because blocks run
 // one after another and the threads of a block share the function's statics. They all go to one
 // section, which emu_runtime.cpp refills with 0xFF bytes before each block (and tells TSan is
-// new memory), so no block sees what another left there.
+// new memory), so no block sees what another left there. GCC leaves the statics of a function
+// template (and of an inline function) out of the section: declare __shared__ in kernels that
+// are neither, and pass it to templates by reference (softmax_ce.cuh does).
 #undef __shared__
 #define __shared__ static __attribute__((section("emu_shared")))
 #define __launch_bounds__(...)

@@ -64,16 +64,27 @@ __device__ inline void softmax_ce_row(const float* logits, const std::uint8_t* l
   }
 }
 
+// The shared memory of add_to_batch_totals, declared by the calling kernel (a __shared__ in a
+// function template would be a per-instantiation static, which the CPU emulator of the tests
+// cannot renew per block).
+template <int kBlockThreads>
+struct BatchTotalsShared {
+  static_assert((kBlockThreads & (kBlockThreads - 1)) == 0, "the tree needs a power of two");
+  double loss[kBlockThreads];
+  unsigned int correct[kBlockThreads], counted[kBlockThreads];
+};
+
 // The block's totals into the batch totals; every thread of the block calls it once, with what its
 // rows added. A fixed shared-memory tree adds the block's threads; thread 0 stores the block's
 // partial and takes a ticket; the block with the last ticket (acquire: it sees every partial)
 // adds them in block order to the totals and resets the ticket counter for the next launch. So
 // the sum is the same at every run, and no single-block launch follows the batch.
 template <int kBlockThreads>
-__device__ inline void add_to_batch_totals(const RowTotals& t, EvalTotals* totals, SoftmaxCeScratch* scratch) {
-  static_assert((kBlockThreads & (kBlockThreads - 1)) == 0, "the tree needs a power of two");
-  __shared__ double loss[kBlockThreads];
-  __shared__ unsigned int correct[kBlockThreads], counted[kBlockThreads];
+__device__ inline void add_to_batch_totals(const RowTotals& t, BatchTotalsShared<kBlockThreads>& shared,
+                                           EvalTotals* totals, SoftmaxCeScratch* scratch) {
+  double* loss = shared.loss;
+  unsigned int* correct = shared.correct;
+  unsigned int* counted = shared.counted;
   const int tid = threadIdx.x + threadIdx.y * blockDim.x;
   loss[tid] = t.loss;
   correct[tid] = t.correct;
