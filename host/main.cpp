@@ -10,6 +10,7 @@
 #include <cstring>
 #include <exception>
 #include <new>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -227,16 +228,33 @@ void add_evaluate_options(CLI::App& evaluate, mnist::EvaluateConfig& c) {
   evaluate.add_option("--device", c.device, "auto (GPU if present, else CPU), cpu or gpu")->capture_default_str();
 }
 
-void add_predict_options(CLI::App& predict, std::string& model, std::vector<std::string>& files) {
+void add_predict_options(CLI::App& predict, std::string& model, std::vector<std::string>& files,
+                         mnist::PredictOptions& options) {
   predict.add_option("--model", model, "Checkpoint to predict with (a run's last.ckpt or best.ckpt)")
       ->required()
       ->check(kNonEmptyPath);
   predict.add_option("FILE", files,
-                     "Images of one digit each: 28x28 pixels, grayscale PGM (P2/P5) or PNG (8-bit gray, RGB or RGBA; "
-                     "colour is converted to gray, transparency shows black). Like MNIST, the digit must be white "
-                     "on a black background: invert dark-on-light drawings first")
+                     "Images of one digit each, any size up to 8192x8192: PNG (any colour type, bit depth, palette, "
+                     "interlace; transparency becomes paper), JPEG or PGM (P2/P5). Each is prepared as MNIST's "
+                     "digits were: ink made white on black, the ink's box scaled to fit 20x20 (aspect kept) and "
+                     "centred in 28x28 by its centre of mass; an image that already is an MNIST digit is used as "
+                     "it is")
       ->required()
       ->check(kNonEmptyPath);
+  static const std::map<std::string, mnist::Invert> kInvert{
+      {"auto", mnist::Invert::kAuto}, {"yes", mnist::Invert::kYes}, {"no", mnist::Invert::kNo}};
+  predict
+      .add_option("--invert", options.invert,
+                  "auto (dark ink on light paper when the border is bright), yes (the ink is dark) or no")
+      ->transform(CLI::CheckedTransformer(kInvert))
+      ->default_str("auto");
+  predict.add_flag("--show", options.show, "Also print the 28x28 image the model saw, as text shades");
+  predict.add_option("--top", options.top, "Print the K most likely digits with their probabilities")
+      ->check(CLI::Range(1, 10))
+      ->capture_default_str();
+  predict.add_flag("--json", options.json,
+                   "One JSON object per file on stdout: file, digit, probability, top, class (Fashion-MNIST), "
+                   "pixels (with --show), or file and error");
 }
 
 // An argument as the shell must see it: bare when it is plainly safe, else single-quoted.
@@ -307,9 +325,10 @@ int main(int argc, char** argv) {
   add_evaluate_options(*evaluate, evaluate_config);
   std::string predict_model;
   std::vector<std::string> predict_files;
+  mnist::PredictOptions predict_options;
   CLI::App* predict = app.add_subcommand(
-      "predict", "Print the digit (and its probability) in each 28x28 image: white digit on black, like MNIST");
-  add_predict_options(*predict, predict_model, predict_files);
+      "predict", "Print the digit (and its probability) in each image: PNG, JPEG or PGM, any size, dark or light ink");
+  add_predict_options(*predict, predict_model, predict_files, predict_options);
   std::string report_dir;
   CLI::App* report = app.add_subcommand(
       "report", "Draw a run's learning curves, confusion matrix and misclassified digits (PNGs and "
@@ -355,7 +374,7 @@ int main(int argc, char** argv) {
       return status_after_flushing_stdout(mnist::run_train(config), /*training=*/true);
     }
     if (evaluate->parsed()) return status_after_flushing_stdout(mnist::run_evaluate(evaluate_config), false);
-    if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files), false);
+    if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files, predict_options), false);
     if (report->parsed()) {
       const int status = mnist::run_report(report_dir);  // the script said what failed, in one line
       return status == mnist::kReportDrawnButNotPrinted ? 1 : status_after_flushing_stdout(status, false);

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs what the GPU machine lacks for building mnist: the Debian packages the build needs
-# (CLI11, nlohmann-json, GoogleTest's source, OpenBLAS's static library, zlib) and cuDNN's
+# (CLI11, nlohmann-json, GoogleTest's source, OpenBLAS's, zlib's, libpng's and libjpeg-turbo's
+# static libraries) and cuDNN's
 # headers, as installed on this machine, into .gpu-kit/deps.tar.gz (git ignores it; ~14 MB).
 # The GPU machine has the CUDA toolkit, cuDNN, CMake, ninja and Python wheels but no Debian
 # packages and no network; profiling/gpu_session.sh unpacks the kit there and builds against
@@ -21,7 +22,8 @@ cd "$(dirname "$0")/.."
 
 # googletest is GoogleTest's source (/usr/src/googletest, headers included): the GPU machine
 # builds it with its own compiler rather than link the libgtest.a (libgtest-dev) built by this one's.
-packages=(libcli11-dev nlohmann-json3-dev googletest libopenblas-pthread-dev zlib1g-dev)
+packages=(libcli11-dev nlohmann-json3-dev googletest libopenblas-pthread-dev zlib1g-dev libpng-dev
+          libjpeg62-turbo-dev)
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT
 for package in "${packages[@]}"; do

@@ -1,19 +1,19 @@
-// libFuzzer harness for the digit-image reader of `mnist predict` (decode_digit_image in
-// host/image_io.cpp, which read_digit_image calls on a file's bytes: PGM P2/P5 and PNG, with
-// the PNG's rows inflated by zlib and unfiltered by our own code). Each input is decoded up to
-// three times:
-//   1. as it is: the format detection, the PGM parser and the PNG chunk walk with its CRCs;
+// libFuzzer harness for the digit-image reader of `mnist predict` (host/image_io.cpp): the
+// decoding of PNG (libpng), JPEG (libjpeg-turbo) and PGM (our parser) by decode_image, and the
+// preparation of what it decodes by prepare_digit. Each input is decoded up to three times:
+//   1. as it is: the format detection, the PGM parser, libpng's and libjpeg's readers;
 //   2. when it starts with the PNG signature, "resealed": every whole chunk's CRC-32 replaced by
 //      the right one, as a writer would have made it, so that mutations reach the header checks
 //      and the image data behind the checksums;
 //   3. wrapped: the first byte picks a colour type (0..7, valid or not), the rest is taken as the
 //      filtered rows, zlib-compressed into a well-formed 28×28 8-bit PNG: this reaches the
-//      inflate length checks and the unfiltering of every filter type with any row bytes, which
-//      mutated compressed data (its Adler-32 broken) rarely would.
-// Every decode must either return 784 pixels or throw ImageError with a one-line
-// "<path>: <what>" message of printable ASCII (fuzz_message.h); anything else (a sanitizer report, another exception) is a crash.
-// A gray image's rows with filter type 0 are stored as they are, so (3) also checks those
-// pixels against the input.
+//      unfiltering of every filter type with any row bytes, which mutated compressed data (its
+//      Adler-32 broken) rarely would.
+// Every decode must either return an image of its stated size or throw ImageError with a
+// one-line "<path>: <what>" message of printable ASCII (fuzz_message.h), and so must the
+// preparation of every decoded image (784 pixels or ImageError); anything else (a sanitizer
+// report, another exception) is a crash. A gray image's rows with filter type 0 are stored as
+// they are, so (3) also checks those pixels against the input.
 //
 // Build and run: see tests/fuzz/CMakeLists.txt.
 #include <zlib.h>
@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,16 +38,26 @@ constexpr std::uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a
 
 [[noreturn]] void broken(const char* what, const std::string& detail = "") { fuzz::broken("fuzz_image", what, detail); }
 
-// The pixels, or an empty vector for a refused input.
-Bytes decode(const Bytes& bytes) {
+// The decoded image, or nothing for a refused input; a decoded image is also prepared.
+std::optional<mnist::GrayImage> decode(const Bytes& bytes) {
+  mnist::GrayImage image;
   try {
-    Bytes pixels = mnist::decode_digit_image(bytes, kPath);
-    if (pixels.size() != std::size_t(mnist::kPixels)) broken("decoded pixel count", std::to_string(pixels.size()));
-    return pixels;
+    image = mnist::decode_image(bytes, kPath);
   } catch (const mnist::ImageError& error) {
     fuzz::check_message("fuzz_image", kPath, error.what());
-    return {};
+    return std::nullopt;
   }
+  if (image.width < 1 || image.height < 1 || image.width > mnist::kMaxImageSide ||
+      image.height > mnist::kMaxImageSide || image.pixels.size() != std::size_t(image.width) * image.height)
+    broken("decoded size", std::to_string(image.width) + "x" + std::to_string(image.height) + ", " +
+                               std::to_string(image.pixels.size()) + " pixels");
+  try {
+    const Bytes digit = mnist::prepare_digit(image, mnist::Invert::kAuto, kPath);
+    if (digit.size() != std::size_t(mnist::kPixels)) broken("prepared pixel count", std::to_string(digit.size()));
+  } catch (const mnist::ImageError& error) {
+    fuzz::check_message("fuzz_image", kPath, error.what());
+  }
+  return image;
 }
 
 std::uint32_t be32(const std::uint8_t* p) {
@@ -121,15 +132,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (size >= 1) {
     const int color = data[0] & 7;
     const Bytes rows(data + 1, data + size);
-    const Bytes pixels = decode(wrap_png(color, rows));
+    const std::optional<mnist::GrayImage> image = decode(wrap_png(color, rows));
     const std::size_t stride = mnist::kImageCols + 1;  // gray: a filter byte and 28 samples a row
-    if (!pixels.empty() && color == 0) {
-      if (rows.size() != mnist::kImageRows * stride) broken("accepted rows of", std::to_string(rows.size()) + " bytes");
+    if (image && color == 0) {
+      if (rows.size() < mnist::kImageRows * stride) broken("accepted rows of", std::to_string(rows.size()) + " bytes");
       for (int y = 0; y < mnist::kImageRows; ++y)
-        if (rows[y * stride] == 0 && std::memcmp(&pixels[y * mnist::kImageCols], &rows[y * stride + 1], stride - 1) != 0)
+        if (rows[y * stride] == 0 &&
+            std::memcmp(&image->pixels[y * mnist::kImageCols], &rows[y * stride + 1], stride - 1) != 0)
           broken("an unfiltered gray row changed in row", std::to_string(y));
     }
-    if (!pixels.empty() && (color == 1 || color == 3 || color > 6)) broken("accepted colour type", std::to_string(color));
+    if (image && (color == 1 || color == 3 || color > 6)) broken("accepted colour type", std::to_string(color));
   }
   return 0;
 }

@@ -131,6 +131,25 @@ def main():
     write("image", "png-truncated", png(0)[:200])
     write("image", "netpbm-p6", b"P6\n28 28\n255\n")
     write("image", "jpeg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00")
+    # Whole files as image programs write them (Pillow, from Debian's python3-pil): JPEG baseline
+    # and progressive, and the PNG kinds the hand-made writer above leaves out, at sizes other
+    # than 28x28, a dark digit on light paper.
+    import io
+    from PIL import Image
+    drawing = Image.frombytes("L", (28, 28), bytes(255 - p for p in pixels)).resize((56, 40))
+    for name, options in (("jpeg-baseline", {"format": "JPEG", "quality": 90}),
+                          ("jpeg-progressive", {"format": "JPEG", "quality": 75, "progressive": True}),
+                          ("png-interlaced-56x40", {"format": "PNG", "interlace": 1}),
+                          ("png-palette-56x40", {"format": "PNG", "palette": True}),
+                          ("png-16-bit-56x40", {"format": "PNG", "wide": True})):
+        image = drawing
+        if options.pop("palette", False):
+            image = drawing.convert("P")
+        if options.pop("wide", False):
+            image = drawing.convert("I;16")
+        out = io.BytesIO()
+        image.save(out, **options)
+        write("image", name, out.getvalue())
 
 if __name__ == "__main__":
     main()
