@@ -422,7 +422,7 @@ if [[ -n $cublas_header && $cublas_header != "$cuda_root"/* ]]; then
 fi
 cmake_entries() {  # what CMake saw, for the next run to fix the kit or this script
   note "  - the CMake cache's CUDA and cuDNN entries are in session.log"
-  grep -E '^(CUDA|CUDAToolkit|CUDNN|CMAKE_CUDA_COMPILER|CMAKE_CUDA_RUNTIME|CMAKE_CXX_COMPILER|OPENBLAS|CBLAS|ZLIB)[A-Za-z_]*:' \
+  grep -E '^(CUDA|CUDAToolkit|CUDNN|CMAKE_CUDA_COMPILER|CMAKE_CUDA_RUNTIME|CMAKE_CXX_COMPILER|OPENBLAS|CBLAS|ZLIB|PNG|JPEG|MNIST_JCONFIG)[A-Za-z_]*:' \
     build-gpu/CMakeCache.txt 2>/dev/null
 }
 # Nothing builds without a configured tree: a failed configure ends the run (after packing).
