@@ -252,6 +252,9 @@ void add_predict_options(CLI::App& predict, std::string& model, std::vector<std:
   predict.add_option("--top", options.top, "Print the K most likely digits with their probabilities")
       ->check(CLI::Range(1, 10))
       ->capture_default_str();
+  predict.add_option("--device", options.device,
+                     "cpu, gpu or auto (GPU if present): where all the files run through the model as one batch")
+      ->capture_default_str();
   predict.add_flag("--json", options.json,
                    "One JSON object per file on stdout: file, digit, probability, top, class (Fashion-MNIST), "
                    "pixels (with --show), or file and error");

@@ -1,6 +1,6 @@
-// `mnist predict` (include/mnist/predict.h): each image prepared as MNIST's digits were, then the
-// checkpoint's model (MLP or CNN) run forward on the CPU, one image at a time. A handful of
-// images needs no GPU, and the CPU path is what CI checks.
+// `mnist predict` (include/mnist/predict.h): each image prepared as MNIST's digits were (on the
+// CPU, one at a time), then all of them as one batch through the checkpoint's model (MLP or CNN)
+// on the CPU (the default: a handful of images needs no GPU) or the GPU.
 #include "mnist/predict.h"
 
 #include <nlohmann/json.hpp>
@@ -8,15 +8,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <numeric>
+#include <string>
+#include <vector>
 
 #include "mnist/checkpoint.h"
-#include "mnist/cnn.h"
+#include "mnist/config.h"
 #include "mnist/idx.h"
-#include "mnist/mlp.h"
 #include "mnist/model.h"
-#include "mnist/ops/gather.h"
 #include "mnist/printable.h"
+#include "mnist/train_command.h"
+#include "mnist/trainer.h"
 
 namespace mnist {
 
@@ -38,91 +41,109 @@ void print_shades(const std::vector<std::uint8_t>& pixels) {
   }
 }
 
-// Model: CpuMlp or CpuCnn, holding the checkpoint's parameters.
-template <class Model>
-int predict_files(Model& model, const std::vector<std::string>& files, const std::string& dataset,
-                  const PredictOptions& options) {
-  int failures = 0;
-  std::vector<float> x(kPixels);
-  for (const std::string& file : files) {
-    std::vector<std::uint8_t> pixels;
-    try {
-      pixels = read_digit_image(file, options.invert);
-    } catch (const ImageError& error) {
-      if (options.json) std::printf("%s\n", nlohmann::json{{"file", file}, {"error", error.what()}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-      std::fflush(stdout);  // keep the lines in order when both streams go to one terminal
-      std::fprintf(stderr, "mnist: error: %s\n", error.what());
-      ++failures;
-      continue;
-    }
-    // The same scaling as training (x = pixel / 255), through the same function.
-    const std::int32_t first = 0;
-    std::uint8_t label = 0, unused_label = 0;
-    ref::gather_batch(pixels.data(), &unused_label, &first, 1, kPixels, x.data(), &label);
-    EvalTotals unused;
-    std::int32_t digit = 0;
-    model.evaluate_batch(x.data(), &label, 1, &unused, &digit);
+// One file: its prepared pixels, or why it could not be read.
+struct Prepared {
+  std::string file;
+  std::vector<std::uint8_t> pixels;
+  std::string error;
+};
 
-    // Softmax of the logits, shifted by their maximum so exp() cannot overflow.
-    const float* logits = model.logits();
-    double largest = logits[0], sum = 0.0;
-    for (int c = 1; c < kClasses; ++c) largest = std::fmax(largest, logits[c]);
-    for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - largest);
-    std::vector<double> p(kClasses);
-    for (int c = 0; c < kClasses; ++c) p[c] = std::exp(double(logits[c]) - largest) / sum;
-    // The predicted digit first (the metrics kernel's argmax: the first maximum), then by p.
-    std::vector<int> order(kClasses);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
-      if (a == digit || b == digit) return a == digit && b != digit;
-      return p[a] > p[b];
-    });
-    const std::string name = class_name(dataset, digit);
+void print_prediction(const Prepared& item, const float* logits, const std::string& dataset,
+                      const PredictOptions& options) {
+  // Softmax of the logits, shifted by their maximum so exp() cannot overflow; the digit is the
+  // first maximum, as the metrics kernels decide.
+  int digit = 0;
+  for (int c = 1; c < kClasses; ++c)
+    if (logits[c] > logits[digit]) digit = c;
+  double sum = 0.0;
+  for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - logits[digit]);
+  std::vector<double> p(kClasses);
+  for (int c = 0; c < kClasses; ++c) p[c] = std::exp(double(logits[c]) - logits[digit]) / sum;
+  // The predicted digit first, then by probability.
+  std::vector<int> order(kClasses);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    if (a == digit || b == digit) return a == digit && b != digit;
+    return p[a] > p[b];
+  });
+  const std::string name = class_name(dataset, digit);
 
-    if (options.json) {
-      nlohmann::json out{{"file", file}, {"digit", digit}, {"probability", p[digit]}};
-      if (!name.empty()) out["class"] = name;
-      nlohmann::json top = nlohmann::json::array();
-      for (int k = 0; k < options.top; ++k) top.push_back({{"digit", order[k]}, {"probability", p[order[k]]}});
-      out["top"] = top;
-      if (options.show) out["pixels"] = pixels;
-      std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
-      continue;
-    }
-    std::string line = printable(file) + ": " + std::to_string(digit) + (name.empty() ? "" : " " + name);
-    char prob[32];
-    std::snprintf(prob, sizeof prob, " (p=%.3f)", p[digit]);
-    line += prob;
-    for (int k = 1; k < options.top; ++k) {
-      std::snprintf(prob, sizeof prob, ", %d (p=%.3f)", order[k], p[order[k]]);
-      line += prob;
-    }
-    std::printf("%s\n", line.c_str());
-    if (options.show) print_shades(pixels);
+  if (options.json) {
+    nlohmann::json out{{"file", item.file}, {"digit", digit}, {"probability", p[digit]}};
+    if (!name.empty()) out["class"] = name;
+    nlohmann::json top = nlohmann::json::array();
+    for (int k = 0; k < options.top; ++k) top.push_back({{"digit", order[k]}, {"probability", p[order[k]]}});
+    out["top"] = top;
+    if (options.show) out["pixels"] = item.pixels;
+    std::printf("%s\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return;
   }
-  return failures ? 1 : 0;
+  std::string line = printable(item.file) + ": " + std::to_string(digit) + (name.empty() ? "" : " " + name);
+  char prob[32];
+  std::snprintf(prob, sizeof prob, " (p=%.3f)", p[digit]);
+  line += prob;
+  for (int k = 1; k < options.top; ++k) {
+    std::snprintf(prob, sizeof prob, ", %d (p=%.3f)", order[k], p[order[k]]);
+    line += prob;
+  }
+  std::printf("%s\n", line.c_str());
+  if (options.show) print_shades(item.pixels);
 }
 
 }  // namespace
 
 int run_predict(const std::string& model_path, const std::vector<std::string>& files,
                 const PredictOptions& options) {
+  if (options.device != "auto" && options.device != "cpu" && options.device != "gpu")
+    throw ConfigError("--device must be auto, cpu or gpu, got '" + options.device + "'");
   const Checkpoint checkpoint = read_checkpoint(model_path);
-  const ModelState& state = checkpoint.state;
-  // Seed, dropout and label smoothing do not matter: the weights are replaced, evaluation
-  // never drops out, and the loss it computes on the way is not used. The reader has checked
-  // that the sizes are a model's and the parameters fit them.
-  TrainConfig config;  // only its model options: the shape, as `mnist evaluate` derives it
-  set_model(config, state.kind, state.sizes);
+  // The model's shape is all the trainer needs: the weights come from the checkpoint, evaluation
+  // never drops out, and the loss on the way is not used. The reader has checked that the sizes
+  // are a model's and the parameters fit them.
+  TrainConfig config;
+  set_model(config, checkpoint.state.kind, checkpoint.state.sizes);
   const std::string dataset = trained_dataset(checkpoint);
-  if (state.kind == ModelKind::kCnn) {
-    CpuCnn model(cnn_shape(config), 0, 0.f, 0.f, 1);
-    model.params() = state.params;
-    return predict_files(model, files, dataset, options);
+
+  // Every file prepared first (one at a time, on the CPU), then all of them as one batch through
+  // the model on the chosen device, then the answers in the order of the files.
+  std::vector<Prepared> items;
+  std::vector<std::uint8_t> batch;
+  for (const std::string& file : files) {
+    Prepared item{file, {}, {}};
+    try {
+      item.pixels = read_digit_image(file, options.invert);
+      batch.insert(batch.end(), item.pixels.begin(), item.pixels.end());
+    } catch (const ImageError& error) {
+      item.error = error.what();
+    }
+    items.push_back(std::move(item));
   }
-  CpuMlp model(mlp_shape(config), 0, 0.f, 0.f, 1);
-  model.params() = state.params;
-  return predict_files(model, files, dataset, options);
+  const int count = static_cast<int>(batch.size() / kPixels);
+  std::vector<float> logits;
+  if (count > 0) {
+    const bool on_gpu = choose_device(options.device, "predicting");
+    const std::unique_ptr<Trainer> trainer =
+        on_gpu ? make_gpu_trainer(config, DataSplit{}) : make_cpu_trainer(config, DataSplit{});
+    trainer->load_state(checkpoint.state);
+    const std::vector<std::uint8_t> labels(count, 0);  // unused: logits only
+    logits = trainer->logits(ImageSlice{batch.data(), labels.data(), count});
+  }
+
+  int failures = 0, next = 0;
+  for (const Prepared& item : items) {
+    if (!item.error.empty()) {
+      if (options.json)
+        std::printf("%s\n", nlohmann::json{{"file", item.file}, {"error", item.error}}
+                                .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                                .c_str());
+      std::fflush(stdout);  // keep the lines in order when both streams go to one terminal
+      std::fprintf(stderr, "mnist: error: %s\n", item.error.c_str());
+      ++failures;
+      continue;
+    }
+    print_prediction(item, logits.data() + std::size_t(next++) * kClasses, dataset, options);
+  }
+  return failures ? 1 : 0;
 }
 
 }  // namespace mnist

@@ -154,17 +154,6 @@ class InterruptHandler {
   struct sigaction previous_[std::size(kStopSignals)] {};
 };
 
-// Decides the device before the slow work, so a wrong --device fails at once: true for the
-// GPU. --device auto takes the GPU when one is usable and otherwise says it falls back.
-bool choose_device(const std::string& device, const char* work) {
-  const int gpus = cuda_device_count();
-  if (device == "gpu" && gpus == 0)
-    throw ConfigError("--device gpu: no CUDA device or driver found (" + cuda_device_absence() +
-                      "); use --device cpu (or auto)");
-  if (device == "auto" && gpus == 0) std::fprintf(stderr, "no CUDA device found: %s on the CPU\n", work);
-  return device == "gpu" || (device == "auto" && gpus > 0);
-}
-
 std::unique_ptr<Trainer> make_trainer(bool on_gpu, const TrainConfig& config, const DataSplit& split) {
   return on_gpu ? make_gpu_trainer(config, split) : make_cpu_trainer(config, split);
 }
@@ -258,6 +247,16 @@ bool draw_report(const std::string& run_dir) {
 }
 
 }  // namespace
+
+bool choose_device(const std::string& device, const char* work) {
+  const int gpus = cuda_device_count();
+  if (device == "gpu" && gpus == 0)
+    throw ConfigError("--device gpu: no CUDA device or driver found (" + cuda_device_absence() +
+                      "); use --device cpu (or auto)");
+  if (device == "auto" && gpus == 0) std::fprintf(stderr, "no CUDA device found: %s on the CPU\n", work);
+  return device == "gpu" || (device == "auto" && gpus > 0);
+}
+
 
 int interrupted_exit_status() {
   const int signal = g_stop_signal.load();

@@ -650,6 +650,20 @@ TEST(PredictCli, EachBadFileIsOneLineNamingIt) {
       << odd.output;
   EXPECT_EQ(odd.output.find('\x1b'), std::string::npos) << odd.output;
 
+  // Several files are one batch through the model: each answer is the one it gets alone.
+  const Outcome alone = run_mnist("predict --model " + model + " " + (dir / "good.pgm").string());
+  const Outcome twice = run_mnist("predict --model " + model + " " + (dir / "good.pgm").string() + " " +
+                                  (dir / "good.pgm").string());
+  ASSERT_EQ(alone.status, 0) << alone.output;
+  EXPECT_EQ(twice.output, alone.output + alone.output);
+
+  // A bad --device, or --top outside 1..10: one line, exit 2.
+  for (const char* args : {" --device tpu ", " --top 11 ", " --top 0 ", " --invert maybe "}) {
+    const Outcome outcome = run_mnist("predict --model " + model + args + (dir / "good.pgm").string());
+    EXPECT_EQ(outcome.status, 2) << args << outcome.output;
+    EXPECT_EQ(line_count(outcome.output), 1) << args << outcome.output;
+  }
+
   // A bad checkpoint or no files at all: one line before any image is read.
   for (const std::string& args : {"--model " + (dir / "notes.txt").string() + " " + (dir / "good.pgm").string(),
                                   "--model " + model, std::string((dir / "good.pgm").string())}) {
@@ -664,7 +678,7 @@ TEST(PredictCli, HelpSaysWhatImagesItReads) {
   const Outcome help = run_mnist("predict --help");
   EXPECT_EQ(help.status, 0);
   for (const char* expected : {"--model", "28x28", "PGM", "PNG", "JPEG", "white", "black", "20x20", "--invert",
-                               "--show", "--top", "--json"})
+                               "--show", "--top", "--json", "--device"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   const Outcome evaluate = run_mnist("evaluate --help");
   EXPECT_EQ(evaluate.status, 0);

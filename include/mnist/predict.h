@@ -12,10 +12,11 @@ struct PredictOptions {
   bool show = false;              // print the 28×28 the model saw, as text shades
   int top = 1;                    // the most likely digits printed, 1..10
   bool json = false;              // one JSON object a file on stdout, nothing else there
+  std::string device = "cpu";     // where the batch of all files runs: cpu, gpu or auto
 };
 
-// Per file, the image is decoded and prepared as MNIST's digits were (image_io.h), then run
-// forward. Prints "<file>: <digit> (p=0.987)", p being the softmax probability of that digit,
+// Per file, the image is decoded and prepared as MNIST's digits were (image_io.h); then all of
+// them run forward as one batch on options.device. Prints "<file>: <digit> (p=0.987)", p being the softmax probability of that digit,
 // with --top K the next K-1 digits after it ("…, 1 (p=0.010)"); for a Fashion-MNIST checkpoint
 // the class follows its label: "<file>: 9 ankle boot (p=0.987)". With show, the 28×28 follows.
 // With json, one object a line: {"file", "digit", "probability", "top": [{"digit", "probability"}…],

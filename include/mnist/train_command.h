@@ -28,6 +28,11 @@ struct EvaluateConfig {
 // `mnist evaluate`: a checkpoint's test accuracy, loss and confusion matrix.
 int run_evaluate(const EvaluateConfig& config);
 
+// Decides the device before the slow work, so a wrong --device fails at once: true for the
+// GPU. "auto" takes the GPU when one is usable and otherwise says on stderr that `work` ("training",
+// "evaluating", …) runs on the CPU; "gpu" without a usable GPU throws ConfigError.
+bool choose_device(const std::string& device, const char* work);
+
 // What to try after the GPU ran out of memory while training with `batch_size`:
 // "try a smaller --batch-size, e.g. 64, or narrower --hidden layers, or --device cpu".
 std::string out_of_memory_advice(int batch_size);
