@@ -1,10 +1,13 @@
 #include "mnist/config.h"
 
+#include <algorithm>
 #include <cfloat>
 #include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
+
+#include "mnist/ops/adam.h"
 
 namespace mnist {
 
@@ -40,6 +43,14 @@ void validate(const TrainConfig& c) {
   }
   require(std::isfinite(c.dropout) && c.dropout >= 0.f && c.dropout < 1.f, "--dropout must be in [0, 1)");
   require(std::isfinite(c.lr) && c.lr > 0.f && c.lr <= 10.f, "--lr must be a finite number in (0, 10]");
+  require(c.lr_schedule == "constant" || c.lr_schedule == "cosine" || c.lr_schedule == "onecycle" ||
+              c.lr_schedule == "step",
+          "--lr-schedule must be constant, cosine, onecycle or step, got '" + c.lr_schedule + "'");
+  require(std::isfinite(c.warmup_epochs) && c.warmup_epochs >= 0.f && c.warmup_epochs <= float(c.epochs),
+          "--warmup-epochs must be in [0, --epochs]");
+  require(std::isfinite(c.min_lr) && c.min_lr >= 0.f && c.min_lr <= c.lr, "--min-lr must be in [0, --lr]");
+  require(std::isfinite(c.lr_decay) && c.lr_decay > 0.f && c.lr_decay <= 1.f, "--lr-decay must be in (0, 1]");
+  require(c.lr_step >= 1 && c.lr_step <= 100000, "--lr-step must be in 1..100000 (epochs)");
   require(std::isfinite(c.weight_decay) && c.weight_decay >= 0.f, "--weight-decay must be a finite number >= 0");
   require(std::isfinite(c.label_smoothing) && c.label_smoothing >= 0.f && c.label_smoothing < 1.f,
           "--label-smoothing must be in [0, 1)");
@@ -67,6 +78,11 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"hidden", c.hidden},
           {"dropout", as_decimal(c.dropout)},
           {"lr", as_decimal(c.lr)},
+          {"lr_schedule", c.lr_schedule},
+          {"warmup_epochs", as_decimal(c.warmup_epochs)},
+          {"min_lr", as_decimal(c.min_lr)},
+          {"lr_decay", as_decimal(c.lr_decay)},
+          {"lr_step", c.lr_step},
           {"weight_decay", as_decimal(c.weight_decay)},
           {"optimizer", c.adamw ? "adamw" : "adam"},
           {"label_smoothing", as_decimal(c.label_smoothing)},
@@ -86,6 +102,25 @@ nlohmann::json to_json(const TrainConfig& c) {
     j["kernel"] = c.kernel;
   }
   return j;
+}
+
+AdamConfig adam_config(const TrainConfig& c, int steps_per_epoch) {
+  AdamConfig adam{c.lr, 0.9f, 0.999f, 1e-8f, c.weight_decay, c.adamw};
+  LrSchedule& s = adam.schedule;
+  s.kind = c.lr_schedule == "cosine"     ? LrSchedule::kCosine
+           : c.lr_schedule == "onecycle" ? LrSchedule::kOneCycle
+           : c.lr_schedule == "step"     ? LrSchedule::kStep
+                                         : LrSchedule::kConstant;
+  s.base = c.lr;
+  s.min = c.min_lr;
+  const std::int64_t steps = std::max(steps_per_epoch, 1);
+  s.total_steps = std::int64_t(c.epochs) * steps;
+  s.warmup_steps = std::llround(double(c.warmup_epochs) * double(steps));
+  if (s.kind == LrSchedule::kOneCycle && c.warmup_epochs == 0.f) s.warmup_steps = std::llround(0.3 * s.total_steps);
+  s.warmup_steps = std::min(s.warmup_steps, s.total_steps);
+  s.step_steps = std::int64_t(c.lr_step) * steps;
+  s.decay = c.lr_decay;
+  return adam;
 }
 
 bool same_setting(const nlohmann::json& a, const nlohmann::json& b) {

@@ -41,7 +41,7 @@ class CpuTrainer final : public Trainer {
       : config_(config),
         data_(data),
         model_(shape, config.seed, config.dropout, config.label_smoothing, std::max(config.batch_size, kEvalChunk)),
-        adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
+        adam_(adam_config(config, steps_per_epoch(data.train.count, config.batch_size, config.drop_last))),
         x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
         y_(std::max(config.batch_size, kEvalChunk)),
         indices_(kEvalChunk) {}

@@ -410,7 +410,7 @@ class GpuTrainer final : public Trainer {
   GpuTrainer(const TrainConfig& config, const DataSplit& data, const Shape& shape, int max_graph_steps)
       : config_(config),
         host_data_(data),
-        adam_{config.lr, 0.9f, 0.999f, 1e-8f, config.weight_decay, config.adamw},
+        adam_(adam_config(config, steps_per_epoch(data.train.count, config.batch_size, config.drop_last))),
         batch_(config.batch_size),
         steps_(steps_per_epoch(data.train.count, config.batch_size, config.drop_last)),
         max_graph_steps_(std::max(max_graph_steps, 1)),

@@ -165,7 +165,24 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
   train.add_option("--kernel", c.kernel, "cnn: k x k convolutions (odd k, padded to keep the image size)")
       ->transform(kDecimalWholeNumber)
       ->capture_default_str();
-  train.add_option("--lr", c.lr, "Adam learning rate")->transform(kDecimalNumber)->capture_default_str();
+  train.add_option("--lr", c.lr, "Adam learning rate (the schedule's peak)")->transform(kDecimalNumber)->capture_default_str();
+  train.add_option("--lr-schedule", c.lr_schedule,
+                   "constant, cosine (down to --min-lr over the run), onecycle (from lr/25 up to lr over the warm-up, "
+                   "then cosine down) or step (times --lr-decay every --lr-step epochs)")
+      ->capture_default_str();
+  train.add_option("--warmup-epochs", c.warmup_epochs,
+                   "Linear warm-up from 0 (onecycle: from lr/25) over this many epochs; onecycle's 0 means 30% of the run")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  train.add_option("--min-lr", c.min_lr, "cosine, onecycle: the rate at the end of the run")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  train.add_option("--lr-decay", c.lr_decay, "step: the factor applied every --lr-step epochs")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  train.add_option("--lr-step", c.lr_step, "step: epochs between decays")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
   train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
       ->transform(kDecimalNumber)
       ->capture_default_str();

@@ -125,6 +125,7 @@ nlohmann::json epoch_json(const EpochMetrics& m) {
           {"train_accuracy", number_or_null(m.train_accuracy)},
           {"val_loss", number_or_null(m.val_loss)},
           {"val_accuracy", number_or_null(m.val_accuracy)},
+          {"lr", m.lr},
           {"seconds", m.seconds}};
 }
 

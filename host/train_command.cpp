@@ -177,8 +177,9 @@ Checkpoint load_resume_point(const TrainConfig& config) {
                       std::to_string(checkpoint.epoch) + " to train further");
 
   const nlohmann::json now = to_json(config);
-  for (const char* key : {"dropout", "lr", "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split",
-                          "seed", "dataset", "train_subset", "drop_last"}) {
+  for (const char* key : {"dropout", "lr", "lr_schedule", "warmup_epochs", "min_lr", "lr_decay", "lr_step",
+                          "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split", "seed", "dataset",
+                          "train_subset", "drop_last"}) {
     if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], now[key])) continue;
     std::string option = std::string("--") + key;
     for (char& c : option) c = c == '_' ? '-' : c;
@@ -191,6 +192,13 @@ Checkpoint load_resume_point(const TrainConfig& config) {
                  "uninterrupted one\n", option.c_str(), now[key].dump().c_str(), stored.c_str(),
                  printable(config.resume).c_str());
   }
+  // A schedule laid over the run's steps stretches with --epochs (the step schedule does not).
+  if ((config.lr_schedule == "cosine" || config.lr_schedule == "onecycle") && checkpoint.config.contains("epochs") &&
+      !same_setting(checkpoint.config["epochs"], now["epochs"]))
+    std::fprintf(stderr, "mnist: warning: --epochs is %d here but %s in %s, and the %s schedule spans the run's "
+                 "epochs; the resumed run will differ from an uninterrupted one\n", config.epochs,
+                 checkpoint.config["epochs"].dump(-1, ' ', true).substr(0, 40).c_str(),
+                 printable(config.resume).c_str(), config.lr_schedule.c_str());
   return checkpoint;
 }
 
@@ -220,6 +228,7 @@ History earlier_epochs(const std::string& metrics_path, int last_epoch) {
     m.val_loss = number_or_nan(j.value("val_loss", nlohmann::json()));
     m.val_accuracy = number_or_nan(j.value("val_accuracy", nlohmann::json()));
     m.seconds = number_or_nan(j.value("seconds", nlohmann::json()));
+    m.lr = number_or_nan(j.value("lr", nlohmann::json()));  // NaN in a log from before schedules
     history.lines += line + "\n";
     history.epochs.push_back(m);
   }

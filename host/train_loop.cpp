@@ -12,6 +12,7 @@
 
 #include "mnist/checkpoint.h"
 #include "mnist/model.h"
+#include "mnist/ops/adam.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 
@@ -60,6 +61,7 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
   const auto training_start = Clock::now();
   const std::string last_path = run.path() + "/last.ckpt";
   const int steps = steps_per_epoch(data.train.count, config.batch_size, config.drop_last);
+  const LrSchedule schedule = adam_config(config, steps).schedule;  // what the trainer's Adam follows
 
   const bool has_validation = data.validation.count > 0;
   double best = start.best;
@@ -119,8 +121,10 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
     metrics.val_loss = mean_loss(validation);
     metrics.val_accuracy = accuracy(validation);
     metrics.seconds = seconds_since(epoch_start);
+    metrics.lr = scheduled_lr(schedule, std::int64_t(epoch) * steps);
     std::printf("epoch %3d/%d  train loss %.4f acc %.4f  ", epoch, config.epochs, metrics.train_loss,
                 metrics.train_accuracy);
+    if (config.lr_schedule != "constant" || config.warmup_epochs > 0.f) std::printf("lr %.3g  ", metrics.lr);
     if (has_validation)
       std::printf("val loss %.4f acc %.4f  %.2fs\n", metrics.val_loss, metrics.val_accuracy, metrics.seconds);
     else  // --val-split 0: nothing to print but NaN

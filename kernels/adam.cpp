@@ -41,11 +41,12 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
   const double bc1 = 1.0 - std::pow(static_cast<double>(config.beta1), t);
   const double bc2 = 1.0 - std::pow(static_cast<double>(config.beta2), t);
 
-  const float step_size = static_cast<float>(static_cast<double>(config.lr) / bc1);
+  // The constants by value (adam_scalars), at this step's scheduled rate: read through `config`
+  // in the loop, each would be reloaded after every store (a float store may alias it), which
+  // keeps the loop scalar.
+  const AdamScalars s = at_step(adam_scalars(config), step);
+  const float step_size = static_cast<float>(static_cast<double>(s.lr) / bc1);
   const float sqrt_bc2 = static_cast<float>(std::sqrt(bc2));
-  // The constants by value (adam_scalars): read through `config` in the loop, each would be
-  // reloaded after every store (a float store may alias it), which keeps the loop scalar.
-  const AdamScalars s = adam_scalars(config);
   if (s.decoupled)
     update<true>(params, grads, m, v, n, s, step_size, sqrt_bc2);
   else

@@ -1,5 +1,6 @@
 // Adam: g += wd·θ;  AdamW: θ *= 1 - lr·wd.  Then m = β1·m + (1-β1)·g;  v = β2·v + (1-β2)·g²;
-// θ -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + ε), with t = *step read on the device.
+// θ -= lr/(1-β1^t) · m / (sqrt(v)/sqrt(1-β2^t) + ε), with t = *step read on the device and
+// lr = lr(t), the schedule's rate (adam.h).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -32,9 +33,11 @@ __device__ __forceinline__ void adam_element(float& p, float g, float& m, float&
 // the head before them and the tail after them go one float at a time. Each thread keeps the
 // lowest divergence code of the parameters it wrote and records it once, at the end.
 __global__ void adam_kernel(float* params, const float* grads, float* m, float* v, std::size_t n,
-                            std::size_t head, std::size_t vec_count, AdamScalars s, const std::int64_t* step,
-                            std::int64_t* non_finite) {
-  // Bias corrections from the device step counter, in double (pow) as on the CPU.
+                            std::size_t head, std::size_t vec_count, AdamScalars constants,
+                            const std::int64_t* step, std::int64_t* non_finite) {
+  // The rate of this step (its schedule) and the bias corrections from the device step counter,
+  // in double (pow) as on the CPU.
+  const AdamScalars s = at_step(constants, *step);
   const double t = static_cast<double>(*step);
   const double bc1 = 1.0 - pow(static_cast<double>(s.beta1), t);
   const double bc2 = 1.0 - pow(static_cast<double>(s.beta2), t);

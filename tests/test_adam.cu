@@ -309,5 +309,128 @@ TEST(GpuAdam, CapturedGraphReplaysWithAFreshStep) {
   EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance);
 }
 
+// ---- learning-rate schedules -----------------------------------------------------------------
+
+TEST(RefLrSchedule, ConstantIsTheBaseRateExactly) {
+  LrSchedule s;
+  s.base = 3e-4f;
+  for (const std::int64_t t : {1, 2, 1000, 1000000}) EXPECT_EQ(scheduled_lr(s, t), 3e-4f) << t;
+}
+
+TEST(RefLrSchedule, WarmUpRisesLinearlyThenHoldsForConstant) {
+  LrSchedule s;
+  s.base = 1e-3f;
+  s.warmup_steps = 10;
+  s.total_steps = 100;
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 1), 1e-4f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 5), 5e-4f);
+  EXPECT_EQ(scheduled_lr(s, 10), 1e-3f);
+  EXPECT_EQ(scheduled_lr(s, 11), 1e-3f);
+  EXPECT_EQ(scheduled_lr(s, 100), 1e-3f);
+}
+
+// min + (base - min)·(1 + cos(π·p))/2: base at the end of the warm-up, the mean halfway, min at
+// the end, and never rising in between.
+TEST(RefLrSchedule, CosineFallsFromBaseToMin) {
+  LrSchedule s;
+  s.kind = LrSchedule::kCosine;
+  s.base = 1e-3f;
+  s.min = 1e-5;
+  s.warmup_steps = 20;
+  s.total_steps = 220;
+  EXPECT_EQ(scheduled_lr(s, 20), 1e-3f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 120), float((1e-3 + 1e-5) / 2));
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 220), 1e-5f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 5000), 1e-5f) << "past the end it stays at min";
+  for (std::int64_t t = 21; t <= 220; ++t) EXPECT_LE(scheduled_lr(s, t), scheduled_lr(s, t - 1)) << t;
+}
+
+TEST(RefLrSchedule, OneCycleStartsAtAFractionAndPeaksAfterItsWarmUp) {
+  LrSchedule s;
+  s.kind = LrSchedule::kOneCycle;
+  s.base = 2.5e-3f;
+  s.warmup_steps = 30;
+  s.total_steps = 100;
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 1), float(1e-4 + (2.5e-3 - 1e-4) / 30));
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 30), 2.5e-3f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 100), 0.f);
+}
+
+TEST(RefLrSchedule, StepDecaysEveryStepSteps) {
+  LrSchedule s;
+  s.kind = LrSchedule::kStep;
+  s.base = 1e-2f;
+  s.step_steps = 10;
+  s.decay = 0.5;
+  s.total_steps = 100;
+  EXPECT_EQ(scheduled_lr(s, 1), 1e-2f);
+  EXPECT_EQ(scheduled_lr(s, 10), 1e-2f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 11), 5e-3f);
+  EXPECT_FLOAT_EQ(scheduled_lr(s, 21), 2.5e-3f);
+}
+
+// Adam takes the rate of its step from the schedule: one step at t with a schedule equals one
+// step with a constant rate equal to lr(t), bit for bit (AdamW's decay follows the rate too).
+TEST(RefAdam, FollowsItsScheduleStepByStep) {
+  std::mt19937_64 rng(fresh_seed());
+  constexpr std::size_t n = 257;
+  for (const bool decoupled : {false, true}) {
+    AdamConfig scheduled;
+    scheduled.lr = 2e-3f;
+    scheduled.weight_decay = 1e-2f;
+    scheduled.decoupled = decoupled;
+    scheduled.schedule.kind = LrSchedule::kCosine;
+    scheduled.schedule.warmup_steps = 3;
+    scheduled.schedule.total_steps = 12;
+    auto a = random_floats(rng, n), b = a;
+    std::vector<float> ma(n, 0.f), va(n, 0.f), mb(n, 0.f), vb(n, 0.f);
+    for (std::int64_t t = 1; t <= 12; ++t) {
+      const auto g = random_floats(rng, n);
+      ref::adam_step(a.data(), g.data(), ma.data(), va.data(), n, scheduled, t);
+      AdamConfig fixed = scheduled;
+      fixed.schedule = LrSchedule{};
+      fixed.lr = scheduled_lr(adam_scalars(scheduled).schedule, t);
+      ref::adam_step(b.data(), g.data(), mb.data(), vb.data(), n, fixed, t);
+      ASSERT_EQ(a, b) << "step " << t << (decoupled ? " AdamW" : " Adam");
+    }
+  }
+}
+
+// On the device the rate comes from the step counter in device memory: a captured graph replays
+// the schedule, step after step, as the CPU twin follows it.
+TEST(GpuAdam, CapturedGraphFollowsTheSchedule) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  const std::size_t n = 1000;
+  AdamConfig config;
+  config.lr = 3e-3f;
+  config.decoupled = true;
+  config.weight_decay = 1e-2f;
+  config.schedule.kind = LrSchedule::kOneCycle;
+  config.schedule.warmup_steps = 2;
+  config.schedule.total_steps = 6;
+  auto theta = random_floats(rng, n);
+  std::vector<float> m(n, 0.f), v(n, 0.f);
+  DeviceBuffer<float> d_theta(theta), d_grads(n), d_m(m), d_v(v);
+  DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{0});
+
+  Stream stream;
+  Graph g;
+  MNIST_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
+  gpu::advance_step(d_step.data(), stream.get());
+  gpu::adam_step(d_theta.data(), d_grads.data(), d_m.data(), d_v.data(), n, config, d_step.data(), stream.get());
+  MNIST_CHECK(cudaStreamEndCapture(stream.get(), &g.graph));
+  MNIST_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
+  for (std::int64_t t = 1; t <= 6; ++t) {
+    const auto grads = random_floats(rng, n);
+    MNIST_CHECK(cudaMemcpyAsync(d_grads.data(), grads.data(), n * sizeof(float), cudaMemcpyHostToDevice,
+                                stream.get()));
+    MNIST_CHECK(cudaGraphLaunch(g.exec, stream.get()));
+    stream.synchronize();
+    ref::adam_step(theta.data(), grads.data(), m.data(), v.data(), n, config, t);
+    EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance) << "step " << t;
+  }
+}
+
 }  // namespace
 }  // namespace mnist

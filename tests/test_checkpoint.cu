@@ -840,7 +840,10 @@ std::vector<nlohmann::json> metrics_lines(const fs::path& dir) {
 
 TEST(ResumeCli, ContinuesItsRunDirectoryAndMatchesAnUninterruptedRun) {
   const fs::path whole = fresh_temp_dir("resume-cli-whole"), part = fresh_temp_dir("resume-cli-part");
-  const std::string options = "train --device cpu --train-subset 2000 --hidden 16 --batch-size 100 ";
+  // A schedule that does not depend on --epochs (warm-up, then halving each epoch), so the run
+  // of 1 epoch resumed to 2 follows the same rates as the run of 2.
+  const std::string options = "train --device cpu --train-subset 2000 --hidden 16 --batch-size 100 "
+                              "--lr-schedule step --lr-step 1 --lr-decay 0.5 --warmup-epochs 0.5 ";
   const Outcome a = run_mnist(options + "--epochs 2 --out " + whole.string());
   ASSERT_EQ(a.status, 0) << a.output;
   const Outcome b1 = run_mnist(options + "--epochs 1 --out " + part.string());
@@ -856,9 +859,10 @@ TEST(ResumeCli, ContinuesItsRunDirectoryAndMatchesAnUninterruptedRun) {
   const std::vector<nlohmann::json> want = metrics_lines(whole), got = metrics_lines(part);
   ASSERT_EQ(got.size(), 2u) << read_text(part / "metrics.jsonl");
   for (std::size_t i = 0; i < 2; ++i) {
-    for (const char* key : {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy"})
+    for (const char* key : {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"})
       EXPECT_EQ(got[i][key], want[i][key]) << "epoch " << i + 1 << " " << key;
   }
+  EXPECT_FLOAT_EQ(float(got[1]["lr"].get<double>()), 0.0005f) << "halved once after epoch 1";
   EXPECT_EQ(read_text(part / "last.ckpt"), read_text(whole / "last.ckpt"));
   const nlohmann::json report_a = nlohmann::json::parse(read_text(whole / "report.json"));
   const nlohmann::json report_b = nlohmann::json::parse(read_text(part / "report.json"));

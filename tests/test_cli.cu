@@ -41,7 +41,8 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
                                "--epochs", "20", "--val-split", "0.1", "--seed", "--dataset", "mnist", "--data-dir",
                                "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
                                "--resume", "--no-report", "--model", "mlp", "cnn", "--channels", "32,64", "--kernel",
-                               "1024 (cnn)", "0.5 (cnn)"})
+                               "1024 (cnn)", "0.5 (cnn)", "--lr-schedule", "constant", "cosine", "onecycle",
+                               "--warmup-epochs", "--min-lr", "--lr-decay", "--lr-step"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   const Outcome top = run_mnist("--help");
   EXPECT_EQ(top.status, 0);
@@ -224,7 +225,13 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--label-smoothing '' --epochs 0", "--label-smoothing: is empty; give a number"},
                       BadOption{"--lr 0x1p-3 --epochs 0", "--lr: must be a decimal number (like 0.001 or 1e-3)"},
                       BadOption{"--weight-decay 0x10 --epochs 0", "--weight-decay: must be a decimal number"},
-                      BadOption{"--lr 1e-3x --epochs 0", "--lr: must be a decimal number"}));
+                      BadOption{"--lr 1e-3x --epochs 0", "--lr: must be a decimal number"},
+                      BadOption{"--lr-schedule linear --epochs 0", "--lr-schedule must be constant, cosine"},
+                      BadOption{"--warmup-epochs 21", "--warmup-epochs must be in [0, --epochs]"},
+                      BadOption{"--warmup-epochs -1", "--warmup-epochs"},
+                      BadOption{"--min-lr 0.01", "--min-lr must be in [0, --lr]"},
+                      BadOption{"--lr-decay 0", "--lr-decay must be in (0, 1]"},
+                      BadOption{"--lr-decay 1.5", "--lr-decay"}, BadOption{"--lr-step 0", "--lr-step"}));
 
 // A number of 60,000 characters is read, not a crash: the std::regex check it replaced recursed
 // once a character and overflowed the stack (SIGSEGV) on such a value. (A single argument may be
@@ -363,6 +370,28 @@ TEST(Cli, TrainsOnTheCpuAndWritesTheRunDirectory) {
   const Outcome again = run_mnist("train --device cpu --train-subset 1000 --epochs 1 --hidden 8 --out " + out.string());
   EXPECT_EQ(again.status, 2) << again.output;
   EXPECT_NE(again.output.find("--force"), std::string::npos) << again.output;
+  fs::remove_all(out);
+}
+
+// The rate of each epoch's last step goes to metrics.jsonl and the epoch line: with a cosine
+// schedule over 3 epochs and one epoch of warm-up, the peak after epoch 1, min-lr at the end.
+TEST(Cli, TheLearningRateScheduleIsLoggedEachEpoch) {
+  const fs::path out = fresh_temp_dir("schedule");
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 1000 --epochs 3 --hidden 8 --no-report "
+                                    "--lr 0.002 --lr-schedule cosine --warmup-epochs 1 --min-lr 0.0001 --out " +
+                                    out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  std::ifstream metrics_file(out / "metrics.jsonl");
+  std::vector<double> rates;
+  for (std::string line; std::getline(metrics_file, line);) rates.push_back(nlohmann::json::parse(line).at("lr"));
+  ASSERT_EQ(rates.size(), 3u);
+  EXPECT_FLOAT_EQ(float(rates[0]), 0.002f);
+  EXPECT_GT(rates[1], 0.0001);
+  EXPECT_LT(rates[1], 0.002);
+  EXPECT_FLOAT_EQ(float(rates[2]), 0.0001f);
+  EXPECT_NE(outcome.output.find("lr 0.002"), std::string::npos) << outcome.output;
+  const nlohmann::json report = nlohmann::json::parse(read_text(out / "report.json"));
+  EXPECT_EQ(report["config"]["lr_schedule"], "cosine");
   fs::remove_all(out);
 }
 

@@ -10,6 +10,8 @@
 
 namespace mnist {
 
+struct AdamConfig;  // ops/adam.h
+
 class ConfigError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
@@ -22,6 +24,11 @@ struct TrainConfig {
   int kernel = 5;                       // CNN: k×k convolutions, k odd
   float dropout = 0.2f;                 // MLP: every hidden layer; CNN: the dense layer
   float lr = 1e-3f;
+  std::string lr_schedule = "constant";  // constant, cosine, onecycle or step (ops/adam.h)
+  float warmup_epochs = 0.f;             // linear warm-up; onecycle: 0 means 30% of the run
+  float min_lr = 0.f;                    // cosine, onecycle: the rate at the end
+  float lr_decay = 0.1f;                 // step: the factor every lr_step epochs
+  int lr_step = 10;
   float weight_decay = 0.f;
   bool adamw = false;
   float label_smoothing = 0.f;
@@ -58,6 +65,10 @@ void apply_model_defaults(TrainConfig& config, const GivenOptions& given);
 
 // The run's settings as report.json and checkpoints store them (no --out, --force, --resume).
 nlohmann::json to_json(const TrainConfig& config);
+
+// The optimizer a run's options ask for (Adam or AdamW, β1 0.9, β2 0.999, ε 1e-8) with its
+// learning-rate schedule laid over the run's epochs × steps_per_epoch optimizer steps.
+AdamConfig adam_config(const TrainConfig& config, int steps_per_epoch);
 
 // Whether two stored values of one setting (to_json's, or a checkpoint's) mean the same.
 bool same_setting(const nlohmann::json& a, const nlohmann::json& b);

@@ -37,6 +37,7 @@ struct EpochMetrics {
   double train_loss = 0, train_accuracy = 0;
   double val_loss = 0, val_accuracy = 0;  // NaN when there is no validation split
   double seconds = 0;
+  double lr = 0;  // the learning rate of the epoch's last step (its schedule's, adam.h)
 };
 
 struct TrainResult {
