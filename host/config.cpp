@@ -51,6 +51,9 @@ void validate(const TrainConfig& c) {
   require(std::isfinite(c.min_lr) && c.min_lr >= 0.f && c.min_lr <= c.lr, "--min-lr must be in [0, --lr]");
   require(std::isfinite(c.lr_decay) && c.lr_decay > 0.f && c.lr_decay <= 1.f, "--lr-decay must be in (0, 1]");
   require(c.lr_step >= 1 && c.lr_step <= 100000, "--lr-step must be in 1..100000 (epochs)");
+  require(c.early_stop >= 0 && c.early_stop <= 100000, "--early-stop must be in 0..100000 (epochs; 0: never)");
+  require(c.early_stop == 0 || c.val_split > 0.f,
+          "--early-stop watches the validation accuracy: it needs a validation split (--val-split > 0)");
   require(std::isfinite(c.weight_decay) && c.weight_decay >= 0.f, "--weight-decay must be a finite number >= 0");
   require(std::isfinite(c.label_smoothing) && c.label_smoothing >= 0.f && c.label_smoothing < 1.f,
           "--label-smoothing must be in [0, 1)");
@@ -83,6 +86,7 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"min_lr", as_decimal(c.min_lr)},
           {"lr_decay", as_decimal(c.lr_decay)},
           {"lr_step", c.lr_step},
+          {"early_stop", c.early_stop},
           {"weight_decay", as_decimal(c.weight_decay)},
           {"optimizer", c.adamw ? "adamw" : "adam"},
           {"label_smoothing", as_decimal(c.label_smoothing)},

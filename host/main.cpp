@@ -183,6 +183,11 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
   train.add_option("--lr-step", c.lr_step, "step: epochs between decays")
       ->transform(kDecimalWholeNumber)
       ->capture_default_str();
+  train.add_option("--early-stop", c.early_stop,
+                   "Stop after this many epochs without a better validation accuracy (0: never); best.ckpt "
+                   "holds the best epoch")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
   train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
       ->transform(kDecimalNumber)
       ->capture_default_str();

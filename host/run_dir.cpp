@@ -186,6 +186,11 @@ nlohmann::json build_report(const TrainConfig& config, const TrainResult& result
             {"confusion", confusion},
             {"per_class", per_class},
             {"most_confused", pairs}}},
+          {"early_stop", result.stopped_after_epoch > 0
+                             ? nlohmann::json{{"patience", config.early_stop},
+                                              {"stopped_after_epoch", result.stopped_after_epoch},
+                                              {"best_epoch", result.best_epoch}}
+                             : nlohmann::json()},
           {"timings",
            {{"train_seconds", result.train_seconds},
             {"cuda_graph", result.cuda_graph},

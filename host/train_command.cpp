@@ -177,7 +177,7 @@ Checkpoint load_resume_point(const TrainConfig& config) {
                       std::to_string(checkpoint.epoch) + " to train further");
 
   const nlohmann::json now = to_json(config);
-  for (const char* key : {"dropout", "lr", "lr_schedule", "warmup_epochs", "min_lr", "lr_decay", "lr_step",
+  for (const char* key : {"dropout", "lr", "lr_schedule", "warmup_epochs", "min_lr", "lr_decay", "lr_step", "early_stop",
                           "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split", "seed", "dataset",
                           "train_subset", "drop_last"}) {
     if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], now[key])) continue;

@@ -5,10 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "mnist/checkpoint.h"
 #include "mnist/model.h"
@@ -36,6 +39,7 @@ struct Start {
   int step = 0;
   std::int64_t global_step = 0;
   double best = std::nan("");
+  int best_epoch = 0;  // the epoch that reached `best` (0: none yet)
   bool resumed = false;
 };
 
@@ -65,6 +69,7 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
 
   const bool has_validation = data.validation.count > 0;
   double best = start.best;
+  int best_epoch = start.best_epoch;
   int saved_epoch = 0;  // the epoch this loop last wrote to last.ckpt
   std::int64_t global_step = start.global_step;
   int first_step = start.step;
@@ -137,7 +142,10 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
 
     // Without a validation split every epoch is "best", so best.ckpt is last.ckpt.
     const bool improved = !has_validation || std::isnan(best) || metrics.val_accuracy > best;
-    if (has_validation && improved) best = metrics.val_accuracy;
+    if (has_validation && improved) {
+      best = metrics.val_accuracy;
+      best_epoch = epoch;
+    }
     // The state is copied off the trainer here (from the device on the GPU), into the buffers
     // of the previous checkpoint; the writer then serializes it once and writes best.ckpt
     // before last.ckpt from the same bytes: last.ckpt records `best`, so if it were written
@@ -163,6 +171,16 @@ TrainResult run_epochs_with(CheckpointWriter& writer, const TrainConfig& config,
                                     std::to_string(config.epochs) + "; saved " + last_path,
                                 last_path);
     }
+    // --early-stop: this epoch is saved like any other; best.ckpt holds the best one.
+    if (config.early_stop > 0 && has_validation && epoch < config.epochs && epoch - best_epoch >= config.early_stop) {
+      std::printf("early stop after epoch %d of %d: no better validation accuracy for %d epochs (the best, "
+                  "%.4f, at epoch %d, is in best.ckpt)\n",
+                  epoch, config.epochs, epoch - best_epoch, best, best_epoch);
+      std::fflush(stdout);
+      result.stopped_after_epoch = epoch;
+      result.best_epoch = best_epoch;
+      break;
+    }
   }
 
   result.train_seconds = seconds_since(training_start);
@@ -184,6 +202,23 @@ TrainResult run_epochs(const TrainConfig& config, const DataSplit& data, Trainer
     writer.join();
     throw;
   }
+}
+
+// The first epoch up to `last_epoch` whose logged val_accuracy is `best` (the resumed run's
+// metrics.jsonl holds its earlier epochs), or `last_epoch` when the log does not say: the
+// early-stop count then starts again from the checkpoint.
+int best_epoch_in_log(const std::string& path, double best, int last_epoch) {
+  if (std::isnan(best)) return 0;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object() || !j.contains("epoch") || !j["epoch"].is_number_integer() || !j.contains("val_accuracy") ||
+        !j["val_accuracy"].is_number())
+      continue;
+    const int epoch = j["epoch"].get<int>();
+    if (epoch >= 1 && epoch <= last_epoch && j["val_accuracy"].get<double>() == best) return epoch;
+  }
+  return last_epoch;
 }
 
 }  // namespace
@@ -211,6 +246,7 @@ TrainResult resume_training(const TrainConfig& config, const DataSplit& data, Tr
   start.step = resume_step_in_epoch(config, data, from);
   start.global_step = from.state.step;
   start.best = from.best_val_accuracy;
+  start.best_epoch = best_epoch_in_log(run.path() + "/metrics.jsonl", from.best_val_accuracy, from.epoch);
   start.resumed = true;
   return run_epochs(config, data, trainer, run, start);
 }

@@ -42,7 +42,7 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
                                "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
                                "--resume", "--no-report", "--model", "mlp", "cnn", "--channels", "32,64", "--kernel",
                                "1024 (cnn)", "0.5 (cnn)", "--lr-schedule", "constant", "cosine", "onecycle",
-                               "--warmup-epochs", "--min-lr", "--lr-decay", "--lr-step"})
+                               "--warmup-epochs", "--min-lr", "--lr-decay", "--lr-step", "--early-stop"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   const Outcome top = run_mnist("--help");
   EXPECT_EQ(top.status, 0);
@@ -231,7 +231,9 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--warmup-epochs -1", "--warmup-epochs"},
                       BadOption{"--min-lr 0.01", "--min-lr must be in [0, --lr]"},
                       BadOption{"--lr-decay 0", "--lr-decay must be in (0, 1]"},
-                      BadOption{"--lr-decay 1.5", "--lr-decay"}, BadOption{"--lr-step 0", "--lr-step"}));
+                      BadOption{"--lr-decay 1.5", "--lr-decay"}, BadOption{"--lr-step 0", "--lr-step"},
+                      BadOption{"--early-stop -1", "--early-stop"},
+                      BadOption{"--early-stop 3 --val-split 0", "--early-stop watches the validation accuracy"}));
 
 // A number of 60,000 characters is read, not a crash: the std::regex check it replaced recursed
 // once a character and overflowed the stack (SIGSEGV) on such a value. (A single argument may be
@@ -392,6 +394,44 @@ TEST(Cli, TheLearningRateScheduleIsLoggedEachEpoch) {
   EXPECT_NE(outcome.output.find("lr 0.002"), std::string::npos) << outcome.output;
   const nlohmann::json report = nlohmann::json::parse(read_text(out / "report.json"));
   EXPECT_EQ(report["config"]["lr_schedule"], "cosine");
+  fs::remove_all(out);
+}
+
+// --early-stop 2: once the rate collapses after epoch 1 (step schedule, factor 1e-6), the
+// validation accuracy stops improving, and the run stops two epochs after its best, says so,
+// keeps best.ckpt at the best epoch and records it in report.json.
+TEST(Cli, EarlyStopEndsTheRunAfterItsPatience) {
+  const fs::path out = fresh_temp_dir("early-stop");
+  const Outcome outcome = run_mnist("train --device cpu --train-subset 1000 --epochs 10 --hidden 8 --no-report "
+                                    "--lr-schedule step --lr-step 1 --lr-decay 0.000001 --early-stop 2 --out " +
+                                    out.string());
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  const nlohmann::json report = nlohmann::json::parse(read_text(out / "report.json"));
+  ASSERT_TRUE(report["early_stop"].is_object()) << report.dump();
+  const int best = report["early_stop"]["best_epoch"], stopped = report["early_stop"]["stopped_after_epoch"];
+  EXPECT_LE(best, 2);
+  EXPECT_EQ(stopped, best + 2);
+  EXPECT_EQ(report["early_stop"]["patience"], 2);
+  EXPECT_EQ(report["epochs"].size(), std::size_t(stopped));
+  EXPECT_NE(outcome.output.find("early stop after epoch " + std::to_string(stopped) + " of 10"), std::string::npos)
+      << outcome.output;
+  EXPECT_NE(outcome.output.find("test: accuracy"), std::string::npos) << "the test set is still evaluated";
+
+  // Resumed, the count goes on from the best epoch in the run's log: one more epoch, then a stop.
+  const Outcome resumed = run_mnist("train --device cpu --train-subset 1000 --epochs 10 --hidden 8 --no-report "
+                                    "--lr-schedule step --lr-step 1 --lr-decay 0.000001 --early-stop 2 --resume " +
+                                    (out / "last.ckpt").string());
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("early stop after epoch " + std::to_string(stopped + 1) + " of 10"),
+            std::string::npos)
+      << resumed.output;
+  fs::remove_all(out);
+
+  // Without --early-stop the same run goes all the way, and report.json says there was no stop.
+  const Outcome full = run_mnist("train --device cpu --train-subset 1000 --epochs 3 --hidden 8 --no-report --out " +
+                                 out.string());
+  ASSERT_EQ(full.status, 0) << full.output;
+  EXPECT_TRUE(nlohmann::json::parse(read_text(out / "report.json"))["early_stop"].is_null());
   fs::remove_all(out);
 }
 

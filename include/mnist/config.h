@@ -29,6 +29,7 @@ struct TrainConfig {
   float min_lr = 0.f;                    // cosine, onecycle: the rate at the end
   float lr_decay = 0.1f;                 // step: the factor every lr_step epochs
   int lr_step = 10;
+  int early_stop = 0;  // stop after this many epochs without a better validation accuracy; 0: never
   float weight_decay = 0.f;
   bool adamw = false;
   float label_smoothing = 0.f;

@@ -49,6 +49,10 @@ struct TrainResult {
   // How long the loop waited for its checkpoints in all: copying the model state off the trainer,
   // serializing it, and waiting for the writes (train_loop.cpp).
   double checkpoint_stall_seconds = 0;
+  // --early-stop: the epoch after which the run stopped (0: it ran all its epochs), and the
+  // epoch of the best validation accuracy then.
+  int stopped_after_epoch = 0;
+  int best_epoch = 0;
 };
 
 // Everything a checkpoint must hold to continue training exactly where it stopped.
