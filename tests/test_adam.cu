@@ -274,14 +274,10 @@ struct Graph {
   }
 };
 
-TEST(GpuAdam, CapturedGraphReplaysWithAFreshStep) {
-  // advance_step + adam_step captured once and replayed: each replay must see t = 1, 2, 3, 4.
-  MNIST_REQUIRE_GPU();
-  std::mt19937_64 rng(fresh_seed());
+// advance_step + adam_step captured once and replayed `steps` times: each replay must see
+// t = 1, 2, … (the bias correction, and the schedule's rate) as the CPU twin does.
+void replay_captured_step_against_cpu(const AdamConfig& config, int steps, std::mt19937_64& rng) {
   const std::size_t n = 1000;
-  AdamConfig config;
-  config.decoupled = true;
-  config.weight_decay = 1e-2f;
   auto theta = random_floats(rng, n);
   std::vector<float> m(n, 0.f), v(n, 0.f);
   DeviceBuffer<float> d_theta(theta), d_grads(n), d_m(m), d_v(v);
@@ -295,18 +291,27 @@ TEST(GpuAdam, CapturedGraphReplaysWithAFreshStep) {
   MNIST_CHECK(cudaStreamEndCapture(stream.get(), &g.graph));
   MNIST_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
 
-  for (std::int64_t t = 1; t <= 4; ++t) {
+  for (std::int64_t t = 1; t <= steps; ++t) {
     const auto grads = random_floats(rng, n);
     MNIST_CHECK(cudaMemcpyAsync(d_grads.data(), grads.data(), n * sizeof(float), cudaMemcpyHostToDevice,
                                 stream.get()));
     MNIST_CHECK(cudaGraphLaunch(g.exec, stream.get()));
     stream.synchronize();  // grads (pageable host memory) must not change under the copy
     ref::adam_step(theta.data(), grads.data(), m.data(), v.data(), n, config, t);
+    EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance) << "step " << t;
   }
-  EXPECT_EQ(d_step.download()[0], 4);
+  EXPECT_EQ(d_step.download()[0], steps);
   EXPECT_LE(max_rel_error(d_m.download(), m, 1e-30), kTolerance);
   EXPECT_LE(max_rel_error(d_v.download(), v, 1e-30), kTolerance);
-  EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance);
+}
+
+TEST(GpuAdam, CapturedGraphReplaysWithAFreshStep) {
+  MNIST_REQUIRE_GPU();
+  std::mt19937_64 rng(fresh_seed());
+  AdamConfig config;
+  config.decoupled = true;
+  config.weight_decay = 1e-2f;
+  replay_captured_step_against_cpu(config, 4, rng);
 }
 
 // ---- learning-rate schedules -----------------------------------------------------------------
@@ -401,7 +406,6 @@ TEST(RefAdam, FollowsItsScheduleStepByStep) {
 TEST(GpuAdam, CapturedGraphFollowsTheSchedule) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(fresh_seed());
-  const std::size_t n = 1000;
   AdamConfig config;
   config.lr = 3e-3f;
   config.decoupled = true;
@@ -409,27 +413,7 @@ TEST(GpuAdam, CapturedGraphFollowsTheSchedule) {
   config.schedule.kind = LrSchedule::kOneCycle;
   config.schedule.warmup_steps = 2;
   config.schedule.total_steps = 6;
-  auto theta = random_floats(rng, n);
-  std::vector<float> m(n, 0.f), v(n, 0.f);
-  DeviceBuffer<float> d_theta(theta), d_grads(n), d_m(m), d_v(v);
-  DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{0});
-
-  Stream stream;
-  Graph g;
-  MNIST_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));
-  gpu::advance_step(d_step.data(), stream.get());
-  gpu::adam_step(d_theta.data(), d_grads.data(), d_m.data(), d_v.data(), n, config, d_step.data(), stream.get());
-  MNIST_CHECK(cudaStreamEndCapture(stream.get(), &g.graph));
-  MNIST_CHECK(cudaGraphInstantiate(&g.exec, g.graph, 0));
-  for (std::int64_t t = 1; t <= 6; ++t) {
-    const auto grads = random_floats(rng, n);
-    MNIST_CHECK(cudaMemcpyAsync(d_grads.data(), grads.data(), n * sizeof(float), cudaMemcpyHostToDevice,
-                                stream.get()));
-    MNIST_CHECK(cudaGraphLaunch(g.exec, stream.get()));
-    stream.synchronize();
-    ref::adam_step(theta.data(), grads.data(), m.data(), v.data(), n, config, t);
-    EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance) << "step " << t;
-  }
+  replay_captured_step_against_cpu(config, 6, rng);
 }
 
 }  // namespace

@@ -171,36 +171,26 @@ std::string png_by_libpng(const Pixels& gray, const PngWrite& w) {
   return out;
 }
 
-// Gray + alpha (8-bit) by libpng's simplified API.
-std::string png_gray_alpha(const Pixels& gray_alpha, int width, int height) {
+// 8-bit samples by libpng's simplified API: PNG_FORMAT_GRAY or PNG_FORMAT_GA (gray + alpha).
+std::string png_simplified(const Pixels& samples, int width, int height, png_uint_32 format) {
   png_image image;
   std::memset(&image, 0, sizeof image);
   image.version = PNG_IMAGE_VERSION;
   image.width = width;
   image.height = height;
-  image.format = PNG_FORMAT_GA;
+  image.format = format;
   png_alloc_size_t size = 0;
-  EXPECT_TRUE(png_image_write_get_memory_size(image, size, 0, gray_alpha.data(), 0, nullptr));
+  EXPECT_TRUE(png_image_write_get_memory_size(image, size, 0, samples.data(), 0, nullptr));
   std::string out(size, '\0');
-  EXPECT_TRUE(png_image_write_to_memory(&image, out.data(), &size, 0, gray_alpha.data(), 0, nullptr));
+  EXPECT_TRUE(png_image_write_to_memory(&image, out.data(), &size, 0, samples.data(), 0, nullptr));
   out.resize(size);
   return out;
 }
-
-// Gray (8-bit) by libpng's simplified API.
+std::string png_gray_alpha(const Pixels& gray_alpha, int width, int height) {
+  return png_simplified(gray_alpha, width, height, PNG_FORMAT_GA);
+}
 std::string png_gray(const Pixels& gray, int width, int height) {
-  png_image image;
-  std::memset(&image, 0, sizeof image);
-  image.version = PNG_IMAGE_VERSION;
-  image.width = width;
-  image.height = height;
-  image.format = PNG_FORMAT_GRAY;
-  png_alloc_size_t size = 0;
-  EXPECT_TRUE(png_image_write_get_memory_size(image, size, 0, gray.data(), 0, nullptr));
-  std::string out(size, '\0');
-  EXPECT_TRUE(png_image_write_to_memory(&image, out.data(), &size, 0, gray.data(), 0, nullptr));
-  out.resize(size);
-  return out;
+  return png_simplified(gray, width, height, PNG_FORMAT_GRAY);
 }
 
 // An MNIST digit as a person would draw it: 280×280 (bilinear upscaling), black on white.
