@@ -289,6 +289,29 @@ def test_checkpoint_stall_only_when_recorded(tmp):
     assert "12.3 s of training (0.004 s of it waiting for checkpoints)." in md, "no checkpoint stall in the summary"
 
 
+def test_schedule_and_early_stop_only_when_recorded(tmp):
+    md = read(os.path.join(fixture_run(), "report.md"))
+    assert "learning rate" not in md and "Stopped early" not in md, "the fixture records neither"
+    run_dir = copy_fixture(tmp)
+    path = os.path.join(run_dir, "metrics.jsonl")
+    with open(path) as f:
+        epochs = [json.loads(line) for line in f if line.strip()]
+    for e, lr in zip(epochs, (0.001, 0.0005, 0.00025)):
+        e["lr"] = lr
+    with open(path, "w") as f:
+        f.writelines(json.dumps(e) + "\n" for e in epochs)
+    report = fixture_report()
+    report["early_stop"] = {"patience": 2, "stopped_after_epoch": 3, "best_epoch": 1}
+    with open(os.path.join(run_dir, "report.json"), "w") as f:
+        json.dump(report, f)
+    check_succeeded(run_report(run_dir))
+    md = read(os.path.join(run_dir, "report.md"))
+    assert "| epoch | train loss | train accuracy | val loss | val accuracy | seconds | learning rate |" in md, md
+    assert "| 0.00025 |" in md, "the third epoch's rate"
+    assert "Stopped early after epoch 3 of " in md and "the best was epoch 1, in best.ckpt." in md, md
+    check_picture(os.path.join(run_dir, "curves.png"))
+
+
 def test_named_classes(tmp):
     """A report.json that names its classes (Fashion-MNIST's) gets them in report.md and the
     pictures; a name that is not a string is a one-line error."""

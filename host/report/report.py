@@ -119,7 +119,8 @@ def read_epochs(run_dir):
         if not isinstance(row, dict):
             raise ReportError(f"{path}: line {n}: expected a JSON object")
         epoch = {"epoch": int(number(path, field(path, row, "epoch", f"line {n}: "), f"line {n}: epoch"))}
-        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"):
+        # lr: the learning rate of the epoch's last step (runs from before schedules have none).
+        for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds", "lr"):
             value = number(path, row.get(key), f"line {n}: {key}", allow_null=True)
             epoch[key] = math.nan if value is None else value
         epochs.append(epoch)
@@ -151,6 +152,12 @@ def read_report(run_dir):
     # Optional: how long the training loop waited for its checkpoints; older runs have none.
     if isinstance(timings, dict) and is_number(timings.get("checkpoint_stall_seconds")):
         out["checkpoint_stall_seconds"] = float(timings["checkpoint_stall_seconds"])
+    # Optional: where --early-stop ended the run (null or absent: it ran all its epochs).
+    early = report.get("early_stop")
+    out["early_stop"] = None
+    if isinstance(early, dict) and all(is_number(early.get(k)) for k in ("patience", "stopped_after_epoch",
+                                                                        "best_epoch")):
+        out["early_stop"] = {k: int(early[k]) for k in ("patience", "stopped_after_epoch", "best_epoch")}
     # Optional: runs from before report.json recorded them have none.
     versions = report.get("versions", {})
     out["versions"] = versions if isinstance(versions, dict) else {}
@@ -288,12 +295,29 @@ def new_figure(width, height):
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def has_schedule(epochs):
+    """Whether the epochs record learning rates that changed (a schedule, or a warm-up)."""
+    rates = {e["lr"] for e in epochs if not math.isnan(e["lr"])}
+    return len(rates) > 1
+
+
 def plot_curves(epochs, path):
     import numpy as np
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    figure = new_figure(11, 4.2)
-    loss_axes, accuracy_axes = figure.subplots(1, 2)
+    scheduled = has_schedule(epochs)
+    figure = new_figure(16 if scheduled else 11, 4.2)
+    if scheduled:
+        loss_axes, accuracy_axes, lr_axes = figure.subplots(1, 3)
+        x = [e["epoch"] for e in epochs]
+        lr_axes.plot(x, [e["lr"] for e in epochs], color="tab:green", marker="o", markersize=5, linewidth=2)
+        lr_axes.set_xlabel("epoch")
+        lr_axes.set_ylabel("learning rate")
+        lr_axes.set_title("learning rate (the epoch's last step)")
+        lr_axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        lr_axes.grid(True, alpha=0.3)
+    else:
+        loss_axes, accuracy_axes = figure.subplots(1, 2)
     x = np.array([e["epoch"] for e in epochs], dtype=float)
     panels = ((loss_axes, "loss", "loss (cross-entropy)"), (accuracy_axes, "accuracy", "accuracy"))
     for axes, metric, label in panels:
@@ -467,6 +491,11 @@ def build_markdown(run_dir, epochs, report, classes, errors):
         if report["checkpoint_stall_seconds"] is not None:
             summary += f" ({report['checkpoint_stall_seconds']:.3f} s of it waiting for checkpoints)"
     out += [summary + ".", ""]
+    if report["early_stop"]:
+        e = report["early_stop"]
+        out += [f"Stopped early after epoch {e['stopped_after_epoch']} of {report['config'].get('epochs', '?')}: no "
+                f"better validation accuracy for {e['patience']} epochs (`--early-stop {e['patience']}`); the best "
+                f"was epoch {e['best_epoch']}, in best.ckpt.", ""]
 
     out += ["## Final metrics", ""]
     rows = [["test accuracy", f"{percent(report['accuracy'])} ({correct:,} of {total:,})"],
@@ -484,8 +513,12 @@ def build_markdown(run_dir, epochs, report, classes, errors):
         rows = [[str(e["epoch"]), fraction(e["train_loss"]), percent(e["train_accuracy"]),
                  fraction(e["val_loss"]), percent(e["val_accuracy"]), fraction(e["seconds"], 1)]
                 for e in epochs]
-        out += [table(["epoch", "train loss", "train accuracy", "val loss", "val accuracy", "seconds"],
-                      rows, ["--:"] * 6), ""]
+        headers = ["epoch", "train loss", "train accuracy", "val loss", "val accuracy", "seconds"]
+        if has_schedule(epochs):  # the rate column only where it changed
+            headers.append("learning rate")
+            for row, e in zip(rows, epochs):
+                row.append(f"{e['lr']:.3g}")
+        out += [table(headers, rows, ["--:"] * len(headers)), ""]
     else:
         out += ["metrics.jsonl holds no epochs.", ""]
 
