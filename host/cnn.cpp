@@ -12,8 +12,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
+#include "mnist/ops/classifier_head.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/maxpool.h"
 #include "mnist/ops/softmax_ce.h"
@@ -231,16 +231,15 @@ void CpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int r
   ref::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_,
                              totals);
 
-  // dense2: logits = a3·W3 + b3.
-  ref::dense_backward_weights(a3_.data(), d_logits_.data(), dw(3), rows, hidden, classes);
-  ref::bias_grad(d_logits_.data(), db(3), rows, classes);
-  ref::dense_backward_input(d_logits_.data(), weights(3), d_a3_.data(), rows, hidden, classes);
+  // dense2 (the classifier head): logits = a3·W3 + b3 with a3 = dropout(relu(p2·W2 + b2)); its
+  // backward gives W3's and b3's gradients, dL/dz3 in d_a3 and b2's gradient, as on the GPU.
+  const HiddenBelow below{z3_.data(), bias(2), DropoutKey{seed_, CnnShape::kDropoutLayer, dropout_}, d_a3_.data(),
+                          db(2)};
+  ref::classifier_head_backward(a3_.data(), d_logits_.data(), weights(3), dw(3), db(3), rows, hidden, classes,
+                                &below, step);
 
-  // dense1: a3 = dropout(relu(p2·W2 + b2)); the fused backward turns dL/da3 into dL/dz3 in place.
-  const DropoutKey key{seed_, CnnShape::kDropoutLayer, dropout_};
-  ref::bias_relu_dropout_backward(d_a3_.data(), z3_.data(), bias(2), d_a3_.data(), rows, hidden, true, key, step);
+  // dense1: z3 = p2·W2 + b2.
   ref::dense_backward_weights(p2_.data(), d_a3_.data(), dw(2), rows, shape_.flat(), hidden);
-  ref::bias_grad(d_a3_.data(), db(2), rows, hidden);
   ref::dense_backward_input(d_a3_.data(), weights(2), d_p2_.data(), rows, shape_.flat(), hidden);
 
   // conv2 → ReLU → pool.

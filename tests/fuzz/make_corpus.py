@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the fuzz harnesses: tests/fuzz/corpus/{idx,checkpoint,image}/.
+"""Writes the starting corpus of the fuzz harnesses: tests/fuzz/corpus/{idx,checkpoint,image}/.
 
 A few tiny valid files and a few damaged ones, so that the fuzzer starts from inputs that reach
 deep into each parser. The files are committed; run this again only to change them:
