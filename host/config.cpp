@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "mnist/ops/adam.h"
+#include "mnist/ops/augment.h"
 
 namespace mnist {
 
@@ -54,6 +55,16 @@ void validate(const TrainConfig& c) {
   require(c.early_stop >= 0 && c.early_stop <= 100000, "--early-stop must be in 0..100000 (epochs; 0: never)");
   require(c.early_stop == 0 || c.val_split > 0.f,
           "--early-stop watches the validation accuracy: it needs a validation split (--val-split > 0)");
+  require(c.augment == "none" || c.augment == "affine" || c.augment == "elastic",
+          "--augment must be none, affine or elastic, got '" + c.augment + "'");
+  require(std::isfinite(c.shift) && c.shift >= 0.f && c.shift <= 14.f, "--shift must be in [0, 14] (pixels)");
+  require(std::isfinite(c.rotate) && c.rotate >= 0.f && c.rotate <= 180.f, "--rotate must be in [0, 180] (degrees)");
+  require(std::isfinite(c.scale) && c.scale >= 0.f && c.scale <= 0.5f,
+          "--scale must be in [0, 0.5] (a relative change of size)");
+  require(std::isfinite(c.elastic_alpha) && c.elastic_alpha >= 0.f && c.elastic_alpha <= 100.f,
+          "--elastic-alpha must be in [0, 100] (pixels)");
+  require(std::isfinite(c.elastic_sigma) && c.elastic_sigma >= 0.5f && c.elastic_sigma <= 10.f,
+          "--elastic-sigma must be in [0.5, 10] (pixels)");
   require(std::isfinite(c.weight_decay) && c.weight_decay >= 0.f, "--weight-decay must be a finite number >= 0");
   require(std::isfinite(c.label_smoothing) && c.label_smoothing >= 0.f && c.label_smoothing < 1.f,
           "--label-smoothing must be in [0, 1)");
@@ -67,6 +78,9 @@ void validate(const TrainConfig& c) {
 }
 
 void apply_model_defaults(TrainConfig& c, const GivenOptions& given) {
+  require(!given.affine || c.augment != "none",
+          "--shift, --rotate and --scale are options of --augment affine or elastic (the default is none)");
+  require(!given.elastic || c.augment == "elastic", "--elastic-alpha and --elastic-sigma are options of --augment elastic");
   if (c.model != "cnn") {
     require(!given.channels, "--channels is an option of --model cnn (the MLP has no convolutions)");
     require(!given.kernel, "--kernel is an option of --model cnn (the MLP has no convolutions)");
@@ -87,6 +101,7 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"lr_decay", as_decimal(c.lr_decay)},
           {"lr_step", c.lr_step},
           {"early_stop", c.early_stop},
+          {"augment", c.augment},
           {"weight_decay", as_decimal(c.weight_decay)},
           {"optimizer", c.adamw ? "adamw" : "adam"},
           {"label_smoothing", as_decimal(c.label_smoothing)},
@@ -101,6 +116,15 @@ nlohmann::json to_json(const TrainConfig& c) {
           {"drop_last", c.drop_last},
           {"graph", !c.no_graph},
           {"tf32", c.tf32}};
+  if (c.augment != "none") {
+    j["shift"] = as_decimal(c.shift);
+    j["rotate"] = as_decimal(c.rotate);
+    j["scale"] = as_decimal(c.scale);
+  }
+  if (c.augment == "elastic") {
+    j["elastic_alpha"] = as_decimal(c.elastic_alpha);
+    j["elastic_sigma"] = as_decimal(c.elastic_sigma);
+  }
   if (c.model == "cnn") {
     j["channels"] = c.channels;
     j["kernel"] = c.kernel;
@@ -125,6 +149,11 @@ AdamConfig adam_config(const TrainConfig& c, int steps_per_epoch) {
   s.step_steps = std::int64_t(c.lr_step) * steps;
   s.decay = c.lr_decay;
   return adam;
+}
+
+AugmentParams augment_params(const TrainConfig& c) {
+  return make_augment_params(c.seed, c.shift, c.rotate, c.scale, c.augment == "elastic", c.elastic_alpha,
+                             c.elastic_sigma);
 }
 
 bool same_setting(const nlohmann::json& a, const nlohmann::json& b) {

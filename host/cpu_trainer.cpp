@@ -12,6 +12,7 @@
 #include "mnist/mlp.h"
 #include "mnist/model.h"
 #include "mnist/ops/finite_check.h"
+#include "mnist/ops/augment.h"
 #include "mnist/ops/gather.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/philox.h"
@@ -42,6 +43,7 @@ class CpuTrainer final : public Trainer {
         data_(data),
         model_(shape, config.seed, config.dropout, config.label_smoothing, std::max(config.batch_size, kEvalChunk)),
         adam_(adam_config(config, steps_per_epoch(data.train.count, config.batch_size, config.drop_last))),
+        augment_(augment_params(config)),
         x_(std::size_t(std::max(config.batch_size, kEvalChunk)) * kPixels),
         y_(std::max(config.batch_size, kEvalChunk)),
         indices_(kEvalChunk) {}
@@ -66,8 +68,13 @@ class CpuTrainer final : public Trainer {
     for (int s = take_first_step(); s < steps; ++s) {
       const int first = s * batch;
       const int rows = std::min(batch, images - first);  // the last batch may be partial
-      ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
-                        y_.data(), &step_);  // ++step_ with the batch, as the GPU trainer does
+      // ++step_ with the batch, as the GPU trainer does
+      if (config_.augment != "none")
+        ref::gather_augmented_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, augment_,
+                                    x_.data(), y_.data(), &step_);
+      else
+        ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
+                          y_.data(), &step_);
       model_.compute_gradients(x_.data(), y_.data(), rows, step_, &totals);
       if (!std::isfinite(totals.loss_sum))
         throw TrainingDiverged(describe_non_finite(std::isnan(totals.loss_sum) ? kLossNaN : kLossInf), epoch, s + 1,
@@ -136,6 +143,7 @@ class CpuTrainer final : public Trainer {
   DataSplit data_;
   Model model_;
   AdamConfig adam_;
+  AugmentParams augment_;  // used when config_.augment is not "none"
   std::int64_t step_ = 0;
   std::vector<float> x_;
   std::vector<std::uint8_t> y_;

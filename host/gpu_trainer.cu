@@ -42,6 +42,7 @@
 #include "mnist/ops/classifier_head.h"
 #include "mnist/ops/eval_metrics.h"
 #include "mnist/ops/finite_check.h"
+#include "mnist/ops/augment.h"
 #include "mnist/ops/gather.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/softmax_ce.h"
@@ -411,6 +412,7 @@ class GpuTrainer final : public Trainer {
       : config_(config),
         host_data_(data),
         adam_(adam_config(config, steps_per_epoch(data.train.count, config.batch_size, config.drop_last))),
+        augment_(augment_params(config)),
         batch_(config.batch_size),
         steps_(steps_per_epoch(data.train.count, config.batch_size, config.drop_last)),
         max_graph_steps_(std::max(max_graph_steps, 1)),
@@ -431,7 +433,8 @@ class GpuTrainer final : public Trainer {
         predictions_(std::size_t(eval_chunk_)),
         epoch_totals_(1),
         eval_totals_(1),
-        first_bad_(1) {
+        first_bad_(1),
+        augment_scratch_(1) {
     // After the stream: cublasSetStream resets the handle to its default workspace pool.
     MNIST_CHECK(cublasSetWorkspace(cublas_.get(), cublas_workspace_.data(), cublas_workspace_.bytes()));
     int device = 0;
@@ -442,6 +445,7 @@ class GpuTrainer final : public Trainer {
 
     const cudaStream_t stream = stream_.get();
     MNIST_CHECK(cudaMemsetAsync(step_.data(), 0, step_.bytes(), stream));
+    MNIST_CHECK(cudaMemsetAsync(augment_scratch_.data(), 0, augment_scratch_.bytes(), stream));
     copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
     thrust::sequence(thrust::cuda::par_nosync(scratch_).on(stream), identity_.data(),
                      identity_.data() + identity_.size());
@@ -717,8 +721,13 @@ class GpuTrainer final : public Trainer {
       {
         NvtxRange range("forward");
         // ++step with the batch, before anything reads it, as CpuTrainer does.
-        gpu::gather_batch(train_.pixels.data(), train_.labels.data(), order + std::size_t(s - first_step) * batch_,
-                          rows, kPixels, x_.data(), y_.data(), stream, step_.data());
+        const std::int32_t* indices = order + std::size_t(s - first_step) * batch_;
+        if (config_.augment != "none")
+          gpu::gather_augmented_batch(train_.pixels.data(), train_.labels.data(), indices, rows, augment_, x_.data(),
+                                      y_.data(), step_.data(), augment_scratch_.data(), stream);
+        else
+          gpu::gather_batch(train_.pixels.data(), train_.labels.data(), indices, rows, kPixels, x_.data(), y_.data(),
+                            stream, step_.data());
         if (runs(Phase::kForward)) model_.forward(x_.data(), rows, /*train=*/true, step);
         if (runs(Phase::kLoss))
           model_.loss(y_.data(), rows, /*gradient=*/true, epoch_totals_.data(), nullptr, step, first_bad_.data());
@@ -749,6 +758,7 @@ class GpuTrainer final : public Trainer {
   TrainConfig config_;
   DataSplit host_data_;  // host pointers, only to recognise the resident slices
   AdamConfig adam_;
+  AugmentParams augment_;  // used when config_.augment is not "none"
   int batch_;
   int steps_;            // per epoch
   int max_graph_steps_;  // the most steps one graph holds (make_gpu_trainer)
@@ -772,6 +782,7 @@ class GpuTrainer final : public Trainer {
   DeviceBuffer<std::int32_t> predictions_;
   DeviceBuffer<EvalTotals> epoch_totals_, eval_totals_;
   DeviceBuffer<std::int64_t> first_bad_;  // kAllFinite, or step·4 + code of the first NaN/inf (finite_check.h)
+  DeviceBuffer<gpu::AugmentScratch> augment_scratch_;  // the augmented gather's ticket, zeroed
   std::int64_t host_step_ = 0;            // the device step counter as of the last epoch's end
   DeviceBuffer<std::int32_t> window_;  // block_graph_'s part of order_ (only for epochs of > max_graph_steps_ steps)
   GraphExec block_graph_, tail_graph_;  // replay_epoch

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "mnist/augment_command.h"
 #include "mnist/check.h"
 #include "mnist/checkpoint.h"
 #include "mnist/config.h"
@@ -141,9 +142,64 @@ std::vector<int> whole_numbers(const std::vector<std::string>& arguments) {
 // The options whose text is parsed after CLI11 (whole_numbers), and where they go.
 struct ListOptions {
   std::vector<std::string> hidden, channels;
+  std::string recipe;
 };
 
+// --augment and its parameters: of `mnist train`, and of `mnist augment`, which draws them.
+void add_augmentation_options(CLI::App& app, mnist::TrainConfig& c) {
+  app.add_option("--augment", c.augment,
+                   "Augment training batches (never validation or test): none, affine (random shift, rotation and "
+                   "scale per image) or elastic (affine plus a smoothed random displacement field, Simard et al. "
+                   "2003); `mnist augment` draws examples")
+      ->capture_default_str();
+  app.add_option("--shift", c.shift, "affine, elastic: the largest shift, in pixels, along each axis")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  app.add_option("--rotate", c.rotate, "affine, elastic: the largest rotation, in degrees, either way")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  app.add_option("--scale", c.scale, "affine, elastic: the largest relative change of size (0.1: 90% to 110%)")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  app.add_option("--elastic-alpha", c.elastic_alpha, "elastic: the displacement per unit of smoothed noise, in pixels")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+  app.add_option("--elastic-sigma", c.elastic_sigma, "elastic: the width of the Gaussian that smooths the noise, in pixels")
+      ->transform(kDecimalNumber)
+      ->capture_default_str();
+}
+
+// --recipe NAME: the options of a measured recipe (README, docs/performance.md), each applied
+// unless the command line gives that option itself.
+struct Recipe {
+  const char* name;
+  std::vector<std::pair<const char*, const char*>> options;
+};
+const Recipe kRecipes[] = {
+    {"mlp-best",
+     {{"--model", "mlp"}, {"--hidden", "1024,1024"}, {"--augment", "elastic"}, {"--lr-schedule", "cosine"},
+      {"--warmup-epochs", "1"}, {"--epochs", "40"}}},
+    {"cnn-best",
+     {{"--model", "cnn"}, {"--augment", "affine"}, {"--lr-schedule", "cosine"}, {"--warmup-epochs", "1"},
+      {"--epochs", "20"}}},
+};
+
+void apply_recipe(CLI::App& train, const std::string& name) {
+  const auto recipe = std::find_if(std::begin(kRecipes), std::end(kRecipes),
+                                   [&](const Recipe& r) { return name == r.name; });
+  if (recipe == std::end(kRecipes))
+    throw mnist::ConfigError("--recipe must be mlp-best or cnn-best, got '" + mnist::printable(name) + "'");
+  for (const auto& [option_name, value] : recipe->options) {
+    CLI::Option* option = train.get_option(option_name);
+    if (option->count() > 0) continue;
+    option->add_result(value);
+    option->run_callback();
+  }
+}
+
 void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& lists) {
+  train.add_option("--recipe", lists.recipe,
+                   "A measured recipe: mlp-best or cnn-best (the README's table); options given beside it win");
   train.add_option("--model", c.model,
                    "mlp (784-hidden...-10) or cnn (conv 5x5 32 -> pool -> conv 5x5 64 -> pool -> dense 1024 -> 10, "
                    "convolutions through cuDNN on the GPU)")
@@ -188,6 +244,7 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
                    "holds the best epoch")
       ->transform(kDecimalWholeNumber)
       ->capture_default_str();
+  add_augmentation_options(train, c);
   train.add_option("--weight-decay", c.weight_decay, "L2 penalty (Adam) or decoupled decay (--adamw)")
       ->transform(kDecimalNumber)
       ->capture_default_str();
@@ -233,6 +290,26 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
                    "continues at the very step it stopped at and ends with the same weights as an uninterrupted "
                    "run; only the train loss/accuracy logged for that one epoch cover just the steps run after "
                    "the resume")
+      ->check(kNonEmptyPath);
+}
+
+void add_augment_command_options(CLI::App& augment, mnist::TrainConfig& c, mnist::AugmentPicture& picture) {
+  augment.add_option("--out", picture.out, "The PNG to write")->required()->check(kNonEmptyPath);
+  add_augmentation_options(augment, c);
+  augment.add_option("--rows", picture.rows, "Training images, one a row (the first of each digit, then the next)")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
+  augment.add_option("--versions", picture.versions, "Augmented versions of each, beside it")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
+  augment.add_option("--zoom", picture.zoom, "Screen pixels per image pixel")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
+  augment.add_option("--seed", c.seed, "Seed of the draws, as in mnist train (the same seed draws the same versions)")
+      ->transform(kSeed)
+      ->capture_default_str();
+  augment.add_option("--dataset", c.dataset, "mnist or fashion")->capture_default_str();
+  augment.add_option("--data-dir", c.data_dir, "Folder with the four IDX files (raw or .gz) [default: data/<dataset>]")
       ->check(kNonEmptyPath);
 }
 
@@ -354,6 +431,13 @@ int main(int argc, char** argv) {
   CLI::App* predict = app.add_subcommand(
       "predict", "Print the digit (and its probability) in each image: PNG, JPEG or PGM, any size, dark or light ink");
   add_predict_options(*predict, predict_model, predict_files, predict_options);
+  mnist::TrainConfig augment_config;
+  augment_config.augment = "affine";
+  mnist::AugmentPicture augment_picture;
+  CLI::App* augment = app.add_subcommand(
+      "augment", "Draw training digits beside augmented versions of them (a PNG), to see what --augment and its "
+                 "parameters do before training with them");
+  add_augment_command_options(*augment, augment_config, augment_picture);
   std::string report_dir;
   CLI::App* report = app.add_subcommand(
       "report", "Draw a run's learning curves, confusion matrix and misclassified digits (PNGs and "
@@ -392,11 +476,23 @@ int main(int argc, char** argv) {
 
   try {
     if (train->parsed()) {
+      if (!lists.recipe.empty()) apply_recipe(*train, lists.recipe);
       if (train->count("--hidden")) config.hidden = whole_numbers(lists.hidden);
       if (train->count("--channels")) config.channels = whole_numbers(lists.channels);
-      mnist::apply_model_defaults(config, {train->count("--hidden") > 0, train->count("--dropout") > 0,
-                                           train->count("--channels") > 0, train->count("--kernel") > 0});
+      mnist::apply_model_defaults(
+          config, {train->count("--hidden") > 0, train->count("--dropout") > 0, train->count("--channels") > 0,
+                   train->count("--kernel") > 0,
+                   train->count("--shift") + train->count("--rotate") + train->count("--scale") > 0,
+                   train->count("--elastic-alpha") + train->count("--elastic-sigma") > 0});
       return status_after_flushing_stdout(mnist::run_train(config), /*training=*/true);
+    }
+    if (augment->parsed()) {
+      mnist::apply_model_defaults(
+          augment_config, {false, false, false, false,
+                           augment->count("--shift") + augment->count("--rotate") + augment->count("--scale") > 0,
+                           augment->count("--elastic-alpha") + augment->count("--elastic-sigma") > 0});
+      mnist::run_augment(augment_config, augment_picture);
+      return status_after_flushing_stdout(0, false);
     }
     if (evaluate->parsed()) return status_after_flushing_stdout(mnist::run_evaluate(evaluate_config), false);
     if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files, predict_options), false);

@@ -178,7 +178,7 @@ Checkpoint load_resume_point(const TrainConfig& config) {
 
   const nlohmann::json now = to_json(config);
   for (const char* key : {"dropout", "lr", "lr_schedule", "warmup_epochs", "min_lr", "lr_decay", "lr_step", "early_stop",
-                          "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split", "seed", "dataset",
+                          "augment", "shift", "rotate", "scale", "elastic_alpha", "elastic_sigma", "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split", "seed", "dataset",
                           "train_subset", "drop_last"}) {
     if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], now[key])) continue;
     std::string option = std::string("--") + key;

@@ -841,9 +841,11 @@ std::vector<nlohmann::json> metrics_lines(const fs::path& dir) {
 TEST(ResumeCli, ContinuesItsRunDirectoryAndMatchesAnUninterruptedRun) {
   const fs::path whole = fresh_temp_dir("resume-cli-whole"), part = fresh_temp_dir("resume-cli-part");
   // A schedule that does not depend on --epochs (warm-up, then halving each epoch), so the run
-  // of 1 epoch resumed to 2 follows the same rates as the run of 2.
+  // of 1 epoch resumed to 2 follows the same rates as the run of 2; and augmented batches, whose
+  // draws the resumed run must continue from the stored step.
   const std::string options = "train --device cpu --train-subset 2000 --hidden 16 --batch-size 100 "
-                              "--lr-schedule step --lr-step 1 --lr-decay 0.5 --warmup-epochs 0.5 ";
+                              "--lr-schedule step --lr-step 1 --lr-decay 0.5 --warmup-epochs 0.5 "
+                              "--augment elastic --rotate 12 --elastic-sigma 5 ";
   const Outcome a = run_mnist(options + "--epochs 2 --out " + whole.string());
   ASSERT_EQ(a.status, 0) << a.output;
   const Outcome b1 = run_mnist(options + "--epochs 1 --out " + part.string());

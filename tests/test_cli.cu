@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -13,6 +14,7 @@
 
 #include "cli_util.h"
 #include "mnist/idx.h"
+#include "mnist/image_io.h"
 #include "mnist/run_dir.h"
 #include "mnist/trainer.h"
 #include "mnist/versions.h"
@@ -42,7 +44,9 @@ TEST(Cli, HelpListsEveryTrainOptionWithItsDefault) {
                                "--device", "auto", "--out", "--train-subset", "--drop-last", "--force",
                                "--resume", "--no-report", "--model", "mlp", "cnn", "--channels", "32,64", "--kernel",
                                "1024 (cnn)", "0.5 (cnn)", "--lr-schedule", "constant", "cosine", "onecycle",
-                               "--warmup-epochs", "--min-lr", "--lr-decay", "--lr-step", "--early-stop"})
+                               "--warmup-epochs", "--min-lr", "--lr-decay", "--lr-step", "--early-stop",
+                               "--augment", "affine", "elastic", "--shift", "--rotate", "--scale", "--elastic-alpha",
+                               "34", "--elastic-sigma", "--recipe", "mlp-best", "cnn-best"})
     EXPECT_NE(help.output.find(expected), std::string::npos) << "missing " << expected << " in:\n" << help.output;
   const Outcome top = run_mnist("--help");
   EXPECT_EQ(top.status, 0);
@@ -233,7 +237,18 @@ INSTANTIATE_TEST_SUITE_P(
                       BadOption{"--lr-decay 0", "--lr-decay must be in (0, 1]"},
                       BadOption{"--lr-decay 1.5", "--lr-decay"}, BadOption{"--lr-step 0", "--lr-step"},
                       BadOption{"--early-stop -1", "--early-stop"},
-                      BadOption{"--early-stop 3 --val-split 0", "--early-stop watches the validation accuracy"}));
+                      BadOption{"--early-stop 3 --val-split 0", "--early-stop watches the validation accuracy"},
+                      BadOption{"--augment mixup", "--augment must be none, affine or elastic, got 'mixup'"},
+                      BadOption{"--augment elastic --elastic-sigma -1", "--elastic-sigma must be in [0.5, 10]"},
+                      BadOption{"--augment elastic --elastic-sigma 0", "--elastic-sigma must be in [0.5, 10]"},
+                      BadOption{"--augment elastic --elastic-alpha nan", "--elastic-alpha must be in [0, 100]"},
+                      BadOption{"--augment affine --rotate 181", "--rotate must be in [0, 180] (degrees)"},
+                      BadOption{"--augment affine --shift 15", "--shift must be in [0, 14] (pixels)"},
+                      BadOption{"--augment affine --shift -1", "--shift must be in [0, 14]"},
+                      BadOption{"--augment affine --scale 0.6", "--scale must be in [0, 0.5]"},
+                      BadOption{"--shift 3", "--shift, --rotate and --scale are options of --augment affine or elastic"},
+                      BadOption{"--augment affine --elastic-sigma 3", "--elastic-alpha and --elastic-sigma are options"},
+                      BadOption{"--recipe best", "--recipe must be mlp-best or cnn-best, got 'best'"}));
 
 // A number of 60,000 characters is read, not a crash: the std::regex check it replaced recursed
 // once a character and overflowed the stack (SIGSEGV) on such a value. (A single argument may be
@@ -463,3 +478,52 @@ TEST(Cli, WithoutAValidationSplitSaysSoAndKeepsBestEqualToLast) {
 }
 
 }  // namespace
+
+namespace mnist {
+namespace {
+
+// `mnist augment`: the grid is the originals (zoomed, exactly), a gap, then the versions; the same
+// seed draws the same picture and another seed another one.
+TEST(AugmentCli, DrawsTheOriginalsBesideTheirVersions) {
+  const fs::path dir = fresh_temp_dir("augment");
+  fs::create_directories(dir);
+  const std::string a = (dir / "a.png").string(), b = (dir / "b.png").string(), c = (dir / "c.png").string();
+  const std::string options = " --augment elastic --rows 3 --versions 4 --zoom 2";
+  Outcome outcome = run_mnist("augment --out " + a + options);
+  ASSERT_EQ(outcome.status, 0) << outcome.output;
+  EXPECT_NE(outcome.output.find("3 training images (left) and 4 augmented versions"), std::string::npos)
+      << outcome.output;
+  ASSERT_EQ(run_mnist("augment --out " + b + options).status, 0);
+  ASSERT_EQ(run_mnist("augment --out " + c + options + " --seed 2").status, 0);
+
+  const auto bytes = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::vector<std::uint8_t>(std::istreambuf_iterator<char>(in), {});
+  };
+  const GrayImage grid = decode_image(bytes(a), a);
+  ASSERT_EQ(grid.width, (28 * 5 + 4) * 2);
+  ASSERT_EQ(grid.height, 28 * 3 * 2);
+  // Rows: the first 0, 1 and 2 of the training set, zoomed 2×.
+  const Dataset data = load_dataset("data/mnist");
+  for (int row = 0; row < 3; ++row) {
+    const auto first = std::find(data.train.labels.begin(), data.train.labels.end(), row) - data.train.labels.begin();
+    for (int y = 0; y < 56; ++y)
+      for (int x = 0; x < 56; ++x)
+        ASSERT_EQ(grid.pixels[std::size_t(row * 56 + y) * grid.width + x],
+                  data.train.pixels[std::size_t(first) * kPixels + (y / 2) * 28 + x / 2])
+            << "row " << row << " at (" << x << ", " << y << ")";
+  }
+  EXPECT_EQ(bytes(a), bytes(b));
+  EXPECT_NE(decode_image(bytes(c), c).pixels, grid.pixels);
+
+  outcome = run_mnist("augment --out " + a + " --augment none");
+  EXPECT_EQ(outcome.status, 2);
+  EXPECT_EQ(line_count(outcome.output), 1) << outcome.output;
+  outcome = run_mnist("augment --out " + a + " --rotate 200");
+  EXPECT_EQ(outcome.status, 2);
+  EXPECT_NE(outcome.output.find("--rotate must be in [0, 180]"), std::string::npos) << outcome.output;
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace mnist

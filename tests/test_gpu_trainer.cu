@@ -37,7 +37,10 @@ constexpr int kValidationImages = 100;
 constexpr int kTestImages = 100;
 
 // hidden {64, 32}, batch 128, dropout 0.2; the validation split is the last 100 of 400 images.
-TrainConfig small_config(std::uint64_t seed) {
+// Training batches are augmented (elastic, so affine too) unless `augment` says otherwise: the
+// trainers' comparisons then also hold the augmented gather to its twin, and graph replays to
+// draws that follow the device step.
+TrainConfig small_config(std::uint64_t seed, const std::string& augment = "elastic") {
   TrainConfig config;
   config.hidden = {64, 32};
   config.batch_size = 128;
@@ -50,6 +53,7 @@ TrainConfig small_config(std::uint64_t seed) {
   config.lr_schedule = "cosine";
   config.warmup_epochs = 0.5f;
   config.min_lr = 1e-4f;
+  config.augment = augment;
   return config;
 }
 
@@ -111,7 +115,9 @@ void expect_states_equal(const ModelState& got, const ModelState& want) {
 TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
-  const TrainConfig config = small_config(rng());
+  for (const char* augment : {"none", "elastic"}) {
+  SCOPED_TRACE(std::string("--augment ") + augment);
+  const TrainConfig config = small_config(rng(), augment);
   const RandomDataset data(rng, config);
   const std::unique_ptr<Trainer> cpu = make_cpu_trainer(config, data.split());
   const std::unique_ptr<Trainer> gpu = make_gpu_trainer(config, data.split());
@@ -152,6 +158,7 @@ TEST(GpuTrainer, OneEpochMatchesTheCpuTrainer) {
                             cpu->evaluate(data.split().validation, cpu_predictions.data()));
   test::expect_predictions_close(gpu_predictions, cpu_predictions);
   test::expect_totals_close(gpu->evaluate(data.split().test), cpu->evaluate(data.split().test));
+  }
 }
 
 // Two epochs (the first runs as stream launches and is captured at its end, the second replays
@@ -176,7 +183,10 @@ void expect_graph_replay_bit_identical(TrainConfig config, std::mt19937_64& rng)
 TEST(GpuTrainer, GraphReplayIsBitIdenticalToStreamLaunches) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
-  expect_graph_replay_bit_identical(small_config(rng()), rng);
+  for (const char* augment : {"none", "affine", "elastic"}) {
+    SCOPED_TRACE(std::string("--augment ") + augment);
+    expect_graph_replay_bit_identical(small_config(rng(), augment), rng);
+  }
 }
 
 // An epoch longer than one graph may hold replays a graph of that many steps over successive
@@ -576,6 +586,7 @@ TrainConfig small_cnn_config(std::uint64_t seed) {
   config.kernel = 5;
   config.hidden = {32};
   config.dropout = 0.5f;
+  config.augment = "affine";
   return config;
 }
 
@@ -716,17 +727,19 @@ double launches_per_step(const TrainConfig&, std::mt19937_64&) { return 0; }
 // the last hidden layer's ReLU-dropout, that layer's delta and bias gradient); per hidden layer a
 // weight-gradient GEMM, and for each one above the first an input-gradient GEMM and the
 // ReLU-dropout backward with the bias gradient below; Adam. (The divergence watch rides on the
-// head forward and Adam.) The default MLP (two hidden layers) is 12.
+// head forward and Adam.) The default MLP (two hidden layers) is 12, augmented or not (the
+// augmented gather replaces the plain one).
 TEST(GpuTrainer, LaunchesPerStepAreCounted) {
   MNIST_REQUIRE_LAUNCH_COUNTS();
   std::mt19937_64 rng(test::fresh_seed());
+  for (const char* augment : {"none", "elastic"})
   for (const std::vector<int>& hidden : {std::vector<int>{64, 32}, std::vector<int>{16}}) {
-    TrainConfig config = small_config(rng());
+    TrainConfig config = small_config(rng(), augment);
     config.hidden = hidden;
     config.batch_size = 16;
     const int hidden_layers = int(hidden.size());
     const int expected = 1 + 2 * hidden_layers + 1 + 1 + hidden_layers + 2 * (hidden_layers - 1) + 1;
-    EXPECT_EQ(launches_per_step(config, rng), expected) << hidden.size() << " hidden layers";
+    EXPECT_EQ(launches_per_step(config, rng), expected) << hidden.size() << " hidden layers, --augment " << augment;
   }
 }
 

@@ -10,7 +10,8 @@
 
 namespace mnist {
 
-struct AdamConfig;  // ops/adam.h
+struct AdamConfig;     // ops/adam.h
+struct AugmentParams;  // ops/augment.h
 
 class ConfigError : public std::runtime_error {
  public:
@@ -30,6 +31,15 @@ struct TrainConfig {
   float lr_decay = 0.1f;                 // step: the factor every lr_step epochs
   int lr_step = 10;
   int early_stop = 0;  // stop after this many epochs without a better validation accuracy; 0: never
+  // Training batches only (ops/augment.h): none, affine (shift, rotation, scale) or elastic
+  // (affine plus a smoothed displacement field). Defaults after Simard et al. 2003 (α 34, σ 4)
+  // and Ciresan et al. 2010 (rotations and scalings of up to 15%, here a milder 10° and 10%).
+  std::string augment = "none";
+  float shift = 2.f;            // pixels, each axis: uniform in [-shift, shift]
+  float rotate = 10.f;          // degrees: uniform in [-rotate, rotate]
+  float scale = 0.1f;           // uniform in [1 - scale, 1 + scale]
+  float elastic_alpha = 34.f;   // pixels per unit of smoothed noise
+  float elastic_sigma = 4.f;    // pixels: the Gaussian that smooths the noise
   float weight_decay = 0.f;
   bool adamw = false;
   float label_smoothing = 0.f;
@@ -58,10 +68,13 @@ void validate(const TrainConfig& config);
 // Which of the options whose defaults depend on --model the command line gave.
 struct GivenOptions {
   bool hidden = false, dropout = false, channels = false, kernel = false;
+  bool affine = false;   // --shift, --rotate or --scale
+  bool elastic = false;  // --elastic-alpha or --elastic-sigma
 };
 // --model cnn has its own defaults: --hidden 1024 (its one dense layer) and --dropout 0.5;
 // --channels and --kernel only mean something to it. Applies those defaults to what was not
-// given; throws ConfigError when --channels or --kernel is given to the MLP.
+// given; throws ConfigError when --channels or --kernel is given to the MLP, or an augmentation
+// parameter to a run whose --augment does not use it.
 void apply_model_defaults(TrainConfig& config, const GivenOptions& given);
 
 // The run's settings as report.json and checkpoints store them (no --out, --force, --resume).
@@ -70,6 +83,9 @@ nlohmann::json to_json(const TrainConfig& config);
 // The optimizer a run's options ask for (Adam or AdamW, β1 0.9, β2 0.999, ε 1e-8) with its
 // learning-rate schedule laid over the run's epochs × steps_per_epoch optimizer steps.
 AdamConfig adam_config(const TrainConfig& config, int steps_per_epoch);
+
+// The augmentation of training batches the options ask for (used when augment != "none").
+AugmentParams augment_params(const TrainConfig& config);
 
 // Whether two stored values of one setting (to_json's, or a checkpoint's) mean the same.
 bool same_setting(const nlohmann::json& a, const nlohmann::json& b);
