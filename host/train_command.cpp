@@ -308,8 +308,10 @@ int run_train(const TrainConfig& config) {
   if (resume && !continuing && fs::is_regular_file(earlier_best))
     write_file_atomically(run.path() + "/best.ckpt", file_bytes(earlier_best));
 
-  std::printf("training %d images, validating on %d, testing on %d; run directory %s\n", split.train.count,
-              split.validation.count, split.test.count, run.path().c_str());
+  // Augmented training batches are new images each step: the train loss and accuracy are theirs.
+  const std::string augmented = config.augment == "none" ? "" : " (augmented: " + config.augment + ")";
+  std::printf("training %d images%s, validating on %d, testing on %d; run directory %s\n", split.train.count,
+              augmented.c_str(), split.validation.count, split.test.count, run.path().c_str());
   if (resume) {
     const int step = resume_step_in_epoch(config, split, *resume);
     if (step > 0)

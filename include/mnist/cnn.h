@@ -1,10 +1,10 @@
 #pragma once
-// The convolutional network of the issue "CNN model on cuDNN", NCHW fp32:
+// The convolutional network (--model cnn), on cuDNN on the GPU, NCHW fp32:
 //
 //   x [N, 1, 28, 28]  (a gathered [N, 784] batch is already this tensor)
 //   conv 5×5, 32 filters, pad 2 → ReLU → max-pool 2×2     [N, 32, 14, 14]
 //   conv 5×5, 64 filters, pad 2 → ReLU → max-pool 2×2     [N, 64, 7, 7] = [N, 3136] (flatten: a no-op)
-//   dense 3136 → 1024, fused bias + ReLU + dropout (p = 0.5 in the issue)
+//   dense 3136 → 1024, fused bias + ReLU + dropout (p = 0.5 by default)
 //   dense 1024 → 10 → softmax cross-entropy
 //
 // Four parameter layers, numbered 0..3 (conv1, conv2, dense1, dense2). All parameters live in one
