@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "mnist/cpu_clones.h"
+#include "mnist/core/cpu_clones.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/finite_check.h"
 

@@ -5,15 +5,14 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
+#include "mnist/core/launch.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/finite_check.cuh"
 
 namespace mnist::gpu {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 4096;  // grid-stride beyond this
 
 // Explicitly rounded intrinsics (never contracted into other FMAs) in the same order as the
 // CPU twin's std::fma and operators: m and v come out bit-identical to the CPU.
@@ -99,8 +98,8 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
   }
   const std::size_t scalar_count = n - 4 * vec_count;
   const std::size_t work = std::max(vec_count, scalar_count);
-  const int blocks = static_cast<int>(std::min<std::size_t>((work + kThreads - 1) / kThreads, kMaxBlocks));
-  adam_kernel<<<blocks, kThreads, 0, stream>>>(params, grads, m, v, n, head, vec_count, s, step, non_finite);
+  adam_kernel<<<grid_blocks(std::int64_t(work)), kBlockThreads, 0, stream>>>(params, grads, m, v, n, head, vec_count,
+                                                                             s, step, non_finite);
   MNIST_CHECK_LAUNCH();
 }
 

@@ -4,14 +4,14 @@
 
 #include <cstdint>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
+#include "mnist/core/launch.h"
 #include "mnist/ops/augment.h"
 
 namespace mnist {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 1024;
+constexpr int kMaxBlocks = 1024;  // one block an image, grid-stride over images beyond this
 
 __global__ void gather_augmented(const std::uint8_t* images, const std::uint8_t* labels, const std::int32_t* indices,
                                  int count, AugmentParams p, float* x, std::uint8_t* y, std::int64_t* step,
@@ -58,7 +58,7 @@ void gather_augmented_batch(const std::uint8_t* images, const std::uint8_t* labe
                             AugmentScratch* scratch, cudaStream_t stream) {
   if (count < 0) count = 0;
   const int blocks = count < 1 ? 1 : count < kMaxBlocks ? count : kMaxBlocks;
-  gather_augmented<<<blocks, kThreads, 0, stream>>>(images, labels, indices, count, params, x, y, step, scratch);
+  gather_augmented<<<blocks, kBlockThreads, 0, stream>>>(images, labels, indices, count, params, x, y, step, scratch);
   MNIST_CHECK_LAUNCH();
 }
 

@@ -2,7 +2,7 @@
 // Fixed shape: slice s sums rows s, s+32, s+64, ... in order, then the 32 slices are added in order.
 #include <cstddef>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
 #include "mnist/ops/bias_grad.h"
 
 namespace mnist {

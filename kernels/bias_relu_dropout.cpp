@@ -7,10 +7,10 @@
 #include <stdexcept>
 #include <vector>
 
-#include "mnist/cpu_clones.h"
+#include "mnist/core/cpu_clones.h"
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
-#include "mnist/philox.h"
+#include "mnist/core/philox.h"
 
 namespace mnist::ref {
 namespace {

@@ -4,14 +4,13 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
+#include "mnist/core/launch.h"
 #include "mnist/ops/bias_relu_dropout.cuh"
 
 namespace mnist {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 4096;  // grid-stride beyond this (H100: 132 SMs × 8 blocks of 256, ×4)
 
 using gpu::backward_one;
 using gpu::dropout_args;
@@ -20,11 +19,6 @@ using gpu::forward_one;
 using gpu::KeepBitCache;
 using gpu::keep_bits;
 using gpu::read_step;
-
-int blocks_for(std::int64_t work) {
-  const std::int64_t blocks = (work + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 bool aligned16(const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; }
 
@@ -155,12 +149,12 @@ void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int 
   const std::int64_t n = static_cast<std::int64_t>(rows) * cols;
   if (n <= 0) return;
   if (cols % 4 == 0 && aligned16(z) && aligned16(bias) && aligned16(y)) {
-    forward_vec4<<<blocks_for(n / 4), kThreads, 0, stream>>>(reinterpret_cast<const float4*>(z),
+    forward_vec4<<<grid_blocks(n / 4), kBlockThreads, 0, stream>>>(reinterpret_cast<const float4*>(z),
                                                              reinterpret_cast<const float4*>(bias),
                                                              reinterpret_cast<float4*>(y), n / 4, cols / 4, relu, d,
                                                              step);
   } else {
-    forward_scalar<<<blocks_for((n + 3) / 4), kThreads, 0, stream>>>(z, bias, y, n, cols, relu, d, step);
+    forward_scalar<<<grid_blocks((n + 3) / 4), kBlockThreads, 0, stream>>>(z, bias, y, n, cols, relu, d, step);
   }
   MNIST_CHECK_LAUNCH();
 }
@@ -179,11 +173,11 @@ void bias_relu_dropout_backward(const float* dy, const float* z, const float* bi
   const std::int64_t n = static_cast<std::int64_t>(rows) * cols;
   if (n <= 0) return;
   if (cols % 4 == 0 && aligned16(dy) && aligned16(z) && aligned16(bias) && aligned16(dz)) {
-    backward_vec4<<<blocks_for(n / 4), kThreads, 0, stream>>>(
+    backward_vec4<<<grid_blocks(n / 4), kBlockThreads, 0, stream>>>(
         reinterpret_cast<const float4*>(dy), reinterpret_cast<const float4*>(z),
         reinterpret_cast<const float4*>(bias), reinterpret_cast<float4*>(dz), n / 4, cols / 4, relu, d, step);
   } else {
-    backward_scalar<<<blocks_for((n + 3) / 4), kThreads, 0, stream>>>(dy, z, bias, dz, n, cols, relu, d, step);
+    backward_scalar<<<grid_blocks((n + 3) / 4), kBlockThreads, 0, stream>>>(dy, z, bias, dz, n, cols, relu, d, step);
   }
   MNIST_CHECK_LAUNCH();
 }

@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
 #include "mnist/ops/bias_relu_dropout.cuh"
 #include "mnist/ops/classifier_head.h"
 #include "mnist/ops/finite_check.cuh"

@@ -16,8 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "mnist/check.h"
-#include "mnist/device.h"
+#include "mnist/core/check.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/conv2d.h"
 
 namespace mnist::gpu {

@@ -3,7 +3,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
 #include "mnist/ops/eval_metrics.h"
 
 namespace mnist::gpu {

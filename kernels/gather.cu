@@ -2,19 +2,12 @@
 // (true IEEE division on both sides, so GPU and CPU batches are bit-identical)
 #include <cstdint>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
+#include "mnist/core/launch.h"
 #include "mnist/ops/gather.h"
 
 namespace mnist {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr std::int64_t kMaxBlocks = 4096;
-
-int blocks_for(std::int64_t work) {
-  const std::int64_t blocks = (work + kThreads - 1) / kThreads;
-  return static_cast<int>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
 
 // nvcc divides with IEEE rounding unless built with fast math (-prec-div=true is the default).
 __device__ __forceinline__ float to_unit(unsigned char p) { return static_cast<float>(p) / 255.0f; }
@@ -68,12 +61,12 @@ void gather_batch(const std::uint8_t* images, const std::uint8_t* labels, const 
                    reinterpret_cast<std::uintptr_t>(x) % 16 == 0;
   const std::int64_t per_thread = vec ? 4 : 1;
   const std::int64_t work = static_cast<std::int64_t>(count) * pixels / per_thread;
-  const int blocks = blocks_for(work > count ? work : count > 0 ? count : 1);
+  const int blocks = grid_blocks(work > count ? work : count);
   if (vec) {
-    gather_vec4<<<blocks, kThreads, 0, stream>>>(reinterpret_cast<const uchar4*>(images), labels, indices, count,
+    gather_vec4<<<blocks, kBlockThreads, 0, stream>>>(reinterpret_cast<const uchar4*>(images), labels, indices, count,
                                                  pixels / 4, reinterpret_cast<float4*>(x), y, step);
   } else {
-    gather_scalar<<<blocks, kThreads, 0, stream>>>(images, labels, indices, count, pixels, x, y, step);
+    gather_scalar<<<blocks, kBlockThreads, 0, stream>>>(images, labels, indices, count, pixels, x, y, step);
   }
   MNIST_CHECK_LAUNCH();
 }

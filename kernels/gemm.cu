@@ -12,7 +12,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
 #include "mnist/ops/gemm.h"
 
 namespace mnist::gpu {

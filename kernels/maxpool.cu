@@ -6,14 +6,13 @@
 #include <stdexcept>
 #include <string>
 
-#include "mnist/check.h"
+#include "mnist/core/check.h"
+#include "mnist/core/launch.h"
 #include "mnist/ops/maxpool.h"
 
 namespace mnist {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kMaxBlocks = 65535 * 8;  // a grid-stride loop covers any size beyond this
 
 // {0: top-left, 1: top-right, 2: bottom-left, 3: bottom-right} of the first maximum.
 __device__ __forceinline__ int window_argmax(float v0, float v1, float v2, float v3) {
@@ -71,11 +70,6 @@ void check_dims(const char* op, int batch, int channels, int height, int width) 
                                 std::to_string(width) + ")");
 }
 
-unsigned blocks_for(std::size_t total) {
-  const std::size_t blocks = (total + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(blocks < kMaxBlocks ? blocks : kMaxBlocks);
-}
-
 }  // namespace
 
 namespace gpu {
@@ -86,7 +80,8 @@ void maxpool2x2_forward(const float* x, float* y, int batch, int channels, int h
   const int out_h = height / 2, out_w = width / 2;
   const std::size_t total = static_cast<std::size_t>(batch) * channels * out_h * out_w;
   if (total == 0) return;
-  maxpool_forward_kernel<<<blocks_for(total), kThreads, 0, stream>>>(x, y, total, height, width, out_h, out_w);
+  maxpool_forward_kernel<<<grid_blocks(std::int64_t(total)), kBlockThreads, 0, stream>>>(x, y, total, height, width,
+                                                                                          out_h, out_w);
   MNIST_CHECK_LAUNCH();
 }
 
@@ -96,8 +91,8 @@ void maxpool2x2_backward(const float* x, const float* dy, float* dx, int batch, 
   const int out_h = height / 2, out_w = width / 2;
   const std::size_t total = static_cast<std::size_t>(batch) * channels * height * width;
   if (total == 0) return;
-  maxpool_backward_kernel<<<blocks_for(total), kThreads, 0, stream>>>(x, dy, dx, total, height, width, out_h,
-                                                                      out_w);
+  maxpool_backward_kernel<<<grid_blocks(std::int64_t(total)), kBlockThreads, 0, stream>>>(x, dy, dx, total, height,
+                                                                                           width, out_h, out_w);
   MNIST_CHECK_LAUNCH();
 }
 

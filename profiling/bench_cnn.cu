@@ -27,10 +27,10 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "mnist/config.h"
-#include "mnist/idx.h"
-#include "mnist/model.h"
-#include "mnist/trainer.h"
+#include "mnist/core/config.h"
+#include "mnist/data/idx.h"
+#include "mnist/model/model.h"
+#include "mnist/train/trainer.h"
 
 namespace {
 

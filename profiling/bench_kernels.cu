@@ -40,8 +40,8 @@
 #include <utility>
 #include <vector>
 
-#include "mnist/check.h"
-#include "mnist/device.h"
+#include "mnist/core/check.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/classifier_head.h"

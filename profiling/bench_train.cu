@@ -49,14 +49,14 @@
 #include <vector>
 
 #include "bench_util.h"
-#include "mnist/check.h"
-#include "mnist/config.h"
-#include "mnist/device.h"
-#include "mnist/idx.h"
-#include "mnist/mlp.h"
+#include "mnist/core/check.h"
+#include "mnist/core/config.h"
+#include "mnist/core/device.h"
+#include "mnist/data/idx.h"
+#include "mnist/model/mlp.h"
 #include "mnist/ops/gemm.h"
-#include "mnist/trainer.h"
-#include "mnist/versions.h"
+#include "mnist/train/trainer.h"
+#include "mnist/cli/versions.h"
 
 namespace {
 

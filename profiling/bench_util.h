@@ -14,11 +14,11 @@
 #include <functional>
 #include <vector>
 
-#include "mnist/check.h"
-#include "mnist/config.h"
-#include "mnist/device.h"
-#include "mnist/idx.h"
-#include "mnist/trainer.h"
+#include "mnist/core/check.h"
+#include "mnist/core/config.h"
+#include "mnist/core/device.h"
+#include "mnist/data/idx.h"
+#include "mnist/train/trainer.h"
 
 namespace bench {
 

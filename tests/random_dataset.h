@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <random>
 
-#include "mnist/trainer.h"
+#include "mnist/train/trainer.h"
 #include "test_util.h"
 
 namespace mnist::test {

@@ -11,7 +11,7 @@
 #include <random>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/adam.h"
 #include "test_util.h"
 

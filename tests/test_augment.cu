@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/augment.h"
 #include "mnist/ops/gather.h"
 #include "test_util.h"

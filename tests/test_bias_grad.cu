@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/bias_grad.h"
 #include "test_util.h"
 

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/bias_grad.h"
 #include "mnist/ops/bias_relu_dropout.h"
-#include "mnist/philox.h"
+#include "mnist/core/philox.h"
 #include "test_util.h"
 
 namespace mnist {

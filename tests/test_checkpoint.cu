@@ -1,4 +1,4 @@
-// Checkpoints (include/mnist/checkpoint.h): the exact round trip, the documented byte layout,
+// Checkpoints (include/mnist/io/checkpoint.h): the exact round trip, the documented byte layout,
 // one clear error for every kind of damage, the atomic write, resume reaching the same result
 // as an uninterrupted run, and `mnist train --resume` / `mnist evaluate` end to end.
 #include <gtest/gtest.h>
@@ -16,12 +16,12 @@
 #include <vector>
 
 #include "cli_util.h"
-#include "mnist/checkpoint.h"
-#include "mnist/config.h"
-#include "mnist/mlp.h"
-#include "mnist/model.h"
-#include "mnist/run_dir.h"
-#include "mnist/trainer.h"
+#include "mnist/io/checkpoint.h"
+#include "mnist/core/config.h"
+#include "mnist/model/mlp.h"
+#include "mnist/model/model.h"
+#include "mnist/train/run_dir.h"
+#include "mnist/train/trainer.h"
 #include "test_util.h"
 
 namespace mnist {

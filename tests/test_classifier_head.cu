@@ -16,10 +16,10 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/classifier_head.h"
 #include "mnist/ops/finite_check.h"
-#include "mnist/philox.h"
+#include "mnist/core/philox.h"
 #include "test_util.h"
 
 namespace mnist {

@@ -13,11 +13,11 @@
 #include <string>
 
 #include "cli_util.h"
-#include "mnist/idx.h"
-#include "mnist/image_io.h"
-#include "mnist/run_dir.h"
-#include "mnist/trainer.h"
-#include "mnist/versions.h"
+#include "mnist/data/idx.h"
+#include "mnist/data/image_io.h"
+#include "mnist/train/run_dir.h"
+#include "mnist/train/trainer.h"
+#include "mnist/cli/versions.h"
 
 namespace {
 
@@ -138,7 +138,7 @@ TEST(Cli, AnUnknownCommandIsNamed) {
     EXPECT_EQ(outcome.status, 2) << word << ": " << outcome.output;
     EXPECT_EQ(line_count(outcome.output), 1) << word << ": " << outcome.output;
     EXPECT_NE(outcome.output.find("mnist: error: unknown command '" + std::string(word) +
-                                  "'; the commands are train, evaluate, predict, report"),
+                                  "'; the commands are train, evaluate, predict, augment, report"),
               std::string::npos)
         << outcome.output;
   }

@@ -1,4 +1,4 @@
-// The CNN model (include/mnist/cnn.h, gpu_cnn.h): its parameter layout and initialisation, the
+// The CNN model (include/mnist/model/cnn.h, gpu_cnn.h): its parameter layout and initialisation, the
 // im2col convolution of the CPU model against ref::conv2d's direct loops, the gradient of the
 // whole network against finite differences of an independent double-precision forward pass (same
 // Philox dropout mask), Adam on a fixed batch, and the GPU model against the CPU one.
@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "mnist/cnn.h"
-#include "mnist/device.h"
-#include "mnist/gpu_cnn.h"
+#include "mnist/model/cnn.h"
+#include "mnist/core/device.h"
+#include "mnist/model/gpu_cnn.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/conv2d.h"
-#include "mnist/philox.h"
+#include "mnist/core/philox.h"
 #include "test_util.h"
 #include "totals_util.h"
 

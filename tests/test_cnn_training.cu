@@ -15,11 +15,11 @@
 #include <vector>
 
 #include "cli_util.h"
-#include "mnist/checkpoint.h"
-#include "mnist/cnn.h"
-#include "mnist/model.h"
-#include "mnist/run_dir.h"
-#include "mnist/trainer.h"
+#include "mnist/io/checkpoint.h"
+#include "mnist/model/cnn.h"
+#include "mnist/model/model.h"
+#include "mnist/train/run_dir.h"
+#include "mnist/train/trainer.h"
 #include "random_dataset.h"
 #include "test_util.h"
 

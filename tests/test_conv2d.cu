@@ -38,7 +38,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/conv2d.h"
 #include "test_util.h"
 

@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/eval_metrics.h"
 #include "test_util.h"
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/finite_check.h"
 #include "mnist/ops/softmax_ce.h"

@@ -34,7 +34,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/gemm.h"
 #include "test_util.h"
 

@@ -16,11 +16,11 @@
 #include <utility>
 #include <vector>
 
-#include "mnist/check.h"
-#include "mnist/cnn.h"
-#include "mnist/device.h"
-#include "mnist/mlp.h"
-#include "mnist/trainer.h"
+#include "mnist/core/check.h"
+#include "mnist/model/cnn.h"
+#include "mnist/core/device.h"
+#include "mnist/model/mlp.h"
+#include "mnist/train/trainer.h"
 #include "random_dataset.h"
 #include "test_util.h"
 #include "totals_util.h"

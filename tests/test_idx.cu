@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/idx.h"
+#include "mnist/data/idx.h"
 #include "test_util.h"
 
 namespace fs = std::filesystem;

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 #include "mnist/ops/maxpool.h"
 #include "test_util.h"
 

@@ -9,9 +9,9 @@
 #include <random>
 #include <vector>
 
-#include "mnist/mlp.h"
-#include "mnist/philox.h"
-#include "mnist/trainer.h"
+#include "mnist/model/mlp.h"
+#include "mnist/core/philox.h"
+#include "mnist/train/trainer.h"
 #include "test_util.h"
 
 namespace mnist {

@@ -1,4 +1,4 @@
-// Philox4x32-10 (include/mnist/philox.h): Random123's known-answer vectors, the counter layout
+// Philox4x32-10 (include/mnist/core/philox.h): Random123's known-answer vectors, the counter layout
 // of philox_word, statistical sanity of the uniform draws, distinct streams, and the device
 // computing bit-identical words to the host.
 #include <algorithm>
@@ -8,8 +8,8 @@
 #include <random>
 #include <vector>
 
-#include "mnist/device.h"
-#include "mnist/philox.h"
+#include "mnist/core/device.h"
+#include "mnist/core/philox.h"
 #include "test_util.h"
 
 namespace mnist {

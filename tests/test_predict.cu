@@ -1,4 +1,4 @@
-// Digit images (include/mnist/image_io.h) and `mnist predict`: PNG, JPEG and PGM decode to the
+// Digit images (include/mnist/data/image_io.h) and `mnist predict`: PNG, JPEG and PGM decode to the
 // pixels that were written (every PNG colour type, row filter, palette, 16-bit and interlace),
 // each step of the preparation against hand-made images with known answers, every bad file is
 // one clear error, and a briefly trained model reads MNIST's digits, as they are and as a person
@@ -22,12 +22,12 @@
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
-#include "mnist/checkpoint.h"
-#include "mnist/idx.h"
-#include "mnist/image_io.h"
-#include "mnist/mlp.h"
-#include "mnist/model.h"
-#include "mnist/trainer.h"
+#include "mnist/io/checkpoint.h"
+#include "mnist/data/idx.h"
+#include "mnist/data/image_io.h"
+#include "mnist/model/mlp.h"
+#include "mnist/model/model.h"
+#include "mnist/train/trainer.h"
 #include "test_util.h"
 
 namespace mnist {

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Checks host/report/report.py on the committed run directory tests/data/run_fixture.
+"""Checks host/cli/report.py on the committed run directory tests/data/run_fixture.
 
 Runs the script with this interpreter (CMake registers it as the `report_script` test, run by
 /usr/bin/python3 where Debian's python3-matplotlib lives) on temporary copies of the fixture,
@@ -18,7 +18,7 @@ import tempfile
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "host", "report", "report.py")
+SCRIPT = os.path.join(ROOT, "host", "cli", "report.py")
 FIXTURE = os.path.join(ROOT, "tests", "data", "run_fixture")
 PICTURES = ("curves.png", "confusion.png", "errors.png")
 

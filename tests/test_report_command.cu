@@ -1,5 +1,5 @@
 // What a finished run leaves for people to look at: the choice of the most confident mistakes
-// (include/mnist/errors.h) on crafted logits, the trainer's logits, and `mnist report` and
+// (include/mnist/train/misclassified.h) on crafted logits, the trainer's logits, and `mnist report` and
 // `mnist train` end to end (errors.json, curves.png, confusion.png, errors.png, report.md).
 // The end-to-end tests need python3 with matplotlib (python3-matplotlib), as CI installs it.
 #include <gtest/gtest.h>
@@ -18,10 +18,10 @@
 #include <vector>
 
 #include "cli_util.h"
-#include "mnist/checkpoint.h"
-#include "mnist/errors.h"
-#include "mnist/idx.h"
-#include "mnist/trainer.h"
+#include "mnist/io/checkpoint.h"
+#include "mnist/train/misclassified.h"
+#include "mnist/data/idx.h"
+#include "mnist/train/trainer.h"
 #include "test_util.h"
 
 namespace mnist {

@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/device.h"
+#include "mnist/core/device.h"
 
 namespace mnist::test {
 

@@ -1,6 +1,6 @@
 """MNIST for the peer scripts, read the way mnist-cuda reads it: the four IDX files in
 data/mnist (raw or gzip'd, told apart by the gzip magic bytes, not the name) with gzip and numpy
-only, and the same Keras-style split as `mnist train` (host/train_command.cpp): the last
+only, and the same Keras-style split as `mnist train` (host/cli/train_command.cpp): the last
 val_split of the 60,000 training images are held out for validation and never trained on.
 Also the one output format that profiling/compare.sh reads."""
 

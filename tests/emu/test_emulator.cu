@@ -9,8 +9,8 @@
 #include <random>
 #include <vector>
 
-#include "mnist/check.h"
-#include "mnist/device.h"
+#include "mnist/core/check.h"
+#include "mnist/core/device.h"
 #include "test_util.h"
 
 namespace mnist {

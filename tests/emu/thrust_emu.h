@@ -1,7 +1,7 @@
 #pragma once
 // The GPU emulator's Thrust (tests/emu/README.md): the emulator build compiles Thrust for its
 // CPP (host) system, which has no thrust::cuda::par_nosync. This policy stands in for it: each
-// algorithm host/gpu_trainer.cu calls with it runs, in order, on the stream it names (or is
+// algorithm host/train/gpu_trainer.cu calls with it runs, in order, on the stream it names (or is
 // recorded into the stream's capture), like the CUDA system's work on that stream.
 #include <thrust/execution_policy.h>
 

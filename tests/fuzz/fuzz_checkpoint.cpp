@@ -1,4 +1,4 @@
-// libFuzzer harness for the checkpoint reader (decode_checkpoint in host/checkpoint.cpp, which
+// libFuzzer harness for the checkpoint reader (decode_checkpoint in host/io/checkpoint.cpp, which
 // read_checkpoint calls on a file's bytes). Each input is decoded twice:
 //   1. as it is: mostly the checks before and around the CRC-32 (truncated or damaged files);
 //   2. "resealed", its last four bytes replaced by the CRC-32 of the rest, as a writer of those
@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/checkpoint.h"
+#include "mnist/io/checkpoint.h"
 #include "fuzz_message.h"
 
 namespace {

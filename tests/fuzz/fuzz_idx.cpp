@@ -1,4 +1,4 @@
-// libFuzzer harness for the IDX parsers (host/idx.cpp): the fuzzer's bytes are the contents of
+// libFuzzer harness for the IDX parsers (host/data/idx.cpp): the fuzzer's bytes are the contents of
 // a file, raw or gzip (detected by its magic bytes exactly as load_idx_images/load_idx_labels
 // do, since those call the same parse_idx_* functions). Every input must either parse into a
 // consistent set or throw DataError with a one-line "<path>: <what>" message of printable ASCII
@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/idx.h"
+#include "mnist/data/idx.h"
 #include "fuzz_message.h"
 
 namespace {

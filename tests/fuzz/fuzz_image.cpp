@@ -1,4 +1,4 @@
-// libFuzzer harness for the digit-image reader of `mnist predict` (host/image_io.cpp): the
+// libFuzzer harness for the digit-image reader of `mnist predict` (host/data/image_io.cpp): the
 // decoding of PNG (libpng), JPEG (libjpeg-turbo) and PGM (our parser) by decode_image, and the
 // preparation of what it decodes by prepare_digit. Each input is decoded up to three times:
 //   1. as it is: the format detection, the PGM parser, libpng's and libjpeg's readers;
@@ -25,8 +25,8 @@
 #include <string>
 #include <vector>
 
-#include "mnist/idx.h"
-#include "mnist/image_io.h"
+#include "mnist/data/idx.h"
+#include "mnist/data/image_io.h"
 #include "fuzz_message.h"
 
 namespace {

@@ -32,7 +32,7 @@ def gz(data):
 
 
 def checkpoint(hidden, best=0.5, config=None, version=1, kind=1, cnn=None):
-    """The version-1 layout of include/mnist/checkpoint.h, for a 784-hidden...-10 MLP, or with
+    """The version-1 layout of include/mnist/io/checkpoint.h, for a 784-hidden...-10 MLP, or with
     cnn=(conv1 filters, conv2 filters, kernel) and kind=2 for the CNN of dense width hidden[0]."""
     if cnn is None:
         sizes = [PIXELS, *hidden, 10]

@@ -14,7 +14,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "mnist/hd.h"
+#include "mnist/core/hd.h"
 
 namespace mnist {
 

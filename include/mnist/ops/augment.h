@@ -12,9 +12,9 @@
 #include <cmath>
 #include <cstdint>
 
-#include "mnist/hd.h"
-#include "mnist/idx.h"
-#include "mnist/philox.h"
+#include "mnist/core/hd.h"
+#include "mnist/core/mnist.h"
+#include "mnist/core/philox.h"
 
 namespace mnist {
 

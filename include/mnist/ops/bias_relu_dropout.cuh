@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "mnist/ops/bias_relu_dropout.h"
-#include "mnist/philox.h"
+#include "mnist/core/philox.h"
 
 namespace mnist::gpu {
 

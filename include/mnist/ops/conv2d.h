@@ -45,8 +45,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "mnist/check.h"
-#include "mnist/device.h"  // CudnnHandle
+#include "mnist/core/check.h"
+#include "mnist/core/device.h"  // CudnnHandle
 #include "mnist/ops/gemm.h"  // GemmMath: the same fp32/TF32 switch as the dense layers
 
 namespace mnist {

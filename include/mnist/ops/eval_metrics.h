@@ -7,16 +7,10 @@
 
 #include <cstdint>
 
+#include "mnist/core/mnist.h"
+
 namespace mnist {
 
-constexpr int kClasses = 10;
-
-struct EvalTotals {
-  double loss_sum = 0.0;
-  unsigned long long correct = 0;
-  unsigned long long count = 0;
-  unsigned long long confusion[kClasses * kClasses] = {};  // [true][predicted]
-};
 
 namespace ref {
 // predictions may be null.
