@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdio>
 #include <stdexcept>
@@ -196,5 +197,46 @@ std::vector<T> copy_to_host(const T* device, std::size_t count, cudaStream_t str
   MNIST_CHECK(cudaStreamSynchronize(stream));
   return host;
 }
+
+// Into `host`, in the memory it already has where that is large enough (resize keeps the
+// capacity); enqueued on the stream, not waited for.
+template <class T>
+void enqueue_copy_to_host(const DeviceBuffer<T>& device, std::vector<T>& host, cudaStream_t stream) {
+  host.resize(device.size());
+  if (!host.empty())
+    MNIST_CHECK(cudaMemcpyAsync(host.data(), device.data(), device.bytes(), cudaMemcpyDeviceToHost, stream));
+}
+
+// Thrust's temporary storage for the shuffle, kept from epoch to epoch. Thrust would otherwise
+// cudaMalloc and cudaFree it on every sort, and cudaFree waits for the whole device. The sort
+// asks for the same blocks every epoch, so after the first epoch nothing is allocated. Reusing a
+// block is safe because all its users run in order on the one stream.
+class ScratchAllocator {
+ public:
+  using value_type = char;
+
+  char* allocate(std::ptrdiff_t bytes) {
+    const std::size_t size = std::max<std::size_t>(std::size_t(bytes), 1);
+    for (Block& block : blocks_) {
+      if (!block.in_use && block.memory.size() >= size) {
+        block.in_use = true;
+        return block.memory.data();
+      }
+    }
+    blocks_.push_back(Block{DeviceBuffer<char>(size), true});
+    return blocks_.back().memory.data();
+  }
+  void deallocate(char* pointer, std::size_t) noexcept {
+    for (Block& block : blocks_)
+      if (block.memory.data() == pointer) block.in_use = false;
+  }
+
+ private:
+  struct Block {
+    DeviceBuffer<char> memory;
+    bool in_use;
+  };
+  std::vector<Block> blocks_;
+};
 
 }  // namespace mnist

@@ -1,6 +1,6 @@
 #pragma once
-// The CNN of cnn.h on the device: the twin of CpuCnn, as GpuMlp (host/train/gpu_trainer.cu) is the twin
-// of CpuMlp. Same parameter layout (CnnShape), same He-uniform draw (uploaded from the host), same
+// The CNN of cnn.h on the device: the twin of CpuCnn, as GpuMlp (gpu_mlp.h) is the twin of CpuMlp.
+// Same parameter layout (CnnShape), same He-uniform draw (uploaded from the host), same
 // dropout key, same Adam, run through the ops of include/mnist/ops on one stream:
 //   convolutions   gpu::Conv2d (cuDNN, deterministic algorithms), one plan per layer and batch size
 //   ReLU           the fused bias-ReLU-dropout op with a zero bias and no dropout
