@@ -15,6 +15,7 @@
 #include <memory>
 #include <system_error>
 
+#include "mnist/core/files.h"
 #include "mnist/core/printable.h"
 
 namespace fs = std::filesystem;
@@ -46,44 +47,29 @@ bool may_be_idx(const std::vector<std::uint8_t>& bytes) {
   return is_gzip(bytes) || (bytes.size() >= 3 && bytes[0] == 0 && bytes[1] == 0 && bytes[2] == 0x08);
 }
 
-// What read_file does with a stream that does not begin like an IDX file.
+// What read_idx_file does with a stream that does not begin like an IDX file.
 enum class Foreign { kReadAll, kStopAfterFirstChunk };
 
-// The file's bytes as they are on disk. Each way a path can fail to be a readable file gets
-// its own message, since "cannot open" alone sends people looking in the wrong place.
-std::vector<std::uint8_t> read_file(const std::string& path, Foreign foreign) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (st.type() == fs::file_type::not_found) fail(path, "file not found");
-  if (ec) fail(path, "cannot stat: " + ec.message());
-  if (st.type() == fs::file_type::directory) fail(path, "is a directory, not an IDX file");
-
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
-
-  // No IDX file of 28x28 images is near kMaxInflatedBytes, compressed or not: past it the file
-  // is refused before it fills the memory (a 40 GB file, /dev/zero).
+// The file's bytes as they are on disk. No IDX file of 28x28 images is near kMaxInflatedBytes,
+// compressed or not: past it the file is refused before it fills the memory (a 40 GB file,
+// /dev/zero). A stream that begins like no IDX file (/dev/zero, a pipe of text) is not read on
+// with kStopAfterFirstChunk: its first bytes are all the parser needs to say "wrong magic number".
+std::vector<std::uint8_t> read_idx_file(const std::string& path, Foreign foreign) {
   const auto too_large = [&](const std::string& subject) {
     fail(path, subject + " more than an IDX file of 28x28 images can be here (" +
                    std::to_string(kMaxInflatedBytes >> 30) + " GiB, 1.3 million images): not a dataset file");
   };
-  std::vector<std::uint8_t> bytes;
-  const auto size_hint = fs::file_size(path, ec);
-  if (!ec && size_hint > kMaxInflatedBytes) too_large(std::to_string(size_hint) + " bytes is");
-  if (!ec) bytes.reserve(size_hint);
-  // Read to EOF rather than trusting the size: the file may change or not be a regular file. A
-  // stream that begins like no IDX file (/dev/zero, a pipe of text) is not read on: its first
-  // bytes are all the parser needs to say "wrong magic number".
-  std::uint8_t chunk[1 << 16];
-  for (;;) {
-    const std::size_t n = std::fread(chunk, 1, sizeof chunk, file.get());
-    if (bytes.size() + n > kMaxInflatedBytes) too_large("it holds");
-    bytes.insert(bytes.end(), chunk, chunk + n);
-    if (n < sizeof chunk) break;
-    if (foreign == Foreign::kStopAfterFirstChunk && bytes.size() == n && !may_be_idx(bytes)) break;
-  }
-  if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));
-  return bytes;
+  FileReading reading;
+  reading.not_found = "file not found";
+  reading.directory = "is a directory, not an IDX file";
+  reading.before = [&](std::int64_t size) {
+    if (size > std::int64_t(kMaxInflatedBytes)) too_large(std::to_string(size) + " bytes is");
+  };
+  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t, bool) {
+    if (bytes.size() > kMaxInflatedBytes) too_large("it holds");
+    return !(foreign == Foreign::kStopAfterFirstChunk && bytes.size() <= (1u << 16) && !may_be_idx(bytes));
+  };
+  return read_file<DataError>(path, reading);
 }
 
 // A file's contents as the parsers see them: `bytes` is the caller's buffer, or the inflated
@@ -215,17 +201,17 @@ std::vector<std::uint8_t> gunzip(const std::vector<std::uint8_t>& in, const std:
 }
 
 std::vector<std::uint8_t> read_maybe_gzip(const std::string& path) {
-  std::vector<std::uint8_t> bytes = read_file(path, Foreign::kReadAll);
+  std::vector<std::uint8_t> bytes = read_idx_file(path, Foreign::kReadAll);
   if (is_gzip(bytes)) return gunzip(bytes, path);
   return bytes;
 }
 
 ImageSet load_idx_images(const std::string& path) {
-  return parse_idx_images(read_file(path, Foreign::kStopAfterFirstChunk), path);
+  return parse_idx_images(read_idx_file(path, Foreign::kStopAfterFirstChunk), path);
 }
 
 std::vector<std::uint8_t> load_idx_labels(const std::string& path) {
-  return parse_idx_labels(read_file(path, Foreign::kStopAfterFirstChunk), path);
+  return parse_idx_labels(read_idx_file(path, Foreign::kStopAfterFirstChunk), path);
 }
 
 ImageSet parse_idx_images(const std::vector<std::uint8_t>& contents, const std::string& path) {

@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "mnist/data/idx.h"
+#include "mnist/core/files.h"
 #include "mnist/core/printable.h"
 
 namespace fs = std::filesystem;
@@ -49,27 +50,19 @@ void check_size(const std::string& path, unsigned long width, unsigned long heig
                    std::to_string(kMaxImagePixels >> 20) + " megapixels");
 }
 
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (st.type() == fs::file_type::not_found) fail(path, "file not found");
-  if (ec) fail(path, "cannot stat: " + ec.message());
-  if (st.type() == fs::file_type::directory) fail(path, "is a directory, not an image");
-  if (st.type() == fs::file_type::regular) {
-    const std::uintmax_t size = fs::file_size(path, ec);
-    if (!ec && size > kMaxFileBytes)
-      fail(path, std::to_string(size) + " bytes is far too large for a digit image (the limit is 64 MiB)");
-  }
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
-  std::vector<std::uint8_t> bytes;
-  std::uint8_t chunk[1 << 16];
-  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0;) {
-    bytes.insert(bytes.end(), chunk, chunk + n);
-    if (bytes.size() > kMaxFileBytes) fail(path, "far too large for a digit image (the limit is 64 MiB)");
-  }
-  if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));
-  return bytes;
+std::vector<std::uint8_t> read_image_file(const std::string& path) {
+  const std::string limit = " for a digit image (the limit is 64 MiB)";
+  FileReading reading;
+  reading.not_found = "file not found";
+  reading.directory = "is a directory, not an image";
+  reading.before = [&](std::int64_t size) {
+    if (size > std::int64_t(kMaxFileBytes)) fail(path, std::to_string(size) + " bytes is far too large" + limit);
+  };
+  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t, bool) {
+    if (bytes.size() > kMaxFileBytes) fail(path, "far too large" + limit);
+    return true;
+  };
+  return read_file<ImageError>(path, reading);
 }
 
 // --- PGM (netpbm): "P5" or "P2", then width, height and maxval as decimal text separated by
@@ -336,7 +329,7 @@ GrayImage decode_image(const std::vector<std::uint8_t>& b, const std::string& pa
   fail(path, "not a PNG, JPEG or PGM image");
 }
 
-GrayImage read_image(const std::string& path) { return decode_image(read_file(path), path); }
+GrayImage read_image(const std::string& path) { return decode_image(read_image_file(path), path); }
 
 std::vector<std::uint8_t> prepare_digit(const GrayImage& image, Invert invert, const std::string& path) {
   const std::size_t n = std::size_t(image.width) * image.height;

@@ -268,40 +268,29 @@ std::uint64_t longest_checkpoint(const std::vector<std::uint8_t>& header) {
   return 0;
 }
 
-// The file's bytes. The magic is read first, so pointing at a large file of another kind costs
-// eight bytes, not the whole file; then the header, so that a file far longer than the model it
-// describes (or than any checkpoint, when the header is not one) is refused without reading it
-// into memory.
-std::vector<std::uint8_t> read_file(const std::string& path) {
-  std::error_code ec;
-  const fs::file_status st = fs::status(path, ec);
-  if (st.type() == fs::file_type::not_found) fail(path, "checkpoint not found");
-  if (ec) fail(path, "cannot stat: " + ec.message());
-  if (st.type() == fs::file_type::directory)
-    fail(path, "is a directory, not a checkpoint (give the last.ckpt or best.ckpt inside a run directory)");
-
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!file) fail(path, std::string("cannot open for reading: ") + std::strerror(errno));
-  std::vector<std::uint8_t> bytes(sizeof kMagic);
-  bytes.resize(std::fread(bytes.data(), 1, bytes.size(), file.get()));
-  check_magic(bytes, path);
-  const std::uintmax_t file_size = fs::file_size(path, ec);  // a regular file's, else unknown
-  const bool size_known = !ec;
+// The file's bytes. The magic is checked after the first chunk, so pointing at a large file of
+// another kind costs 64 KiB, not the whole file; then the header, so that a file far longer than
+// the model it describes (or than any checkpoint, when the header is not one) is refused without
+// reading it into memory.
+std::vector<std::uint8_t> read_checkpoint_file(const std::string& path) {
   std::uint64_t longest = 0;
-  std::uint8_t chunk[1 << 16];
-  for (std::size_t n; (n = std::fread(chunk, 1, sizeof chunk, file.get())) > 0;) {
-    bytes.insert(bytes.end(), chunk, chunk + n);
+  FileReading reading;
+  reading.not_found = "checkpoint not found";
+  reading.directory = "is a directory, not a checkpoint (give the last.ckpt or best.ckpt inside a run directory)";
+  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t file_size, bool) {
+    if (bytes.size() <= (1u << 16)) check_magic(bytes, path);  // the first chunk
     if (longest == 0) longest = longest_checkpoint(bytes);
-    if (longest != 0 && (bytes.size() > longest || (size_known && file_size > longest))) {
+    const bool size_known = file_size >= 0;
+    if (longest != 0 && (bytes.size() > longest || (size_known && std::uint64_t(file_size) > longest))) {
       const Parsed parsed = parse_layout(bytes);
       if (parsed.layout.arrays_at == 0) fail(path, parsed.problem + " (and the file has more than 1 GiB)");
       fail(path, (size_known ? std::to_string(file_size) : "more than " + std::to_string(longest)) +
                      " bytes, more than a checkpoint of the " + sizes_text(parsed.layout.kind, parsed.layout.sizes) +
                      " model can have (" + std::to_string(longest) + "): not a checkpoint, or damaged");
     }
-  }
-  if (std::ferror(file.get())) fail(path, std::string("read error: ") + std::strerror(errno));
-  return bytes;
+    return true;
+  };
+  return read_file<CheckpointError>(path, reading);
 }
 
 }  // namespace
@@ -406,7 +395,7 @@ void CheckpointWriter::join() {
   if (error_) std::rethrow_exception(std::exchange(error_, nullptr));
 }
 
-Checkpoint read_checkpoint(const std::string& path) { return decode_checkpoint(read_file(path), path); }
+Checkpoint read_checkpoint(const std::string& path) { return decode_checkpoint(read_checkpoint_file(path), path); }
 
 Checkpoint decode_checkpoint(const std::vector<std::uint8_t>& bytes, const std::string& path) {
   check_magic(bytes, path);

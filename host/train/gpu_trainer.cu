@@ -1,6 +1,6 @@
-// The Trainer on the GPU: the twin of CpuTrainer (host/train/cpu_trainer.cpp) and of its models,
-// CpuMlp (host/model/mlp.cpp; GpuMlp below) and CpuCnn (host/model/cnn.cpp; GpuCnn, host/model/gpu_cnn.cu). Same
-// parameter layout, same He-uniform initialisation, same shuffle, same dropout keys, same step
+// The Trainer on the GPU: the twin of CpuTrainer (host/train/cpu_trainer.cpp), with the models'
+// GPU twins GpuMlp (host/model/gpu_mlp.cu) and GpuCnn (host/model/gpu_cnn.cu). Same parameter
+// layout, same He-uniform initialisation, same shuffle, same dropout keys, same step
 // counting and the same Adam, run through the kernels of include/mnist/ops on one stream:
 //
 //   construct:   upload the dataset once (uint8, resident) and the initial parameters
