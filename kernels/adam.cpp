@@ -10,7 +10,7 @@
 #include "mnist/ops/adam.h"
 #include "mnist/ops/finite_check.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 namespace {
 
 // Always inlined: into each clone of adam_step, so that it is compiled for that clone's CPU.
@@ -54,4 +54,4 @@ void adam_step(float* params, const float* grads, float* m, float* v, std::size_
   if (non_finite != nullptr) *non_finite = std::min(*non_finite, finite_check(nullptr, 0, params, n, step));
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -7,7 +7,7 @@
 
 #include "mnist/ops/augment.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void warp_image(const std::uint8_t* image, const ImageWarp& warp, const float* ex, const float* ey, float* out) {
   for (int k = 0; k < kPixels; ++k)
@@ -62,4 +62,4 @@ void gather_augmented_batch(const std::uint8_t* images, const std::uint8_t* labe
   }
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -5,7 +5,7 @@
 
 #include "mnist/ops/bias_grad.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void bias_grad(const float* dz, float* db, int rows, int cols) {
   if (cols <= 0) return;
@@ -15,4 +15,4 @@ void bias_grad(const float* dz, float* db, int rows, int cols) {
   for (int c = 0; c < cols; ++c) db[c] = static_cast<float>(sum[c]);
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -12,7 +12,7 @@
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/core/philox.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 namespace {
 
 void check_p(float p) {
@@ -67,4 +67,4 @@ void bias_relu_dropout_backward(const float* dy, const float* z, const float* bi
   if (db != nullptr) bias_grad(dz, db, rows, cols);
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -8,7 +8,7 @@
 #include "mnist/ops/classifier_head.h"
 #include "mnist/ops/gemm.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void classifier_head_forward(const float* x, const float* w, const float* b, float* logits,
                              const std::uint8_t* labels, float* loss, float* dlogits, int rows, int in, int classes,
@@ -31,4 +31,4 @@ void classifier_head_backward(const float* x, const float* dlogits, const float*
                              below->db);
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -7,7 +7,7 @@
 
 #include "mnist/ops/conv2d.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 namespace {
 
 // The output positions o in [0, out) whose input position o + u - pad lies in [0, in): the
@@ -120,4 +120,4 @@ void conv2d_backward_bias(const float* dy, float* db, const Conv2dShape& s) {
   }
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -6,7 +6,7 @@
 
 #include "mnist/ops/eval_metrics.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void accumulate_metrics(const float* logits, const std::uint8_t* labels, const float* loss, int rows,
                         EvalTotals* totals, std::int32_t* predictions) {
@@ -28,4 +28,4 @@ void accumulate_metrics(const float* logits, const std::uint8_t* labels, const f
   totals->loss_sum += batch_loss;
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -19,7 +19,7 @@ const char* describe_non_finite(int code) {
   }
 }
 
-namespace ref {
+namespace twin {
 namespace {
 
 std::uint32_t bits_of(float x) {
@@ -53,5 +53,5 @@ std::int64_t finite_check(const float* losses, std::size_t loss_count, const flo
   return code == kNonFiniteCodes ? kAllFinite : step * kNonFiniteCodes + code;
 }
 
-}  // namespace ref
+}  // namespace twin
 }  // namespace mnist

@@ -5,7 +5,7 @@
 
 #include "mnist/ops/gather.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void gather_batch(const std::uint8_t* images, const std::uint8_t* labels, const std::int32_t* indices, int count,
                   int pixels, float* x, std::uint8_t* y, std::int64_t* step) {
@@ -18,4 +18,4 @@ void gather_batch(const std::uint8_t* images, const std::uint8_t* labels, const 
   }
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

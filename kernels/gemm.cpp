@@ -14,7 +14,7 @@
 
 #include "mnist/ops/gemm.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 namespace {
 
 void check_dims(const char* op, int batch, int in, int out) {
@@ -41,24 +41,24 @@ void sgemm_row_major(bool trans_a, bool trans_b, int M, int N, int K, const floa
 }  // namespace
 
 void dense_forward(const float* x, const float* w, float* y, int batch, int in, int out) {
-  check_dims("ref::dense_forward", batch, in, out);
+  check_dims("twin::dense_forward", batch, in, out);
   sgemm_row_major(false, false, batch, out, in, x, w, y);
 }
 
 void dense_backward_weights(const float* x, const float* dy, float* dw, int batch, int in, int out) {
-  check_dims("ref::dense_backward_weights", batch, in, out);
+  check_dims("twin::dense_backward_weights", batch, in, out);
   sgemm_row_major(true, false, in, out, batch, x, dy, dw);
 }
 
 void dense_backward_input(const float* dy, const float* w, float* dx, int batch, int in, int out) {
-  check_dims("ref::dense_backward_input", batch, in, out);
+  check_dims("twin::dense_backward_input", batch, in, out);
   sgemm_row_major(false, true, batch, in, out, dy, w, dx);
 }
 
 // y[b,o] = sum_k x[b,k] · W[k,o], the sum carried in double and rounded once, so the loop is
 // a reference at least as accurate as the BLAS call it checks.
 void dense_forward_naive(const float* x, const float* w, float* y, int batch, int in, int out) {
-  check_dims("ref::dense_forward_naive", batch, in, out);
+  check_dims("twin::dense_forward_naive", batch, in, out);
   for (int b = 0; b < batch; ++b) {
     for (int o = 0; o < out; ++o) {
       double sum = 0.0;
@@ -71,4 +71,4 @@ void dense_forward_naive(const float* x, const float* w, float* y, int batch, in
 
 int blas_threads() { return openblas_get_num_threads(); }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

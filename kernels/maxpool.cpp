@@ -6,7 +6,7 @@
 
 #include "mnist/ops/maxpool.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 namespace {
 
 void check_dims(const char* op, int batch, int channels, int height, int width) {
@@ -28,7 +28,7 @@ int window_argmax(const float v[4]) {
 }  // namespace
 
 void maxpool2x2_forward(const float* x, float* y, int batch, int channels, int height, int width) {
-  check_dims("ref::maxpool2x2_forward", batch, channels, height, width);
+  check_dims("twin::maxpool2x2_forward", batch, channels, height, width);
   const int OH = height / 2, OW = width / 2;
   for (std::size_t p = 0; p < static_cast<std::size_t>(batch) * channels; ++p) {
     const float* xp = x + p * height * width;
@@ -43,7 +43,7 @@ void maxpool2x2_forward(const float* x, float* y, int batch, int channels, int h
 }
 
 void maxpool2x2_backward(const float* x, const float* dy, float* dx, int batch, int channels, int height, int width) {
-  check_dims("ref::maxpool2x2_backward", batch, channels, height, width);
+  check_dims("twin::maxpool2x2_backward", batch, channels, height, width);
   const int OH = height / 2, OW = width / 2;
   for (std::size_t p = 0; p < static_cast<std::size_t>(batch) * channels; ++p) {
     const float* xp = x + p * height * width;
@@ -60,4 +60,4 @@ void maxpool2x2_backward(const float* x, const float* dy, float* dx, int batch, 
   }
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

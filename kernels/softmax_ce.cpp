@@ -11,7 +11,7 @@
 #include "mnist/ops/finite_check.h"
 #include "mnist/ops/softmax_ce.h"
 
-namespace mnist::ref {
+namespace mnist::twin {
 
 void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits, int rows,
                            int classes, float label_smoothing, EvalTotals* totals, std::int64_t step,
@@ -62,4 +62,4 @@ void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, floa
     *non_finite = std::min(*non_finite, finite_check(loss, static_cast<std::size_t>(rows), nullptr, 0, step));
 }
 
-}  // namespace mnist::ref
+}  // namespace mnist::twin

@@ -22,9 +22,9 @@ using test::fresh_seed;
 using test::max_rel_error;
 using test::random_floats;
 
-// ---- CPU reference against the math -------------------------------------------------------------
+// ---- CPU twin against the math -------------------------------------------------------------
 
-TEST(RefAdam, HandComputedFirstTwoSteps) {
+TEST(TwinAdam, HandComputedFirstTwoSteps) {
   // Hyperparameters exact in binary, so the hand arithmetic below is exact too (m and v are).
   // lr = 0.125, β1 = 0.5, β2 = 0.75, ε = 1e-8, no weight decay.
   // Bias corrections: t = 1: 1-β1 = 0.5, 1-β2 = 0.25;  t = 2: 1-β1² = 0.75, 1-β2² = 0.4375.
@@ -44,7 +44,7 @@ TEST(RefAdam, HandComputedFirstTwoSteps) {
   //   θ0 = 1:     m = 0.25,   v = 0.0625,   θ = 1 - 0.125·0.5/(0.5 + ε)      = 0.8750000025
   //   θ1 = -0.5:  m = -0.125, v = 0.015625, θ = -0.5 + 0.125·0.25/(0.25 + ε) = -0.3750000050
   //   θ2 = 0.25:  m = 0,      v = 0,        θ = 0.25 - 0.125·0/(0 + ε)       = 0.25
-  ref::adam_step(theta.data(), g1.data(), m.data(), v.data(), 3, config, 1);
+  twin::adam_step(theta.data(), g1.data(), m.data(), v.data(), 3, config, 1);
   EXPECT_EQ(m, (std::vector<float>{0.25f, -0.125f, 0.f}));
   EXPECT_EQ(v, (std::vector<float>{0.0625f, 0.015625f, 0.f}));
   const std::vector<double> theta1 = {1 - 0.125 * 0.5 / (0.5 + eps), -0.5 + 0.125 * 0.25 / (0.25 + eps), 0.25};
@@ -57,7 +57,7 @@ TEST(RefAdam, HandComputedFirstTwoSteps) {
   //       θ = θ1 - 0.125·(0.1875/0.75)/(sqrt(0.07421875/0.4375) + ε)  = -0.4508721255
   //   θ2: m = -0.0625;                  v = 0.25·0.015625 = 0.00390625
   //       θ = 0.25 + 0.125·(0.0625/0.75)/(sqrt(0.00390625/0.4375) + ε) = 0.3602396263
-  ref::adam_step(theta.data(), g2.data(), m.data(), v.data(), 3, config, 2);
+  twin::adam_step(theta.data(), g2.data(), m.data(), v.data(), 3, config, 2);
   EXPECT_EQ(m, (std::vector<float>{0.625f, 0.1875f, -0.0625f}));
   EXPECT_EQ(v, (std::vector<float>{0.296875f, 0.07421875f, 0.00390625f}));
   const std::vector<double> theta2 = {
@@ -71,15 +71,15 @@ TEST(RefAdam, HandComputedFirstTwoSteps) {
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(theta[i], theta2[i], 1e-6 * std::fabs(theta2[i])) << i;
 }
 
-TEST(RefAdam, DefaultBetasTwoStepsByHand) {
+TEST(TwinAdam, DefaultBetasTwoStepsByHand) {
   // PyTorch defaults (β1 = 0.9, β2 = 0.999 as floats, widened to double here), one scalar:
   // θ = 0.3, g1 = 0.02, g2 = -0.01, lr = 1e-3, ε = 1e-8.
   AdamConfig config;  // defaults
   const double b1 = config.beta1, b2 = config.beta2, lr = config.lr, eps = config.eps;
   float theta = 0.3f, m = 0.f, v = 0.f;
   const float g1 = 0.02f, g2 = -0.01f;
-  ref::adam_step(&theta, &g1, &m, &v, 1, config, 1);
-  ref::adam_step(&theta, &g2, &m, &v, 1, config, 2);
+  twin::adam_step(&theta, &g1, &m, &v, 1, config, 1);
+  twin::adam_step(&theta, &g2, &m, &v, 1, config, 2);
 
   const double m1 = (1 - b1) * g1, v1 = (1 - b2) * g1 * g1;
   const double theta1 = 0.3f - lr * (m1 / (1 - b1)) / (std::sqrt(v1 / (1 - b2)) + eps);  // ≈ 0.3 - lr
@@ -92,7 +92,7 @@ TEST(RefAdam, DefaultBetasTwoStepsByHand) {
   EXPECT_NEAR(theta, theta2, 1e-6 * std::fabs(theta2));
 }
 
-TEST(RefAdam, FirstStepMovesEveryParameterByLr) {
+TEST(TwinAdam, FirstStepMovesEveryParameterByLr) {
   // t = 1: m̂ = g and sqrt(v̂) = |g|, so θ moves by lr·g/(|g| + ε) ≈ lr·sign(g) whatever |g| is.
   std::mt19937_64 rng(fresh_seed());
   const std::size_t n = 1000;
@@ -102,7 +102,7 @@ TEST(RefAdam, FirstStepMovesEveryParameterByLr) {
   auto g = random_floats(rng, n, 1e-3f, 1.f);
   for (std::size_t i = 0; i < n; i += 2) g[i] = -g[i];
   std::vector<float> m(n, 0.f), v(n, 0.f);
-  ref::adam_step(theta.data(), g.data(), m.data(), v.data(), n, config, 1);
+  twin::adam_step(theta.data(), g.data(), m.data(), v.data(), n, config, 1);
   for (std::size_t i = 0; i < n; ++i) {
     const double moved = static_cast<double>(theta[i]) - before[i];
     // |θ| < 1: the stored θ is rounded to 0.5 ulp <= 6e-8; ε/|g| <= 1e-5 of lr is 1e-8.
@@ -110,7 +110,7 @@ TEST(RefAdam, FirstStepMovesEveryParameterByLr) {
   }
 }
 
-TEST(RefAdam, AdamWDecayDiffersFromL2AsExpected) {
+TEST(TwinAdam, AdamWDecayDiffersFromL2AsExpected) {
   // θ = {2, 2}, g = {0, 0.5}, lr = 0.01, wd = 0.1, step 1.
   // Adam (L2): g' = g + 0.1·2 = {0.2, 0.7}; the first step is normalised: θ -= lr·g'/(|g'| + ε),
   //   so the decay moves θ0 by the whole lr: {2 - 0.01·0.2/(0.2 + ε), 2 - 0.01·0.7/(0.7 + ε)}.
@@ -122,7 +122,7 @@ TEST(RefAdam, AdamWDecayDiffersFromL2AsExpected) {
   const std::vector<float> g = {0.f, 0.5f};
 
   std::vector<float> adam = {2.f, 2.f}, m(2, 0.f), v(2, 0.f);
-  ref::adam_step(adam.data(), g.data(), m.data(), v.data(), 2, config, 1);
+  twin::adam_step(adam.data(), g.data(), m.data(), v.data(), 2, config, 1);
   const double l2_0 = wd * 2, l2_1 = 0.5f + wd * 2;
   EXPECT_NEAR(adam[0], 2 - lr * l2_0 / (l2_0 + eps), 1e-6);
   EXPECT_NEAR(adam[1], 2 - lr * l2_1 / (l2_1 + eps), 1e-6);
@@ -132,13 +132,13 @@ TEST(RefAdam, AdamWDecayDiffersFromL2AsExpected) {
   std::vector<float> adamw = {2.f, 2.f};
   std::fill(m.begin(), m.end(), 0.f);
   std::fill(v.begin(), v.end(), 0.f);
-  ref::adam_step(adamw.data(), g.data(), m.data(), v.data(), 2, config, 1);
+  twin::adam_step(adamw.data(), g.data(), m.data(), v.data(), 2, config, 1);
   EXPECT_NEAR(adamw[0], 2 * (1 - lr * wd), 1e-6);
   EXPECT_NEAR(adamw[0], 1.998, 1e-6);
   EXPECT_NEAR(adamw[1], 2 * (1 - lr * wd) - lr * 0.5 / (0.5 + eps), 1e-6);
 }
 
-TEST(RefAdam, ZeroWeightDecayMakesAdamAndAdamWIdentical) {
+TEST(TwinAdam, ZeroWeightDecayMakesAdamAndAdamWIdentical) {
   // wd = 0: Adam adds 0·θ to g (exact) and AdamW multiplies θ by 1 - 0 = 1 (exact): bit-identical.
   std::mt19937_64 rng(fresh_seed());
   const std::size_t n = 1000;
@@ -150,8 +150,8 @@ TEST(RefAdam, ZeroWeightDecayMakesAdamAndAdamWIdentical) {
   decoupled.decoupled = true;
   for (std::int64_t t = 1; t <= 5; ++t) {
     const auto g = random_floats(rng, n);
-    ref::adam_step(a.data(), g.data(), ma.data(), va.data(), n, config, t);
-    ref::adam_step(b.data(), g.data(), mb.data(), vb.data(), n, decoupled, t);
+    twin::adam_step(a.data(), g.data(), ma.data(), va.data(), n, config, t);
+    twin::adam_step(b.data(), g.data(), mb.data(), vb.data(), n, decoupled, t);
   }
   EXPECT_EQ(a, b);
   EXPECT_EQ(ma, mb);
@@ -229,7 +229,7 @@ void check_steps_against_cpu(std::mt19937_64& rng, std::size_t n, Layout layout,
     d_grads.upload(g);
     gpu::advance_step(d_step.data(), nullptr);
     gpu::adam_step(d_theta.data(), d_grads.data(), d_m.data(), d_v.data(), n, config, d_step.data(), nullptr);
-    ref::adam_step(theta.data(), g.data(), m.data(), v.data(), n, config, t);
+    twin::adam_step(theta.data(), g.data(), m.data(), v.data(), n, config, t);
     MNIST_CHECK(cudaDeviceSynchronize());
     EXPECT_LE(max_rel_error(d_m.values(), m, 1e-30), kTolerance);
     EXPECT_LE(max_rel_error(d_v.values(), v, 1e-30), kTolerance);
@@ -297,7 +297,7 @@ void replay_captured_step_against_cpu(const AdamConfig& config, int steps, std::
                                 stream.get()));
     MNIST_CHECK(cudaGraphLaunch(g.exec, stream.get()));
     stream.synchronize();  // grads (pageable host memory) must not change under the copy
-    ref::adam_step(theta.data(), grads.data(), m.data(), v.data(), n, config, t);
+    twin::adam_step(theta.data(), grads.data(), m.data(), v.data(), n, config, t);
     EXPECT_LE(max_rel_error(d_theta.download(), theta, 1e-2), kTolerance) << "step " << t;
   }
   EXPECT_EQ(d_step.download()[0], steps);
@@ -316,13 +316,13 @@ TEST(GpuAdam, CapturedGraphReplaysWithAFreshStep) {
 
 // ---- learning-rate schedules -----------------------------------------------------------------
 
-TEST(RefLrSchedule, ConstantIsTheBaseRateExactly) {
+TEST(TwinLrSchedule, ConstantIsTheBaseRateExactly) {
   LrSchedule s;
   s.base = 3e-4f;
   for (const std::int64_t t : {1, 2, 1000, 1000000}) EXPECT_EQ(scheduled_lr(s, t), 3e-4f) << t;
 }
 
-TEST(RefLrSchedule, WarmUpRisesLinearlyThenHoldsForConstant) {
+TEST(TwinLrSchedule, WarmUpRisesLinearlyThenHoldsForConstant) {
   LrSchedule s;
   s.base = 1e-3f;
   s.warmup_steps = 10;
@@ -336,7 +336,7 @@ TEST(RefLrSchedule, WarmUpRisesLinearlyThenHoldsForConstant) {
 
 // min + (base - min)·(1 + cos(π·p))/2: base at the end of the warm-up, the mean halfway, min at
 // the end, and never rising in between.
-TEST(RefLrSchedule, CosineFallsFromBaseToMin) {
+TEST(TwinLrSchedule, CosineFallsFromBaseToMin) {
   LrSchedule s;
   s.kind = LrSchedule::kCosine;
   s.base = 1e-3f;
@@ -350,7 +350,7 @@ TEST(RefLrSchedule, CosineFallsFromBaseToMin) {
   for (std::int64_t t = 21; t <= 220; ++t) EXPECT_LE(scheduled_lr(s, t), scheduled_lr(s, t - 1)) << t;
 }
 
-TEST(RefLrSchedule, OneCycleStartsAtAFractionAndPeaksAfterItsWarmUp) {
+TEST(TwinLrSchedule, OneCycleStartsAtAFractionAndPeaksAfterItsWarmUp) {
   LrSchedule s;
   s.kind = LrSchedule::kOneCycle;
   s.base = 2.5e-3f;
@@ -361,7 +361,7 @@ TEST(RefLrSchedule, OneCycleStartsAtAFractionAndPeaksAfterItsWarmUp) {
   EXPECT_FLOAT_EQ(scheduled_lr(s, 100), 0.f);
 }
 
-TEST(RefLrSchedule, StepDecaysEveryStepSteps) {
+TEST(TwinLrSchedule, StepDecaysEveryStepSteps) {
   LrSchedule s;
   s.kind = LrSchedule::kStep;
   s.base = 1e-2f;
@@ -376,7 +376,7 @@ TEST(RefLrSchedule, StepDecaysEveryStepSteps) {
 
 // Adam takes the rate of its step from the schedule: one step at t with a schedule equals one
 // step with a constant rate equal to lr(t), bit for bit (AdamW's decay follows the rate too).
-TEST(RefAdam, FollowsItsScheduleStepByStep) {
+TEST(TwinAdam, FollowsItsScheduleStepByStep) {
   std::mt19937_64 rng(fresh_seed());
   constexpr std::size_t n = 257;
   for (const bool decoupled : {false, true}) {
@@ -391,11 +391,11 @@ TEST(RefAdam, FollowsItsScheduleStepByStep) {
     std::vector<float> ma(n, 0.f), va(n, 0.f), mb(n, 0.f), vb(n, 0.f);
     for (std::int64_t t = 1; t <= 12; ++t) {
       const auto g = random_floats(rng, n);
-      ref::adam_step(a.data(), g.data(), ma.data(), va.data(), n, scheduled, t);
+      twin::adam_step(a.data(), g.data(), ma.data(), va.data(), n, scheduled, t);
       AdamConfig fixed = scheduled;
       fixed.schedule = LrSchedule{};
       fixed.lr = scheduled_lr(adam_scalars(scheduled).schedule, t);
-      ref::adam_step(b.data(), g.data(), mb.data(), vb.data(), n, fixed, t);
+      twin::adam_step(b.data(), g.data(), mb.data(), vb.data(), n, fixed, t);
       ASSERT_EQ(a, b) << "step " << t << (decoupled ? " AdamW" : " Adam");
     }
   }

@@ -73,7 +73,7 @@ double expected_pixel(const std::vector<std::uint8_t>& image, double dx, double 
 // ---- CPU twin -------------------------------------------------------------------------------
 
 // No shift, rotation, scale or displacement: the plain gather's batch, bit for bit.
-TEST(RefAugment, IdentityGivesThePlainGatherExactly) {
+TEST(TwinAugment, IdentityGivesThePlainGatherExactly) {
   std::mt19937_64 rng(test::fresh_seed());
   constexpr int kImages = 50, kCount = 37;
   const std::vector<std::uint8_t> images = random_bytes(rng, kImages * kPixels);
@@ -81,13 +81,13 @@ TEST(RefAugment, IdentityGivesThePlainGatherExactly) {
   const std::vector<std::int32_t> indices = random_indices(rng, kImages, kCount);
   std::vector<float> want(kCount * kPixels);
   std::vector<std::uint8_t> want_y(kCount);
-  ref::gather_batch(images.data(), labels.data(), indices.data(), kCount, kPixels, want.data(), want_y.data());
+  twin::gather_batch(images.data(), labels.data(), indices.data(), kCount, kPixels, want.data(), want_y.data());
   for (const bool elastic : {false, true}) {
     const AugmentParams identity = make_augment_params(rng(), 0.f, 0.f, 0.f, elastic, 0.f, 4.f);
     std::vector<float> x = test::nan_filled(kCount * kPixels);
     std::vector<std::uint8_t> y(kCount, 0xFF);
     std::int64_t step = 41;
-    ref::gather_augmented_batch(images.data(), labels.data(), indices.data(), kCount, identity, x.data(), y.data(),
+    twin::gather_augmented_batch(images.data(), labels.data(), indices.data(), kCount, identity, x.data(), y.data(),
                                 &step);
     EXPECT_EQ(step, 42);
     EXPECT_EQ(y, want_y);
@@ -97,14 +97,14 @@ TEST(RefAugment, IdentityGivesThePlainGatherExactly) {
 
 // A shift by whole pixels moves every pixel exactly: out(u, v) = in(u - dx, v - dy), 0 where that
 // falls outside.
-TEST(RefAugment, WholePixelShiftMovesPixelsExactly) {
+TEST(TwinAugment, WholePixelShiftMovesPixelsExactly) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<std::uint8_t> image = random_bytes(rng, kPixels);
   std::uniform_int_distribution<int> shift(-6, 6);
   for (int trial = 0; trial < 20; ++trial) {
     const int dx = shift(rng), dy = shift(rng);
     std::vector<float> out = test::nan_filled(kPixels);
-    ref::warp_image(image.data(), make_warp(float(dx), float(dy), 0.f, 1.f), nullptr, nullptr, out.data());
+    twin::warp_image(image.data(), make_warp(float(dx), float(dy), 0.f, 1.f), nullptr, nullptr, out.data());
     for (int v = 0; v < 28; ++v)
       for (int u = 0; u < 28; ++u) {
         const int su = u - dx, sv = v - dy;
@@ -115,16 +115,16 @@ TEST(RefAugment, WholePixelShiftMovesPixelsExactly) {
 }
 
 // A half turn about the centre mirrors both axes (within the rounding of sin(π) in float).
-TEST(RefAugment, HalfTurnMirrorsTheImage) {
+TEST(TwinAugment, HalfTurnMirrorsTheImage) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<std::uint8_t> image = random_bytes(rng, kPixels);
   std::vector<float> out = test::nan_filled(kPixels);
-  ref::warp_image(image.data(), make_warp(0.f, 0.f, float(kPi), 1.f), nullptr, nullptr, out.data());
+  twin::warp_image(image.data(), make_warp(0.f, 0.f, float(kPi), 1.f), nullptr, nullptr, out.data());
   for (int k = 0; k < kPixels; ++k) ASSERT_NEAR(out[k], image[kPixels - 1 - k] / 255.0, kTolerance) << "pixel " << k;
 }
 
 // Random warps and displacement planes against the formula in double.
-TEST(RefAugment, WarpMatchesTheFormula) {
+TEST(TwinAugment, WarpMatchesTheFormula) {
   std::mt19937_64 rng(test::fresh_seed());
   for (int trial = 0; trial < 50; ++trial) {
     const std::vector<std::uint8_t> image = random_bytes(rng, kPixels);
@@ -134,7 +134,7 @@ TEST(RefAugment, WarpMatchesTheFormula) {
     const std::vector<float> ex = test::random_floats(rng, kPixels, -3, 3), ey = test::random_floats(rng, kPixels, -3, 3);
     std::vector<float> out = test::nan_filled(kPixels);
     const ImageWarp warp = make_warp(dx, dy, angle, scale);
-    ref::warp_image(image.data(), warp, displaced ? ex.data() : nullptr, displaced ? ey.data() : nullptr, out.data());
+    twin::warp_image(image.data(), warp, displaced ? ex.data() : nullptr, displaced ? ey.data() : nullptr, out.data());
     for (int k = 0; k < kPixels; ++k) {
       const double want = expected_pixel(image, dx, dy, angle, scale, k % 28, k / 28, displaced ? ex[k] : 0.0,
                                          displaced ? ey[k] : 0.0);
@@ -144,7 +144,7 @@ TEST(RefAugment, WarpMatchesTheFormula) {
 }
 
 // The per-image draws fill their ranges and stay inside them.
-TEST(RefAugment, DrawsStayInTheirRanges) {
+TEST(TwinAugment, DrawsStayInTheirRanges) {
   std::mt19937_64 rng(test::fresh_seed());
   const AugmentParams p = make_augment_params(rng(), 2.5f, 15.f, 0.2f, false, 0.f, 4.f);
   double max_dx = 0, max_angle = 0, min_scale = 2, max_scale = 0;
@@ -169,7 +169,7 @@ TEST(RefAugment, DrawsStayInTheirRanges) {
 }
 
 // The same (seed, step) gives the same images; another step or seed other images.
-TEST(RefAugment, SameSeedAndStepGiveTheSameImages) {
+TEST(TwinAugment, SameSeedAndStepGiveTheSameImages) {
   std::mt19937_64 rng(test::fresh_seed());
   constexpr int kImages = 20, kCount = 16;
   const std::vector<std::uint8_t> images = random_bytes(rng, kImages * kPixels);
@@ -179,7 +179,7 @@ TEST(RefAugment, SameSeedAndStepGiveTheSameImages) {
   const auto run = [&](const AugmentParams& params, std::int64_t step) {
     std::vector<float> x(kCount * kPixels);
     std::vector<std::uint8_t> y(kCount);
-    ref::gather_augmented_batch(images.data(), labels.data(), indices.data(), kCount, params, x.data(), y.data(), &step);
+    twin::gather_augmented_batch(images.data(), labels.data(), indices.data(), kCount, params, x.data(), y.data(), &step);
     return x;
   };
   const std::int64_t step = std::int64_t(rng() >> 20);
@@ -193,7 +193,7 @@ TEST(RefAugment, SameSeedAndStepGiveTheSameImages) {
 // The displacement is smoothed noise scaled by α: away from the border its standard deviation is
 // α·(1/√3)·Σ_t w_t² (uniform noise on [-1, 1) has variance 1/3; the 2-D Gaussian is separable),
 // and neighbouring pixels move together.
-TEST(RefAugment, ElasticDisplacementHasTheScaleOfItsSmoothedNoise) {
+TEST(TwinAugment, ElasticDisplacementHasTheScaleOfItsSmoothedNoise) {
   std::mt19937_64 rng(test::fresh_seed());
   const float alpha = uniform(rng, 10.f, 40.f), sigma = uniform(rng, 2.f, 5.f);
   const AugmentParams p = make_augment_params(rng(), 0.f, 0.f, 0.f, true, alpha, sigma);
@@ -204,7 +204,7 @@ TEST(RefAugment, ElasticDisplacementHasTheScaleOfItsSmoothedNoise) {
   long n = 0;
   std::vector<float> d(2 * kPixels);
   for (std::uint64_t row = 0; row < 400; ++row) {
-    ref::elastic_displacement(p, 7, row, d.data());
+    twin::elastic_displacement(p, 7, row, d.data());
     for (int plane = 0; plane < 2; ++plane) {
       const int k = plane * kPixels + 14 * 28 + 14;  // the centre: 14 px from every border
       squares += double(d[k]) * d[k];
@@ -218,7 +218,7 @@ TEST(RefAugment, ElasticDisplacementHasTheScaleOfItsSmoothedNoise) {
 }
 
 // The twin's vectorized smoothing is the kernel's blur_at, tap for tap: the same bits.
-TEST(RefAugment, DisplacementIsTheKernelsBlurBitForBit) {
+TEST(TwinAugment, DisplacementIsTheKernelsBlurBitForBit) {
   std::mt19937_64 rng(test::fresh_seed());
   for (const float sigma : {0.5f, uniform(rng, 1.f, 6.f), 10.f}) {
     const AugmentParams p = make_augment_params(rng(), 0.f, 0.f, 0.f, true, uniform(rng, 1.f, 50.f), sigma);
@@ -229,7 +229,7 @@ TEST(RefAugment, DisplacementIsTheKernelsBlurBitForBit) {
     for (int k = 0; k < 2 * kPixels; ++k)
       want[k] = p.alpha * blur_at(p, rows + (k / kPixels) * kPixels, k % kPixels, true);
     std::vector<float> got = test::nan_filled(2 * kPixels);
-    ref::elastic_displacement(p, step, row, got.data());
+    twin::elastic_displacement(p, step, row, got.data());
     EXPECT_EQ(0, std::memcmp(got.data(), want, sizeof want)) << "sigma " << sigma;
   }
 }
@@ -259,7 +259,7 @@ TEST(GpuAugment, MatchesTheTwin) {
     std::vector<float> want(std::size_t(c.count) * kPixels);
     std::vector<std::uint8_t> want_y(c.count);
     std::int64_t host_step = start;
-    ref::gather_augmented_batch(images.data(), labels.data(), indices.data(), c.count, p, want.data(), want_y.data(),
+    twin::gather_augmented_batch(images.data(), labels.data(), indices.data(), c.count, p, want.data(), want_y.data(),
                                 &host_step);
     DeviceBuffer<std::uint8_t> d_images(images), d_labels(labels), d_y(c.count);
     DeviceBuffer<std::int32_t> d_indices(indices);
@@ -321,7 +321,7 @@ TEST(GpuAugment, AdvancesTheStepOncePerLaunchAndReplay) {
   std::vector<std::uint8_t> want_y(kImages);
   std::int64_t host_step = start + 5;
   const std::vector<std::int32_t> indices = d_indices.download();
-  ref::gather_augmented_batch(images.data(), labels.data(), indices.data(), kImages, p, want.data(), want_y.data(),
+  twin::gather_augmented_batch(images.data(), labels.data(), indices.data(), kImages, p, want.data(), want_y.data(),
                               &host_step);
   EXPECT_LE(worst_error(replays[2], want), kTolerance);
 }

@@ -27,7 +27,7 @@ namespace {
 
 std::vector<float> column_sums(const std::vector<float>& dz, int rows, int cols) {
   std::vector<float> db = test::nan_filled(cols);
-  ref::bias_grad(dz.data(), db.data(), rows, cols);
+  twin::bias_grad(dz.data(), db.data(), rows, cols);
   return db;
 }
 
@@ -39,9 +39,9 @@ std::vector<float> dyadic_floats(std::mt19937_64& rng, std::size_t n) {
   return out;
 }
 
-// ---- CPU reference -------------------------------------------------------------------------
+// ---- CPU twin -------------------------------------------------------------------------
 
-TEST(RefBiasGrad, HandComputed) {
+TEST(TwinBiasGrad, HandComputed) {
   const std::vector<float> dz = {1.f, 2.f, 3.f,     // 3 × 3
                                  -4.f, 0.5f, 6.f,   //
                                  0.25f, -1.f, 9.f};
@@ -53,7 +53,7 @@ TEST(RefBiasGrad, HandComputed) {
 
 // db is the gradient of L(b) = sum_{r,c} dz[r,c]·(x[r,c] + b[c]) (the bias broadcast over rows):
 // L is linear in b, so a central difference in double is exact up to rounding.
-TEST(RefBiasGrad, IsGradientOfBroadcastBias) {
+TEST(TwinBiasGrad, IsGradientOfBroadcastBias) {
   constexpr int kRows = 50, kCols = 7;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> dz = test::random_floats(rng, kRows * kCols);
@@ -71,13 +71,13 @@ TEST(RefBiasGrad, IsGradientOfBroadcastBias) {
 
 // Rounded once from double: the float nearest the exact sum even where float summation in row
 // order would drift (2^24 + 1 + 1 + ... is exact in double, stuck at 2^24 in float).
-TEST(RefBiasGrad, SumsWithoutFloatDrift) {
+TEST(TwinBiasGrad, SumsWithoutFloatDrift) {
   std::vector<float> dz(1001, 1.f);
   dz[0] = 16777216.f;  // 2^24
   EXPECT_EQ(column_sums(dz, 1001, 1)[0], 16777216.f + 1000.f);
 }
 
-TEST(RefBiasGrad, DyadicSumsAreExact) {
+TEST(TwinBiasGrad, DyadicSumsAreExact) {
   constexpr int kRows = 60000, kCols = 10;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> dz = dyadic_floats(rng, static_cast<std::size_t>(kRows) * kCols);
@@ -108,7 +108,7 @@ std::vector<float> gpu_column_sums(const std::vector<float>& dz, int rows, int c
   return d_db.download();
 }
 
-TEST(GpuBiasGrad, DyadicInputsMatchReferenceExactly) {
+TEST(GpuBiasGrad, DyadicInputsMatchTwinExactly) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : kShapes) {

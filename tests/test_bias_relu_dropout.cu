@@ -1,5 +1,5 @@
 // Fused bias + ReLU + inverted dropout (kernels/bias_relu_dropout.{cu,cpp}).
-// RefBiasReluDropout: the CPU twin against hand-computed values, the statistics of dropout and
+// TwinBiasReluDropout: the CPU twin against hand-computed values, the statistics of dropout and
 // finite differences. GpuBiasReluDropout: the kernels against the CPU twin. Each GPU element is
 // one IEEE add and one multiply in the same order as on the CPU (nothing to contract into an
 // FMA), so the outputs are expected bit-identical; the check allows 1e-6 relative and requires
@@ -24,20 +24,20 @@ namespace {
 std::vector<float> forward(const std::vector<float>& z, const std::vector<float>& b, int rows, int cols, bool relu,
                            DropoutKey key, std::int64_t step) {
   std::vector<float> y = test::nan_filled(z.size());
-  ref::bias_relu_dropout_forward(z.data(), b.data(), y.data(), rows, cols, relu, key, step);
+  twin::bias_relu_dropout_forward(z.data(), b.data(), y.data(), rows, cols, relu, key, step);
   return y;
 }
 
 std::vector<float> backward(const std::vector<float>& dy, const std::vector<float>& z, const std::vector<float>& b,
                             int rows, int cols, bool relu, DropoutKey key, std::int64_t step) {
   std::vector<float> dz = test::nan_filled(z.size());
-  ref::bias_relu_dropout_backward(dy.data(), z.data(), b.data(), dz.data(), rows, cols, relu, key, step);
+  twin::bias_relu_dropout_backward(dy.data(), z.data(), b.data(), dz.data(), rows, cols, relu, key, step);
   return dz;
 }
 
-// ---- CPU reference -------------------------------------------------------------------------
+// ---- CPU twin -------------------------------------------------------------------------
 
-TEST(RefBiasReluDropout, HandComputedWithoutDropout) {
+TEST(TwinBiasReluDropout, HandComputedWithoutDropout) {
   const std::vector<float> z = {1.f, -2.f, 0.5f, -0.25f, 3.f, -1.f};  // 2 × 3
   const std::vector<float> b = {0.5f, 1.f, -1.f};                     // z + b = {1.5, -1, -0.5, 0.25, 4, -2}
   const std::vector<float> dy = {1.f, 2.f, 3.f, 4.f, 5.f, 6.f};
@@ -53,7 +53,7 @@ TEST(RefBiasReluDropout, HandComputedWithoutDropout) {
 
 // p = 0.5: every element is either dropped (0) or relu(z + b)·2, exactly as dropout_keep says,
 // and the mask sits at flat index r·cols + c.
-TEST(RefBiasReluDropout, HandComputedWithDropout) {
+TEST(TwinBiasReluDropout, HandComputedWithDropout) {
   constexpr int kRows = 4, kCols = 16;
   std::vector<float> z(kRows * kCols), b(kCols);
   for (int i = 0; i < kRows * kCols; ++i) z[i] = 0.125f * static_cast<float>(i % 11) - 0.5f;
@@ -78,7 +78,7 @@ TEST(RefBiasReluDropout, HandComputedWithDropout) {
 // Over 10^6 elements with relu(z + b) = 1, the kept fraction is 1 - p within 6σ,
 // σ = sqrt(p(1-p)/n) ≤ 5e-4 (truncating p·2^24 moves the true rate by < 2^-24), and every kept
 // element is exactly 1/(1-p).
-TEST(RefBiasReluDropout, KeepFractionIsOneMinusP) {
+TEST(TwinBiasReluDropout, KeepFractionIsOneMinusP) {
   constexpr int kRows = 1000, kCols = 1000;
   constexpr double kN = static_cast<double>(kRows) * kCols;
   const std::vector<float> z(kRows * kCols, 1.f), b(kCols, 0.f);
@@ -99,7 +99,7 @@ TEST(RefBiasReluDropout, KeepFractionIsOneMinusP) {
 
 // Inverted dropout is unbiased: E[y] = relu(z + b). Over 10^6 elements, sum(y) - sum(relu) has
 // mean 0 and standard deviation sqrt(sum relu² · p/(1-p)); it must lie within 6 of those.
-TEST(RefBiasReluDropout, ExpectedOutputIsRelu) {
+TEST(TwinBiasReluDropout, ExpectedOutputIsRelu) {
   constexpr int kRows = 1000, kCols = 1000;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> z = test::random_floats(rng, kRows * kCols);
@@ -126,7 +126,7 @@ TEST(RefBiasReluDropout, ExpectedOutputIsRelu) {
 // elementwise. Forward is linear away from the ReLU kink, so the central difference is exact up
 // to float rounding: |error of y| ≲ 4 ulp(2) ≈ 1e-6, divided by 2h = 1/32 gives ≲ 3e-5 of the
 // slope, and 1e-4 relative is the bound. Elements within 2h of the kink are skipped.
-TEST(RefBiasReluDropout, BackwardIsFiniteDifferenceOfForward) {
+TEST(TwinBiasReluDropout, BackwardIsFiniteDifferenceOfForward) {
   constexpr int kRows = 37, kCols = 53;
   constexpr float kH = 1.0f / 64;
   std::mt19937_64 rng(test::fresh_seed());
@@ -164,7 +164,7 @@ TEST(RefBiasReluDropout, BackwardIsFiniteDifferenceOfForward) {
 
 // With z + b > 0 everywhere the only zeros are dropped elements: forward and backward drop the
 // same ones, kept outputs are exactly (z + b)/(1-p) and kept gradients exactly dy/(1-p).
-TEST(RefBiasReluDropout, ForwardAndBackwardShareTheMask) {
+TEST(TwinBiasReluDropout, ForwardAndBackwardShareTheMask) {
   constexpr int kRows = 300, kCols = 301;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> z = test::random_floats(rng, kRows * kCols, 0.1f, 1.f);
@@ -192,7 +192,7 @@ TEST(RefBiasReluDropout, ForwardAndBackwardShareTheMask) {
 }
 
 // p = 0 is plain bias + ReLU (scale exactly 1), or plain bias without ReLU, bit for bit.
-TEST(RefBiasReluDropout, PZeroIsBiasRelu) {
+TEST(TwinBiasReluDropout, PZeroIsBiasRelu) {
   constexpr int kRows = 64, kCols = 75;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> z = test::random_floats(rng, kRows * kCols);
@@ -218,7 +218,7 @@ TEST(RefBiasReluDropout, PZeroIsBiasRelu) {
 // The mask is a function of (seed, step, layer): the same key repeats it exactly, and changing
 // any one part gives an independent mask. Two independent p = 0.5 masks agree on half of the
 // 10^5 elements (σ ≈ 0.0016); [0.45, 0.55] is over 30σ wide, while an unchanged mask agrees on 1.
-TEST(RefBiasReluDropout, MaskDependsOnSeedStepAndLayer) {
+TEST(TwinBiasReluDropout, MaskDependsOnSeedStepAndLayer) {
   constexpr int kRows = 250, kCols = 400;
   const std::vector<float> z(kRows * kCols, 1.f), b(kCols, 0.f);
   std::mt19937_64 rng(test::fresh_seed());
@@ -237,7 +237,7 @@ TEST(RefBiasReluDropout, MaskDependsOnSeedStepAndLayer) {
 }
 
 // y may alias z and dz may alias dy.
-TEST(RefBiasReluDropout, InPlaceMatchesOutOfPlace) {
+TEST(TwinBiasReluDropout, InPlaceMatchesOutOfPlace) {
   constexpr int kRows = 33, kCols = 20;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> z = test::random_floats(rng, kRows * kCols);
@@ -245,26 +245,26 @@ TEST(RefBiasReluDropout, InPlaceMatchesOutOfPlace) {
   const std::vector<float> dy = test::random_floats(rng, kRows * kCols);
   const DropoutKey key{rng(), 2, 0.25f};
   std::vector<float> y = z;
-  ref::bias_relu_dropout_forward(y.data(), b.data(), y.data(), kRows, kCols, true, key, 8);
+  twin::bias_relu_dropout_forward(y.data(), b.data(), y.data(), kRows, kCols, true, key, 8);
   EXPECT_EQ(y, forward(z, b, kRows, kCols, true, key, 8));
   std::vector<float> dz = dy;
-  ref::bias_relu_dropout_backward(dz.data(), z.data(), b.data(), dz.data(), kRows, kCols, true, key, 8);
+  twin::bias_relu_dropout_backward(dz.data(), z.data(), b.data(), dz.data(), kRows, kCols, true, key, 8);
   EXPECT_EQ(dz, backward(dy, z, b, kRows, kCols, true, key, 8));
 }
 
-TEST(RefBiasReluDropout, RejectsPOutsideZeroOne) {
+TEST(TwinBiasReluDropout, RejectsPOutsideZeroOne) {
   const std::vector<float> z = {1.f}, b = {0.f};
   std::vector<float> y(1);
-  EXPECT_THROW(ref::bias_relu_dropout_forward(z.data(), b.data(), y.data(), 1, 1, true, {1, 0, 1.f}, 0),
+  EXPECT_THROW(twin::bias_relu_dropout_forward(z.data(), b.data(), y.data(), 1, 1, true, {1, 0, 1.f}, 0),
                std::invalid_argument);
-  EXPECT_THROW(ref::bias_relu_dropout_forward(z.data(), b.data(), y.data(), 1, 1, true, {1, 0, -0.1f}, 0),
+  EXPECT_THROW(twin::bias_relu_dropout_forward(z.data(), b.data(), y.data(), 1, 1, true, {1, 0, -0.1f}, 0),
                std::invalid_argument);
-  EXPECT_THROW(ref::bias_relu_dropout_backward(z.data(), z.data(), b.data(), y.data(), 1, 1, true, {1, 0, 1.f}, 0),
+  EXPECT_THROW(twin::bias_relu_dropout_backward(z.data(), z.data(), b.data(), y.data(), 1, 1, true, {1, 0, 1.f}, 0),
                std::invalid_argument);
 }
 
 // With db the twin also sums the columns of the dz it wrote (bias_grad), and dz is unchanged.
-TEST(RefBiasReluDropout, BackwardBiasGradientIsTheColumnSumOfDz) {
+TEST(TwinBiasReluDropout, BackwardBiasGradientIsTheColumnSumOfDz) {
   std::mt19937_64 rng(test::fresh_seed());
   constexpr int kRows = 37, kCols = 11;
   const std::vector<float> z = test::random_floats(rng, kRows * kCols), b = test::random_floats(rng, kCols),
@@ -272,7 +272,7 @@ TEST(RefBiasReluDropout, BackwardBiasGradientIsTheColumnSumOfDz) {
   const DropoutKey key{rng(), 1, 0.4f};
   const std::vector<float> dz = backward(dy, z, b, kRows, kCols, true, key, 9);
   std::vector<float> dz_too = test::nan_filled(dz.size()), db = test::nan_filled(kCols);
-  ref::bias_relu_dropout_backward(dy.data(), z.data(), b.data(), dz_too.data(), kRows, kCols, true, key, 9, db.data());
+  twin::bias_relu_dropout_backward(dy.data(), z.data(), b.data(), dz_too.data(), kRows, kCols, true, key, 9, db.data());
   EXPECT_EQ(dz_too, dz);
   for (int c = 0; c < kCols; ++c) {
     double sum = 0;
@@ -316,7 +316,7 @@ std::int64_t random_step(std::mt19937_64& rng) {
   return rng() % 4 == 0 ? static_cast<std::int64_t>((1ull << 32) + rng() % 1000) : static_cast<std::int64_t>(rng() % 1000000);
 }
 
-TEST(GpuBiasReluDropout, ForwardMatchesReference) {
+TEST(GpuBiasReluDropout, ForwardMatchesTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : kShapes) {
@@ -338,7 +338,7 @@ TEST(GpuBiasReluDropout, ForwardMatchesReference) {
   }
 }
 
-TEST(GpuBiasReluDropout, BackwardMatchesReference) {
+TEST(GpuBiasReluDropout, BackwardMatchesTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : kShapes) {
@@ -364,7 +364,7 @@ TEST(GpuBiasReluDropout, BackwardMatchesReference) {
 
 // Pointers one float off 16-byte alignment take the scalar path even when cols % 4 == 0; the
 // flat index (and so the mask) is relative to the pointers passed.
-TEST(GpuBiasReluDropout, UnalignedPointersMatchReference) {
+TEST(GpuBiasReluDropout, UnalignedPointersMatchTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : {Shape{128, 128}, Shape{33, 784}, Shape{1000, 12}}) {
@@ -404,7 +404,7 @@ TEST(GpuBiasReluDropout, UnalignedPointersMatchReference) {
 // db: within the bound of any float summation of the column against the twin's exact sum
 // (γ_{rows-1} + 2u)·sum|dz| (tests/test_bias_grad.cu derives it), and at the same bits at every
 // run, in place (dz aliasing dy) as the trainers call it.
-TEST(GpuBiasReluDropout, BackwardWithTheBiasGradientMatchesReference) {
+TEST(GpuBiasReluDropout, BackwardWithTheBiasGradientMatchesTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : {Shape{1, 1}, Shape{7, 13}, Shape{129, 129}, Shape{128, 512}, Shape{1000, 10}, Shape{3, 4099}}) {
@@ -419,7 +419,7 @@ TEST(GpuBiasReluDropout, BackwardWithTheBiasGradientMatchesReference) {
       DeviceBuffer<std::int64_t> d_step(std::vector<std::int64_t>{step});
       const std::vector<float> want = backward(dy, z, b, s.rows, s.cols, cfg.relu, key, step);
       std::vector<float> want_db(s.cols);
-      ref::bias_grad(want.data(), want_db.data(), s.rows, s.cols);
+      twin::bias_grad(want.data(), want_db.data(), s.rows, s.cols);
       std::vector<float> first_db;
       for (int run = 0; run < 2; ++run) {
         d_g.upload(dy);
@@ -446,7 +446,7 @@ TEST(GpuBiasReluDropout, BackwardWithTheBiasGradientMatchesReference) {
 }
 
 // y aliasing z and dz aliasing dy, on both the float4 and the scalar path.
-TEST(GpuBiasReluDropout, InPlaceMatchesReference) {
+TEST(GpuBiasReluDropout, InPlaceMatchesTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Shape s : {Shape{129, 128}, Shape{129, 129}, Shape{4096, 784}}) {

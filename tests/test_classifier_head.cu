@@ -72,18 +72,18 @@ Backward ref_backward(const Case& c, const std::vector<float>& x, const std::vec
   Backward out{test::nan_filled(std::size_t(c.in) * c.classes), test::nan_filled(c.classes),
                test::nan_filled(std::size_t(c.rows) * c.in), test::nan_filled(c.in)};
   HiddenBelow below{c.z_below.data(), c.b_below.data(), key ? *key : DropoutKey{}, out.dz.data(), out.db_below.data()};
-  ref::classifier_head_backward(x.data(), dl.data(), w.data(), out.dw.data(), out.db.data(), c.rows, c.in, c.classes,
+  twin::classifier_head_backward(x.data(), dl.data(), w.data(), out.dw.data(), out.db.data(), c.rows, c.in, c.classes,
                                 key ? &below : nullptr, step);
   return out;
 }
 
 // ---- CPU twin against the definitions ---------------------------------------------------------
 
-TEST(RefClassifierHead, ForwardIsTheDenseLayerThenSoftmaxCrossEntropy) {
+TEST(TwinClassifierHead, ForwardIsTheDenseLayerThenSoftmaxCrossEntropy) {
   std::mt19937_64 rng(test::fresh_seed());
   const Case c = make_case(rng, 9, 37, 10);
   std::vector<float> logits = test::nan_filled(9 * 10), loss = test::nan_filled(9), dl = test::nan_filled(9 * 10);
-  ref::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), logits.data(), c.labels.data(), loss.data(),
+  twin::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), logits.data(), c.labels.data(), loss.data(),
                                dl.data(), c.rows, c.in, c.classes, 0.f);
   for (int r = 0; r < c.rows; ++r) {
     double z[10], zmax = -INFINITY;
@@ -106,7 +106,7 @@ TEST(RefClassifierHead, ForwardIsTheDenseLayerThenSoftmaxCrossEntropy) {
   }
 }
 
-TEST(RefClassifierHead, BackwardIsTheGradientThroughTheLayerAndTheDropoutBelow) {
+TEST(TwinClassifierHead, BackwardIsTheGradientThroughTheLayerAndTheDropoutBelow) {
   std::mt19937_64 rng(test::fresh_seed());
   const Case c = make_case(rng, 11, 14, 10);  // 14 inputs: rows start off a multiple of four
   const DropoutKey key{rng(), 2, 0.3f};
@@ -138,12 +138,12 @@ TEST(RefClassifierHead, BackwardIsTheGradientThroughTheLayerAndTheDropoutBelow) 
   }
 }
 
-TEST(RefClassifierHead, RejectsClassCountsTheKernelCannotHold) {
+TEST(TwinClassifierHead, RejectsClassCountsTheKernelCannotHold) {
   const std::vector<float> v(64, 0.f);
-  EXPECT_THROW(ref::classifier_head_forward(v.data(), v.data(), v.data(), nullptr, nullptr, nullptr, nullptr, 1, 1,
+  EXPECT_THROW(twin::classifier_head_forward(v.data(), v.data(), v.data(), nullptr, nullptr, nullptr, nullptr, 1, 1,
                                             17, 0.f),
                std::invalid_argument);
-  EXPECT_THROW(ref::classifier_head_backward(v.data(), v.data(), v.data(), nullptr, nullptr, 1, 1, 0),
+  EXPECT_THROW(twin::classifier_head_backward(v.data(), v.data(), v.data(), nullptr, nullptr, 1, 1, 0),
                std::invalid_argument);
 }
 
@@ -172,9 +172,9 @@ TEST(GpuClassifierHead, ForwardMatchesTheCpuTwinWithItsTotals) {
     const Case c = make_case(rng, s.rows, s.in, s.classes);
     const std::size_t n = std::size_t(s.rows) * s.classes;
     std::vector<float> want_logits(n), scale(n), ignored_loss(s.rows);
-    ref::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), want_logits.data(), nullptr, nullptr, nullptr,
+    twin::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), want_logits.data(), nullptr, nullptr, nullptr,
                                  s.rows, s.in, s.classes, 0.f);
-    ref::classifier_head_forward(absolute(c.x).data(), absolute(c.w).data(), absolute(c.b).data(), scale.data(),
+    twin::classifier_head_forward(absolute(c.x).data(), absolute(c.w).data(), absolute(c.b).data(), scale.data(),
                                  nullptr, nullptr, nullptr, s.rows, s.in, s.classes, 0.f);
 
     const DeviceBuffer<float> d_x(c.x), d_w(c.w), d_b(c.b);
@@ -200,7 +200,7 @@ TEST(GpuClassifierHead, ForwardMatchesTheCpuTwinWithItsTotals) {
 
       std::vector<float> want_loss(s.rows), want_dl(n);
       EvalTotals want_totals{};
-      ref::softmax_cross_entropy(logits.data(), c.labels.data(), want_loss.data(), want_dl.data(), s.rows, s.classes,
+      twin::softmax_cross_entropy(logits.data(), c.labels.data(), want_loss.data(), want_dl.data(), s.rows, s.classes,
                                  0.1f, &want_totals);
       EXPECT_LE(test::max_rel_error(d_loss.download(), want_loss, 1.0), 1e-6);
       EXPECT_LE(test::max_rel_error(d_dl.download(), want_dl, 1e-3 / s.rows), 1e-6);
@@ -227,9 +227,9 @@ TEST(GpuClassifierHead, ForwardWithoutLabelsWritesTheLogitsOnly) {
   std::mt19937_64 rng(test::fresh_seed());
   const Case c = make_case(rng, 20, 50, 10);
   std::vector<float> want(200), scale(200);
-  ref::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), want.data(), nullptr, nullptr, nullptr, 20, 50,
+  twin::classifier_head_forward(c.x.data(), c.w.data(), c.b.data(), want.data(), nullptr, nullptr, nullptr, 20, 50,
                                10, 0.f);
-  ref::classifier_head_forward(absolute(c.x).data(), absolute(c.w).data(), absolute(c.b).data(), scale.data(), nullptr,
+  twin::classifier_head_forward(absolute(c.x).data(), absolute(c.w).data(), absolute(c.b).data(), scale.data(), nullptr,
                                nullptr, nullptr, 20, 50, 10, 0.f);
   const DeviceBuffer<float> d_x(c.x), d_w(c.w), d_b(c.b);
   DeviceBuffer<float> d_logits(200), d_loss(20);

@@ -1,5 +1,5 @@
 // The CNN model (include/mnist/model/cnn.h, gpu_cnn.h): its parameter layout and initialisation, the
-// im2col convolution of the CPU model against ref::conv2d's direct loops, the gradient of the
+// im2col convolution of the CPU model against twin::conv2d's direct loops, the gradient of the
 // whole network against finite differences of an independent double-precision forward pass (same
 // Philox dropout mask), Adam on a fixed batch, and the GPU model against the CPU one.
 #include <gtest/gtest.h>
@@ -42,7 +42,7 @@ CnnShape small_shape() {
 // ---------------------------------------------------------------------------------------------
 // Layout and initialisation.
 
-TEST(RefCnn, ParameterLayoutIsWeightsThenBiasPerLayer) {
+TEST(TwinCnn, ParameterLayoutIsWeightsThenBiasPerLayer) {
   const CnnShape s;  // the issue's network
   EXPECT_EQ(s.flat(), 3136);
   EXPECT_EQ(s.pad(), 2);
@@ -84,7 +84,7 @@ TEST(RefCnn, ParameterLayoutIsWeightsThenBiasPerLayer) {
 }
 
 // cuDNN takes at most 2^31 - 1 elements a tensor; the largest per image is conv1's output.
-TEST(RefCnn, CudnnBatchLimitIsTheLargestConvolutionTensorThatFits) {
+TEST(TwinCnn, CudnnBatchLimitIsTheLargestConvolutionTensorThatFits) {
   std::mt19937_64 rng(test::fresh_seed());
   CnnShape s;
   EXPECT_EQ(s.largest_conv_tensor(), 32u * 28 * 28);
@@ -101,7 +101,7 @@ TEST(RefCnn, CudnnBatchLimitIsTheLargestConvolutionTensorThatFits) {
   }
 }
 
-TEST(RefCnn, RejectsBadShapesAndBatches) {
+TEST(TwinCnn, RejectsBadShapesAndBatches) {
   CnnShape s = small_shape();
   s.kernel = 4;  // even: pad k/2 would grow the map
   EXPECT_THROW(s.validate(), std::invalid_argument);
@@ -119,7 +119,7 @@ TEST(RefCnn, RejectsBadShapesAndBatches) {
   EXPECT_THROW(model.compute_gradients(x.data(), labels.data(), 0, 1, nullptr), std::invalid_argument);
 }
 
-TEST(RefCnn, HeUniformInitHasTheRightBoundsAndVariance) {
+TEST(TwinCnn, HeUniformInitHasTheRightBoundsAndVariance) {
   const std::uint64_t seed = test::fresh_seed();
   const CnnShape shape;
   const std::vector<float> params = he_uniform_init(shape, seed);
@@ -151,7 +151,7 @@ TEST(RefCnn, HeUniformInitHasTheRightBoundsAndVariance) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The im2col convolution against ref::conv2d.
+// The im2col convolution against twin::conv2d.
 //
 // Tolerance: |im2col - ref| ≤ 1e-5 · S per output, with S the sum of the absolute values of the
 // output's terms (the twin run on |x|, |w|, |b|, |dy|), the bound test_conv2d.cu holds cuDNN to and
@@ -179,7 +179,7 @@ void expect_within(const std::vector<float>& got, const std::vector<float>& want
                      << "·S, worst " << worst << "·S";
 }
 
-TEST(RefCnn, Im2colConvolutionMatchesDirectLoops) {
+TEST(TwinCnn, Im2colConvolutionMatchesDirectLoops) {
   std::mt19937_64 rng(test::fresh_seed());
   struct Case {
     int batch, in_channels, height, width, out_channels, kernel, pad;
@@ -215,24 +215,24 @@ TEST(RefCnn, Im2colConvolutionMatchesDirectLoops) {
 
     std::vector<float> want = test::nan_filled(s.y_size()), got = test::nan_filled(s.y_size()),
                        scale = test::nan_filled(s.y_size());
-    ref::conv2d_forward(x.data(), w.data(), b.data(), want.data(), s);
+    twin::conv2d_forward(x.data(), w.data(), b.data(), want.data(), s);
     im2col::conv2d_forward(x.data(), w.data(), b.data(), got.data(), s, scratch);
-    ref::conv2d_forward(absolute(x).data(), absolute(w).data(), absolute(b).data(), scale.data(), s);
+    twin::conv2d_forward(absolute(x).data(), absolute(w).data(), absolute(b).data(), scale.data(), s);
     expect_within(got, want, scale, 1e-5, "forward");
     im2col::conv2d_forward(x.data(), w.data(), nullptr, got.data(), s, scratch);
-    ref::conv2d_forward(x.data(), w.data(), nullptr, want.data(), s);
+    twin::conv2d_forward(x.data(), w.data(), nullptr, want.data(), s);
     expect_within(got, want, scale, 1e-5, "forward without bias");
 
     want = test::nan_filled(s.x_size()), got = test::nan_filled(s.x_size()), scale = test::nan_filled(s.x_size());
-    ref::conv2d_backward_data(dy.data(), w.data(), want.data(), s);
+    twin::conv2d_backward_data(dy.data(), w.data(), want.data(), s);
     im2col::conv2d_backward_data(dy.data(), w.data(), got.data(), s, scratch);
-    ref::conv2d_backward_data(absolute(dy).data(), absolute(w).data(), scale.data(), s);
+    twin::conv2d_backward_data(absolute(dy).data(), absolute(w).data(), scale.data(), s);
     expect_within(got, want, scale, 1e-5, "backward data");
 
     want = test::nan_filled(s.w_size()), got = test::nan_filled(s.w_size()), scale = test::nan_filled(s.w_size());
-    ref::conv2d_backward_filter(x.data(), dy.data(), want.data(), s);
+    twin::conv2d_backward_filter(x.data(), dy.data(), want.data(), s);
     im2col::conv2d_backward_filter(x.data(), dy.data(), got.data(), s, scratch);
-    ref::conv2d_backward_filter(absolute(x).data(), absolute(dy).data(), scale.data(), s);
+    twin::conv2d_backward_filter(absolute(x).data(), absolute(dy).data(), scale.data(), s);
     expect_within(got, want, scale, 1e-5, "backward filter");
   }
 }
@@ -438,11 +438,11 @@ void check_gradient(const CnnShape& shape, int rows, std::size_t dense1_stride) 
 // Sizes: 16 hidden units × 3 images, each unit passed by dropout (1/2) and ReLU (~1/2), leave all
 // 48 dead with probability (3/4)^48 ≈ 1e-6; with 8 units and 2 images it was 1%, and then no
 // gradient reaches anything but dense2's bias.
-TEST(RefCnn, GradientMatchesFiniteDifferences) {
+TEST(TwinCnn, GradientMatchesFiniteDifferences) {
   check_gradient(small_shape(), 3, 1);  // every parameter
 }
 
-TEST(RefCnn, GradientMatchesFiniteDifferencesAt28x28) {
+TEST(TwinCnn, GradientMatchesFiniteDifferencesAt28x28) {
   CnnShape shape;  // the issue's geometry, narrow: 2 and 3 channels, 16 hidden units
   shape.channels = {2, 3};
   shape.hidden = 16;
@@ -452,7 +452,7 @@ TEST(RefCnn, GradientMatchesFiniteDifferencesAt28x28) {
 // ---------------------------------------------------------------------------------------------
 // Training and evaluation on the CPU.
 
-TEST(RefCnn, AdamStepsLowerTheLossOfAFixedBatch) {
+TEST(TwinCnn, AdamStepsLowerTheLossOfAFixedBatch) {
   std::mt19937_64 rng(test::fresh_seed());
   CnnShape shape;
   shape.height = shape.width = 12;
@@ -475,7 +475,7 @@ TEST(RefCnn, AdamStepsLowerTheLossOfAFixedBatch) {
   EXPECT_LT(last, 0.5 * first) << "30 Adam steps on one batch should at least halve its loss";
 }
 
-TEST(RefCnn, EvaluationIsTheTrainingForwardPassWithoutDropout) {
+TEST(TwinCnn, EvaluationIsTheTrainingForwardPassWithoutDropout) {
   std::mt19937_64 rng(test::fresh_seed());
   const CnnShape shape = small_shape();
   const int rows = 6;
@@ -574,7 +574,7 @@ std::size_t zero_pattern_differences(const float* a, const float* b, std::size_t
 // Both answers are right (the loss is continuous there), but the gradient then reaches another
 // pixel, which moves a whole filter's gradient by one term: ~1e-3 of the tensor's scale, far
 // outside 1e-4. Simulated on the CPU (this network at batch 64, the im2col model against the same
-// model on ref::conv2d's direct loops), 8 of 120 steps had such a split decision. The decisions
+// model on twin::conv2d's direct loops), 8 of 120 steps had such a split decision. The decisions
 // are visible as the zeros of the backward deltas (conv_delta, hidden_delta), so a step whose
 // zeros differ is not compared further and the caller draws another batch.
 bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::mt19937_64& rng) {
@@ -640,7 +640,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   // tolerances: 1e-6 relative, θ with an absolute floor of 1e-2).
   std::vector<float> want_params = he_uniform_init(shape, seed);
   std::vector<float> want_m(want_params.size(), 0.f), want_v(want_params.size(), 0.f);
-  ref::adam_step(want_params.data(), gpu_grads.data(), want_m.data(), want_v.data(), want_params.size(), adam, 1);
+  twin::adam_step(want_params.data(), gpu_grads.data(), want_m.data(), want_v.data(), want_params.size(), adam, 1);
   const std::vector<float> gpu_params = gpu.download_params();
   const std::vector<float> gpu_m = gpu.download_adam_m(), gpu_v = gpu.download_adam_v();
   EXPECT_LE(test::max_rel_error(gpu_params, want_params, 1e-2), 1e-6);

@@ -72,22 +72,22 @@ Conv2dShape make_shape(int batch, int in_channels, int height, int width, int ou
 std::vector<float> forward(const std::vector<float>& x, const std::vector<float>& w, const float* b,
                            const Conv2dShape& s) {
   std::vector<float> y = test::nan_filled(s.y_size());
-  ref::conv2d_forward(x.data(), w.data(), b, y.data(), s);
+  twin::conv2d_forward(x.data(), w.data(), b, y.data(), s);
   return y;
 }
 std::vector<float> backward_data(const std::vector<float>& dy, const std::vector<float>& w, const Conv2dShape& s) {
   std::vector<float> dx = test::nan_filled(s.x_size());
-  ref::conv2d_backward_data(dy.data(), w.data(), dx.data(), s);
+  twin::conv2d_backward_data(dy.data(), w.data(), dx.data(), s);
   return dx;
 }
 std::vector<float> backward_filter(const std::vector<float>& x, const std::vector<float>& dy, const Conv2dShape& s) {
   std::vector<float> dw = test::nan_filled(s.w_size());
-  ref::conv2d_backward_filter(x.data(), dy.data(), dw.data(), s);
+  twin::conv2d_backward_filter(x.data(), dy.data(), dw.data(), s);
   return dw;
 }
 std::vector<float> backward_bias(const std::vector<float>& dy, const Conv2dShape& s) {
   std::vector<float> db = test::nan_filled(static_cast<std::size_t>(s.out_channels));
-  ref::conv2d_backward_bias(dy.data(), db.data(), s);
+  twin::conv2d_backward_bias(dy.data(), db.data(), s);
   return db;
 }
 
@@ -107,7 +107,7 @@ double abs_dot(const std::vector<float>& a, const std::vector<float>& b) {
   return sum;
 }
 
-// ---- CPU reference: hand-computed ------------------------------------------------------------
+// ---- CPU twin: hand-computed ------------------------------------------------------------
 
 // x = 1..9 on a 3×3 image, pad 1, a kernel that is not symmetric (1 top-left, 2 bottom-right):
 // cross-correlation reads y[i,j] = x[i-1,j-1] + 2·x[i+1,j+1] + b. A true convolution (flipped
@@ -168,14 +168,14 @@ TEST(RefConv2d, RejectsBadShapes) {
                              make_shape(1, 1, 2, 2, 1, 5, 1),   // kernel larger than padded image
                              make_shape(1, 0, 4, 4, 1, 3, 1)};
   for (const Conv2dShape& s : bad) {
-    EXPECT_THROW(ref::conv2d_forward(buf.data(), buf.data(), nullptr, buf.data(), s), std::invalid_argument)
+    EXPECT_THROW(twin::conv2d_forward(buf.data(), buf.data(), nullptr, buf.data(), s), std::invalid_argument)
         << describe(s);
-    EXPECT_THROW(ref::conv2d_backward_filter(buf.data(), buf.data(), buf.data(), s), std::invalid_argument)
+    EXPECT_THROW(twin::conv2d_backward_filter(buf.data(), buf.data(), buf.data(), s), std::invalid_argument)
         << describe(s);
   }
 }
 
-// ---- CPU reference: finite differences and adjoints ----------------------------------------------
+// ---- CPU twin: finite differences and adjoints ----------------------------------------------
 
 struct Loss {
   double value;    // sum y·g
@@ -329,7 +329,7 @@ void compare_with_twin(GemmMath math, double tol, const Conv2dShape* shapes, std
   }
 }
 
-TEST(GpuConv2d, Fp32MatchesReference) {
+TEST(GpuConv2d, Fp32MatchesTwin) {
   MNIST_REQUIRE_GPU();
   compare_with_twin(GemmMath::kFp32, 1e-5, kGpuShapes, std::size(kGpuShapes));
 }

@@ -53,9 +53,9 @@ EvalTotals some_totals(std::mt19937_64& rng) {
   return t;
 }
 
-// ---- CPU reference --------------------------------------------------------------------------------
+// ---- CPU twin --------------------------------------------------------------------------------
 
-TEST(RefEvalMetrics, HandMadeLogitsWithKnownArgmax) {
+TEST(TwinEvalMetrics, HandMadeLogitsWithKnownArgmax) {
   std::vector<float> logits(4 * kClasses, 0.f);
   logits[0 * kClasses + 0] = 0.1f;  // row 0: max 0.9 at class 1, label 1: right
   logits[0 * kClasses + 1] = 0.9f;
@@ -70,7 +70,7 @@ TEST(RefEvalMetrics, HandMadeLogitsWithKnownArgmax) {
 
   EvalTotals totals;
   std::vector<std::int32_t> predictions(4, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), 4, &totals, predictions.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), 4, &totals, predictions.data());
   EXPECT_EQ(predictions, (std::vector<std::int32_t>{1, 7, 4, 9}));
   EXPECT_EQ(totals.correct, 3u);
   EXPECT_EQ(totals.count, 4u);
@@ -85,7 +85,7 @@ TEST(RefEvalMetrics, HandMadeLogitsWithKnownArgmax) {
   expect_counts_equal(totals, want);
 }
 
-TEST(RefEvalMetrics, TiesGoToTheFirstMaximum) {
+TEST(TwinEvalMetrics, TiesGoToTheFirstMaximum) {
   const float inf = std::numeric_limits<float>::infinity();
   const std::vector<std::vector<float>> rows = {
       {0, 0, 0, 0, 0, 0, 0, 0, 0, 0},            // all equal: 0
@@ -103,12 +103,12 @@ TEST(RefEvalMetrics, TiesGoToTheFirstMaximum) {
   const std::vector<float> loss(n, 1.f);
   EvalTotals totals;
   std::vector<std::int32_t> predictions(n, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), n, &totals, predictions.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), n, &totals, predictions.data());
   EXPECT_EQ(predictions, want);
   EXPECT_EQ(totals.correct, 2u);  // rows 0 and 3 predict label 0
 }
 
-TEST(RefEvalMetrics, ConfusionMarginalsMatchLabelsAndPredictions) {
+TEST(TwinEvalMetrics, ConfusionMarginalsMatchLabelsAndPredictions) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 1000;
   const auto logits = logits_with_ties(rng, rows);
@@ -116,7 +116,7 @@ TEST(RefEvalMetrics, ConfusionMarginalsMatchLabelsAndPredictions) {
   const auto loss = random_floats(rng, rows, 0.f, 5.f);
   EvalTotals totals;
   std::vector<std::int32_t> predictions(rows, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &totals, predictions.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &totals, predictions.data());
 
   unsigned long long sum = 0, trace = 0;
   for (int i = 0; i < kClasses * kClasses; ++i) sum += totals.confusion[i];
@@ -143,7 +143,7 @@ TEST(RefEvalMetrics, ConfusionMarginalsMatchLabelsAndPredictions) {
   EXPECT_LE(rel_diff(totals.loss_sum, loss_sum), 1e-12);
 }
 
-TEST(RefEvalMetrics, TwoCallsEqualOneCallOnTheConcatenation) {
+TEST(TwinEvalMetrics, TwoCallsEqualOneCallOnTheConcatenation) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 777, split = 300;
   const auto logits = logits_with_ties(rng, rows);
@@ -153,11 +153,11 @@ TEST(RefEvalMetrics, TwoCallsEqualOneCallOnTheConcatenation) {
 
   EvalTotals whole = start;
   std::vector<std::int32_t> whole_pred(rows, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &whole, whole_pred.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &whole, whole_pred.data());
   EvalTotals parts = start;
   std::vector<std::int32_t> parts_pred(rows, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), split, &parts, parts_pred.data());
-  ref::accumulate_metrics(logits.data() + split * kClasses, labels.data() + split, loss.data() + split, rows - split,
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), split, &parts, parts_pred.data());
+  twin::accumulate_metrics(logits.data() + split * kClasses, labels.data() + split, loss.data() + split, rows - split,
                           &parts, parts_pred.data() + split);
   expect_counts_equal(parts, whole);
   EXPECT_EQ(parts_pred, whole_pred);
@@ -166,14 +166,14 @@ TEST(RefEvalMetrics, TwoCallsEqualOneCallOnTheConcatenation) {
   EXPECT_EQ(whole.count, start.count + rows);
 }
 
-TEST(RefEvalMetrics, LabelsAboveNineAreSkippedButPredicted) {
+TEST(TwinEvalMetrics, LabelsAboveNineAreSkippedButPredicted) {
   std::vector<float> logits(4 * kClasses, 0.f);
   for (int r = 0; r < 4; ++r) logits[r * kClasses + 3] = 1.f;  // every row predicts 3
   const std::vector<std::uint8_t> labels = {3, 10, 255, 5};
   const std::vector<float> loss = {1.f, 100.f, 1000.f, 2.f};
   EvalTotals totals;
   std::vector<std::int32_t> predictions(4, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), 4, &totals, predictions.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), 4, &totals, predictions.data());
   EXPECT_EQ(predictions, (std::vector<std::int32_t>{3, 3, 3, 3}));
   EvalTotals want;
   want.count = 2;
@@ -184,7 +184,7 @@ TEST(RefEvalMetrics, LabelsAboveNineAreSkippedButPredicted) {
   EXPECT_EQ(totals.loss_sum, 3.0);
 }
 
-TEST(RefEvalMetrics, PredictionsMayBeNull) {
+TEST(TwinEvalMetrics, PredictionsMayBeNull) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 50;
   const auto logits = logits_with_ties(rng, rows);
@@ -192,8 +192,8 @@ TEST(RefEvalMetrics, PredictionsMayBeNull) {
   const auto loss = random_floats(rng, rows, 0.f, 5.f);
   EvalTotals with, without;
   std::vector<std::int32_t> predictions(rows);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &with, predictions.data());
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &without, nullptr);
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &with, predictions.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &without, nullptr);
   expect_counts_equal(without, with);
   EXPECT_EQ(without.loss_sum, with.loss_sum);
 }
@@ -235,7 +235,7 @@ void check_gpu_against_cpu(std::mt19937_64& rng, int rows, bool bad_labels) {
 
   EvalTotals want = start;
   std::vector<std::int32_t> want_pred(rows, -1);
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &want, want_pred.data());
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &want, want_pred.data());
   const GpuRun got = run_gpu(logits, labels, loss, start, true);
   EXPECT_EQ(got.predictions, want_pred);
   expect_counts_equal(got.totals, want);
@@ -277,7 +277,7 @@ TEST(GpuEvalMetrics, AccumulatesAcrossLaunchesAndPredictionsMayBeNull) {
   const auto loss = random_floats(rng, rows, 0.f, 5.f);
   const EvalTotals start = some_totals(rng);
   EvalTotals want = start;
-  ref::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &want, nullptr);
+  twin::accumulate_metrics(logits.data(), labels.data(), loss.data(), rows, &want, nullptr);
 
   const DeviceBuffer<float> d_logits(logits), d_loss(loss);
   const DeviceBuffer<std::uint8_t> d_labels(labels);

@@ -45,14 +45,14 @@ float non_finite(std::mt19937_64& rng, bool nan) {
 
 // ---- CPU twin ----------------------------------------------------------------------------------
 
-TEST(RefFiniteCheck, FiniteValuesAreAllFinite) {
+TEST(TwinFiniteCheck, FiniteValuesAreAllFinite) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<float> losses = finite_values(rng, 100), params = finite_values(rng, 10000);
-  EXPECT_EQ(ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), 17), kAllFinite);
-  EXPECT_EQ(ref::finite_check(nullptr, 0, nullptr, 0, 17), kAllFinite);
+  EXPECT_EQ(twin::finite_check(losses.data(), losses.size(), params.data(), params.size(), 17), kAllFinite);
+  EXPECT_EQ(twin::finite_check(nullptr, 0, nullptr, 0, 17), kAllFinite);
 }
 
-TEST(RefFiniteCheck, CodeSaysWhereAndWhatFoldedWithTheStep) {
+TEST(TwinFiniteCheck, CodeSaysWhereAndWhatFoldedWithTheStep) {
   const std::vector<float> fine(5, 1.f);
   struct Case {
     std::vector<float> losses, params;
@@ -70,14 +70,14 @@ TEST(RefFiniteCheck, CodeSaysWhereAndWhatFoldedWithTheStep) {
   };
   for (const Case& c : cases) {
     const std::int64_t flag =
-        ref::finite_check(c.losses.data(), c.losses.size(), c.params.data(), c.params.size(), 812);
+        twin::finite_check(c.losses.data(), c.losses.size(), c.params.data(), c.params.size(), 812);
     EXPECT_EQ(flag, 812 * kNonFiniteCodes + c.code);
     EXPECT_EQ(non_finite_step(flag), 812);
     EXPECT_EQ(non_finite_code(flag), c.code);
   }
 }
 
-TEST(RefFiniteCheck, DescribesEveryCode) {
+TEST(TwinFiniteCheck, DescribesEveryCode) {
   EXPECT_STREQ(describe_non_finite(kLossNaN), "loss is NaN");
   EXPECT_STREQ(describe_non_finite(kLossInf), "loss is infinite");
   EXPECT_STREQ(describe_non_finite(kParamNaN), "a parameter is NaN");
@@ -86,7 +86,7 @@ TEST(RefFiniteCheck, DescribesEveryCode) {
 
 // One NaN or infinity at a random position of one array: found, with its code, whatever the
 // position and the payload.
-TEST(RefFiniteCheck, FindsOnePlantedValueAnywhere) {
+TEST(TwinFiniteCheck, FindsOnePlantedValueAnywhere) {
   std::mt19937_64 rng(test::fresh_seed());
   for (int trial = 0; trial < 200; ++trial) {
     std::vector<float> losses = finite_values(rng, 1 + rng() % 300), params = finite_values(rng, 1 + rng() % 5000);
@@ -94,7 +94,7 @@ TEST(RefFiniteCheck, FindsOnePlantedValueAnywhere) {
     std::vector<float>& target = in_loss ? losses : params;
     target[rng() % target.size()] = non_finite(rng, nan);
     const int code = (in_loss ? kLossNaN : kParamNaN) + (nan ? 0 : 1);
-    EXPECT_EQ(ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), trial + 1),
+    EXPECT_EQ(twin::finite_check(losses.data(), losses.size(), params.data(), params.size(), trial + 1),
               std::int64_t(trial + 1) * kNonFiniteCodes + code);
   }
 }
@@ -115,7 +115,7 @@ std::int64_t run_step(const std::vector<float>& losses, const std::vector<float>
   const std::vector<std::uint8_t> labels = test::random_labels(rng, losses.size(), kClassCount);
   for (int r = 0; r < rows; ++r) {
     float* row = logits.data() + std::size_t(r) * kClassCount;
-    const std::int64_t kind = ref::finite_check(&losses[r], 1, nullptr, 0, 0);
+    const std::int64_t kind = twin::finite_check(&losses[r], 1, nullptr, 0, 0);
     if (kind == kLossNaN) row[rng() % kClassCount] = non_finite(rng, true);
     if (kind == kLossInf) row[labels[r]] = -kInf;
   }
@@ -126,9 +126,9 @@ std::int64_t run_step(const std::vector<float>& losses, const std::vector<float>
   if (!device) {
     std::vector<float> loss(losses.size()), dlogits(logits.size()), p = params, m = zeros, v = zeros;
     std::int64_t flag = flag_before;
-    ref::softmax_cross_entropy(logits.data(), labels.data(), loss.data(), dlogits.data(), rows, kClassCount, 0.f,
+    twin::softmax_cross_entropy(logits.data(), labels.data(), loss.data(), dlogits.data(), rows, kClassCount, 0.f,
                                nullptr, step, &flag);
-    ref::adam_step(p.data(), zeros.data(), m.data(), v.data(), n, adam, step, &flag);
+    twin::adam_step(p.data(), zeros.data(), m.data(), v.data(), n, adam, step, &flag);
     return flag;
   }
   DeviceBuffer<float> d_logits(logits), d_loss(std::max<std::size_t>(losses.size(), 1)), d_dlogits(logits.size() + 1);
@@ -150,13 +150,13 @@ std::int64_t run_step(const std::vector<float>& losses, const std::vector<float>
 // What the step must leave in the flag: the planted values' lowest code, the earliest step first.
 std::int64_t expected_flag(const std::vector<float>& losses, const std::vector<float>& params, std::int64_t step,
                            std::int64_t flag_before) {
-  return std::min(flag_before, ref::finite_check(losses.data(), losses.size(), params.data(), params.size(), step));
+  return std::min(flag_before, twin::finite_check(losses.data(), losses.size(), params.data(), params.size(), step));
 }
 
 // Sizes around the block (256) and around the grid caps, up to a 784-512-512-10 model's 669,706
 // parameters; up to four values planted at random, of random kinds, in either array; parameters
 // aligned or not. The twins must find what was planted, and the kernels what the twins found.
-TEST(GpuFiniteCheck, MatchesReferenceWithValuesPlantedAtRandom) {
+TEST(GpuFiniteCheck, MatchesTwinWithValuesPlantedAtRandom) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   const std::size_t sizes[] = {0, 1, 7, 255, 256, 257, 4096, 262143, 262145, 669706};

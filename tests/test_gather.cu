@@ -26,7 +26,7 @@ Batch gather(const std::vector<std::uint8_t>& images, const std::vector<std::uin
              const std::vector<std::int32_t>& indices, int pixels) {
   const int count = static_cast<int>(indices.size());
   Batch out{test::nan_filled(static_cast<std::size_t>(count) * pixels), std::vector<std::uint8_t>(count, 0xFF)};
-  ref::gather_batch(images.data(), labels.data(), indices.data(), count, pixels, out.x.data(), out.y.data());
+  twin::gather_batch(images.data(), labels.data(), indices.data(), count, pixels, out.x.data(), out.y.data());
   return out;
 }
 
@@ -52,9 +52,9 @@ std::vector<std::int32_t> random_indices(std::mt19937_64& rng, int images, int c
   return out;
 }
 
-// ---- CPU reference -------------------------------------------------------------------------
+// ---- CPU twin -------------------------------------------------------------------------
 
-TEST(RefGather, HandComputed) {
+TEST(TwinGather, HandComputed) {
   const std::vector<std::uint8_t> images = {0, 51, 102, 255,    // image 0 (4 pixels)
                                             1, 2, 3, 4,         // image 1
                                             255, 254, 128, 0};  // image 2
@@ -69,7 +69,7 @@ TEST(RefGather, HandComputed) {
 }
 
 // Every byte maps into [0, 1], 0 → 0 and 255 → 1 exactly, monotonically, and ·255 rounds back.
-TEST(RefGather, ByteScalingIsExactAndMonotone) {
+TEST(TwinGather, ByteScalingIsExactAndMonotone) {
   std::vector<std::uint8_t> images(256);
   std::iota(images.begin(), images.end(), 0);
   const Batch b = gather(images, {5}, {0}, 256);
@@ -82,7 +82,7 @@ TEST(RefGather, ByteScalingIsExactAndMonotone) {
 }
 
 // Rows are whole images in index order, repeats allowed: row i equals image indices[i].
-TEST(RefGather, RowsFollowIndices) {
+TEST(TwinGather, RowsFollowIndices) {
   constexpr int kImages = 100, kPixels = 784, kCount = 300;
   std::mt19937_64 rng(test::fresh_seed());
   const std::vector<std::uint8_t> images = random_bytes(rng, kImages * kPixels);
@@ -123,7 +123,7 @@ void expect_same_batch(const std::vector<float>& x, const std::vector<std::uint8
   EXPECT_EQ(y, want.y) << what;
 }
 
-TEST(GpuGather, MatchesReferenceBitExact) {
+TEST(GpuGather, MatchesTwinBitExact) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   for (const Case& c : kCases) {
@@ -144,7 +144,7 @@ TEST(GpuGather, MatchesReferenceBitExact) {
 }
 
 // An output one float off 16-byte alignment takes the scalar path even with 784 pixels.
-TEST(GpuGather, UnalignedOutputMatchesReference) {
+TEST(GpuGather, UnalignedOutputMatchesTwin) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   constexpr int kImages = 500, kCount = 129, kPixels = 784;
@@ -187,11 +187,11 @@ TEST(GpuGather, AdvancesTheStepCounterOncePerLaunch) {
   for (const int count : {1, kImages, 0}) {
     gpu::gather_batch(d_images.data(), d_labels.data(), d_indices.data(), count, kPixels, d_x.data(), d_y.data(),
                       stream.get(), d_step.data());
-    ref::gather_batch(images.data(), labels.data(), indices.data(), count, kPixels, x.data(), y.data(), &host_step);
+    twin::gather_batch(images.data(), labels.data(), indices.data(), count, kPixels, x.data(), y.data(), &host_step);
   }
   gpu::gather_batch(d_images.data(), d_labels.data(), d_indices.data(), kImages, kPixels, d_x.data(), d_y.data(),
                     stream.get());
-  ref::gather_batch(images.data(), labels.data(), indices.data(), kImages, kPixels, x.data(), y.data());
+  twin::gather_batch(images.data(), labels.data(), indices.data(), kImages, kPixels, x.data(), y.data());
   cudaGraph_t graph = nullptr;
   cudaGraphExec_t exec = nullptr;
   MNIST_CHECK(cudaStreamBeginCapture(stream.get(), cudaStreamCaptureModeThreadLocal));

@@ -1,8 +1,8 @@
 // Tests of the dense-layer GEMMs (include/mnist/ops/gemm.h), row-major:
 //   forward y[B,out] = x[B,in]·W[in,out];  dW[in,out] = xᵀ·dy;  dx[B,in] = dy·Wᵀ.
 //
-// RefGemm (CPU, runs in CI): a hand-worked example pins the convention; the CBLAS twin is
-// checked against triple loops carried in double (ref::dense_forward_naive for the forward
+// TwinGemm (CPU, runs in CI): a hand-worked example pins the convention; the CBLAS twin is
+// checked against triple loops carried in double (twin::dense_forward_naive for the forward
 // GEMM, loops written here for the two backward GEMMs), and against the adjoint identity
 //   <dy, x·W> = <xᵀ·dy, W> = <dy·Wᵀ, x>   (= Σ_{b,i,o} dy[b,o]·x[b,i]·W[i,o]),
 // evaluated in double, which ties the three GEMMs to each other without any loop.
@@ -82,7 +82,7 @@ double max_scaled_error(const std::vector<float>& got, const std::vector<float>&
 
 std::vector<float> naive_forward(const std::vector<float>& x, const std::vector<float>& w, const Shape& s) {
   std::vector<float> y(count(s.batch, s.out));
-  mnist::ref::dense_forward_naive(x.data(), w.data(), y.data(), s.batch, s.in, s.out);
+  mnist::twin::dense_forward_naive(x.data(), w.data(), y.data(), s.batch, s.in, s.out);
   return y;
 }
 
@@ -115,17 +115,17 @@ std::vector<float> naive_backward_input(const std::vector<float>& dy, const std:
 
 std::vector<float> cpu_forward(const std::vector<float>& x, const std::vector<float>& w, const Shape& s) {
   std::vector<float> y = mnist::test::nan_filled(count(s.batch, s.out));
-  mnist::ref::dense_forward(x.data(), w.data(), y.data(), s.batch, s.in, s.out);
+  mnist::twin::dense_forward(x.data(), w.data(), y.data(), s.batch, s.in, s.out);
   return y;
 }
 std::vector<float> cpu_backward_weights(const std::vector<float>& x, const std::vector<float>& dy, const Shape& s) {
   std::vector<float> dw = mnist::test::nan_filled(count(s.in, s.out));
-  mnist::ref::dense_backward_weights(x.data(), dy.data(), dw.data(), s.batch, s.in, s.out);
+  mnist::twin::dense_backward_weights(x.data(), dy.data(), dw.data(), s.batch, s.in, s.out);
   return dw;
 }
 std::vector<float> cpu_backward_input(const std::vector<float>& dy, const std::vector<float>& w, const Shape& s) {
   std::vector<float> dx = mnist::test::nan_filled(count(s.batch, s.in));
-  mnist::ref::dense_backward_input(dy.data(), w.data(), dx.data(), s.batch, s.in, s.out);
+  mnist::twin::dense_backward_input(dy.data(), w.data(), dx.data(), s.batch, s.in, s.out);
   return dx;
 }
 
@@ -139,11 +139,11 @@ const std::vector<Shape> kCpuShapes = {
 constexpr double kFp32Tolerance = 1e-5;
 constexpr double kTf32Tolerance = 2e-3;
 
-// ================================= RefGemm (CPU) =============================================
+// ================================= TwinGemm (CPU) =============================================
 
 // x = [[1,2,3],[4,5,6]], W = [[1,2],[3,4],[5,6]], dy = [[1,2],[3,4]], worked by hand. Small
 // integers: every path must be exact.
-TEST(RefGemm, HandWorkedExamplePinsRowMajor) {
+TEST(TwinGemm, HandWorkedExamplePinsRowMajor) {
   const Shape s{2, 3, 2};
   const std::vector<float> x = {1, 2, 3, 4, 5, 6};
   const std::vector<float> w = {1, 2, 3, 4, 5, 6};
@@ -160,7 +160,7 @@ TEST(RefGemm, HandWorkedExamplePinsRowMajor) {
   EXPECT_EQ(cpu_backward_input(dy, w, s), dx_want);
 }
 
-TEST(RefGemm, ForwardMatchesNaiveLoop) {
+TEST(TwinGemm, ForwardMatchesNaiveLoop) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
   for (const Shape& s : kCpuShapes) {
@@ -172,7 +172,7 @@ TEST(RefGemm, ForwardMatchesNaiveLoop) {
   }
 }
 
-TEST(RefGemm, BackwardWeightsMatchesNaiveLoop) {
+TEST(TwinGemm, BackwardWeightsMatchesNaiveLoop) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
   for (const Shape& s : kCpuShapes) {
@@ -185,7 +185,7 @@ TEST(RefGemm, BackwardWeightsMatchesNaiveLoop) {
   }
 }
 
-TEST(RefGemm, BackwardInputMatchesNaiveLoop) {
+TEST(TwinGemm, BackwardInputMatchesNaiveLoop) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
   for (const Shape& s : kCpuShapes) {
@@ -201,7 +201,7 @@ TEST(RefGemm, BackwardInputMatchesNaiveLoop) {
 // The inner products and E are summed in double; the GEMM outputs carry fp32 errors of at
 // most 1e-5·S each (see the top), so each inner product is within 1e-5·T of E, where
 // T = Σ_{b,i,o} |dy[b,o]|·|x[b,i]|·|W[i,o]|.
-TEST(RefGemm, AdjointIdentityTiesTheThreeGemms) {
+TEST(TwinGemm, AdjointIdentityTiesTheThreeGemms) {
   const std::uint64_t seed = fresh_seed();
   std::mt19937_64 rng(seed);
   for (const Shape& s : kCpuShapes) {
@@ -235,7 +235,7 @@ TEST(RefGemm, AdjointIdentityTiesTheThreeGemms) {
 }
 
 // An empty inner dimension is a sum of no terms: the output is zero (not left as it was).
-TEST(RefGemm, EmptyInnerDimensionGivesZeros) {
+TEST(TwinGemm, EmptyInnerDimensionGivesZeros) {
   const Shape empty_batch{0, 5, 3};
   const std::vector<float> none;
   EXPECT_EQ(cpu_backward_weights(none, none, empty_batch), std::vector<float>(15, 0.f));
@@ -246,11 +246,11 @@ TEST(RefGemm, EmptyInnerDimensionGivesZeros) {
   EXPECT_EQ(cpu_backward_input(none, none, no_outputs), std::vector<float>(12, 0.f));
 }
 
-TEST(RefGemm, RejectsNegativeDimensions) {
+TEST(TwinGemm, RejectsNegativeDimensions) {
   float dummy = 0.f;
-  EXPECT_THROW(mnist::ref::dense_forward(&dummy, &dummy, &dummy, -1, 1, 1), std::invalid_argument);
-  EXPECT_THROW(mnist::ref::dense_backward_weights(&dummy, &dummy, &dummy, 1, -1, 1), std::invalid_argument);
-  EXPECT_THROW(mnist::ref::dense_backward_input(&dummy, &dummy, &dummy, 1, 1, -1), std::invalid_argument);
+  EXPECT_THROW(mnist::twin::dense_forward(&dummy, &dummy, &dummy, -1, 1, 1), std::invalid_argument);
+  EXPECT_THROW(mnist::twin::dense_backward_weights(&dummy, &dummy, &dummy, 1, -1, 1), std::invalid_argument);
+  EXPECT_THROW(mnist::twin::dense_backward_input(&dummy, &dummy, &dummy, 1, 1, -1), std::invalid_argument);
 }
 
 // ================================= GpuGemm (device) ==========================================

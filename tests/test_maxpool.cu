@@ -32,12 +32,12 @@ std::string describe(Dims d) {
 
 std::vector<float> pool(const std::vector<float>& x, Dims d) {
   std::vector<float> y = test::nan_filled(d.out());
-  ref::maxpool2x2_forward(x.data(), y.data(), d.n, d.c, d.h, d.w);
+  twin::maxpool2x2_forward(x.data(), y.data(), d.n, d.c, d.h, d.w);
   return y;
 }
 std::vector<float> unpool(const std::vector<float>& x, const std::vector<float>& dy, Dims d) {
   std::vector<float> dx = test::nan_filled(d.in());
-  ref::maxpool2x2_backward(x.data(), dy.data(), dx.data(), d.n, d.c, d.h, d.w);
+  twin::maxpool2x2_backward(x.data(), dy.data(), dx.data(), d.n, d.c, d.h, d.w);
   return dx;
 }
 
@@ -55,9 +55,9 @@ std::vector<float> distinct_floats(std::mt19937_64& rng, std::size_t n) {
   return v;
 }
 
-// ---- CPU reference ---------------------------------------------------------------------------
+// ---- CPU twin ---------------------------------------------------------------------------
 
-TEST(RefMaxpool, HandComputed) {
+TEST(TwinMaxpool, HandComputed) {
   const Dims d{1, 1, 4, 4};
   const std::vector<float> x = {1, 5, 2, 0,    //
                                 3, 4, 8, 7,    //
@@ -72,7 +72,7 @@ TEST(RefMaxpool, HandComputed) {
 }
 
 // Ties go to the first maximum in row-major window order; -0 and +0 tie (first wins).
-TEST(RefMaxpool, TiesGoToFirstInRowMajorOrder) {
+TEST(TwinMaxpool, TiesGoToFirstInRowMajorOrder) {
   const Dims d{1, 1, 2, 8};
   const std::vector<float> x = {7, 7, 2, 3, 1, 0, -0.f, 0,  // windows: all 7 | (2,3,3,1) | (1,0,1,1) | (-0,0,0,0)
                                 7, 7, 3, 1, 1, 1, 0, 0};
@@ -85,7 +85,7 @@ TEST(RefMaxpool, TiesGoToFirstInRowMajorOrder) {
 
 // A NaN counts as the maximum (the first NaN if several), so it propagates forward and the
 // gradient goes to it.
-TEST(RefMaxpool, NanIsTheMaximum) {
+TEST(TwinMaxpool, NanIsTheMaximum) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   const Dims d{1, 1, 2, 4};
   const std::vector<float> x = {1, 5, nan, 9,  //
@@ -99,7 +99,7 @@ TEST(RefMaxpool, NanIsTheMaximum) {
 
 // Odd sizes round the output down; the dropped last row and column get a zero gradient. A map
 // smaller than 2×2 has no output at all.
-TEST(RefMaxpool, OddSizesDropTheLastRowAndColumn) {
+TEST(TwinMaxpool, OddSizesDropTheLastRowAndColumn) {
   const Dims d{1, 1, 3, 5};
   const std::vector<float> x = {1, 2, 3, 4, 99,  //
                                 5, 6, 7, 8, 99,  //
@@ -115,7 +115,7 @@ TEST(RefMaxpool, OddSizesDropTheLastRowAndColumn) {
 
 // Several images and channels: each plane is pooled on its own (here plane p holds values
 // 100·p + its 2×2 pattern, and every window's max is its bottom-right element).
-TEST(RefMaxpool, PlanesAreIndependent) {
+TEST(TwinMaxpool, PlanesAreIndependent) {
   const Dims d{2, 3, 2, 2};
   std::vector<float> x(d.in());
   for (int p = 0; p < 6; ++p)
@@ -129,7 +129,7 @@ TEST(RefMaxpool, PlanesAreIndependent) {
 // dx is the gradient of L(x) = sum(pool(x) · g): on tie-free inputs pooling is linear near x
 // (the argmax stays put for steps below half the smallest gap, 1/128 here), so a central
 // difference with step 2^-9 is exact up to the double sum's rounding.
-TEST(RefMaxpool, GradientMatchesFiniteDifferences) {
+TEST(TwinMaxpool, GradientMatchesFiniteDifferences) {
   std::mt19937_64 rng(test::fresh_seed());
   const Dims d{2, 3, 6, 7};
   std::vector<float> x = distinct_floats(rng, d.in());
@@ -153,10 +153,10 @@ TEST(RefMaxpool, GradientMatchesFiniteDifferences) {
   }
 }
 
-TEST(RefMaxpool, RejectsNegativeSizes) {
+TEST(TwinMaxpool, RejectsNegativeSizes) {
   std::vector<float> buf(4);
-  EXPECT_THROW(ref::maxpool2x2_forward(buf.data(), buf.data(), 1, 1, -2, 2), std::invalid_argument);
-  EXPECT_THROW(ref::maxpool2x2_backward(buf.data(), buf.data(), buf.data(), -1, 1, 2, 2), std::invalid_argument);
+  EXPECT_THROW(twin::maxpool2x2_forward(buf.data(), buf.data(), 1, 1, -2, 2), std::invalid_argument);
+  EXPECT_THROW(twin::maxpool2x2_backward(buf.data(), buf.data(), buf.data(), -1, 1, 2, 2), std::invalid_argument);
 }
 
 // ---- GPU against the CPU twin ------------------------------------------------------------------
@@ -179,7 +179,7 @@ GpuOut gpu_pool(const std::vector<float>& x, const std::vector<float>& dy, Dims 
 // Random floats (ties unlikely), then few distinct values (ties everywhere), then NaNs sprinkled
 // in: bit-identical to the twin in every case (the poison NaN has a different payload than
 // std::quiet_NaN's, so an unwritten element fails the bit comparison too).
-TEST(GpuMaxpool, MatchesReferenceBitForBit) {
+TEST(GpuMaxpool, MatchesTwinBitForBit) {
   MNIST_REQUIRE_GPU();
   std::mt19937_64 rng(test::fresh_seed());
   Stream stream;

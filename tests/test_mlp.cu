@@ -53,7 +53,7 @@ double reference_loss(const MlpShape& shape, const std::vector<double>& params, 
   return total / rows;
 }
 
-TEST(RefMlp, GradientMatchesFiniteDifferences) {
+TEST(TwinMlp, GradientMatchesFiniteDifferences) {
   std::mt19937_64 rng(test::fresh_seed());
   const MlpShape shape(12, {9, 7}, 10);
   const int rows = 5;
@@ -102,7 +102,7 @@ TEST(RefMlp, GradientMatchesFiniteDifferences) {
   EXPECT_EQ(checked, static_cast<int>(shape.param_count()));
 }
 
-TEST(RefMlp, AdamStepsMemoriseAFixedBatch) {
+TEST(TwinMlp, AdamStepsMemoriseAFixedBatch) {
   std::mt19937_64 rng(test::fresh_seed());
   const MlpShape shape(20, {16}, 10);
   const int rows = 32;
@@ -122,7 +122,7 @@ TEST(RefMlp, AdamStepsMemoriseAFixedBatch) {
   EXPECT_LT(last, 0.5 * first) << "200 Adam steps on one batch should at least halve its loss";
 }
 
-TEST(RefMlp, ParameterLayoutIsWeightsThenBiasPerLayer) {
+TEST(TwinMlp, ParameterLayoutIsWeightsThenBiasPerLayer) {
   const MlpShape shape(784, {512, 512}, 10);
   EXPECT_EQ(shape.weight_offset(0), 0u);
   EXPECT_EQ(shape.bias_offset(0), 784u * 512);
@@ -131,7 +131,7 @@ TEST(RefMlp, ParameterLayoutIsWeightsThenBiasPerLayer) {
   EXPECT_EQ(shape.param_count(), 669706u);
 }
 
-TEST(RefMlp, HeUniformInitHasTheRightBoundsAndVariance) {
+TEST(TwinMlp, HeUniformInitHasTheRightBoundsAndVariance) {
   const std::uint64_t seed = test::fresh_seed();
   const MlpShape shape(784, {512}, 10);
   const std::vector<float> params = he_uniform_init(shape, seed);
@@ -155,7 +155,7 @@ TEST(RefMlp, HeUniformInitHasTheRightBoundsAndVariance) {
   EXPECT_NE(he_uniform_init(shape, seed + 1), params);
 }
 
-TEST(RefTrainer, ShuffleIsAPermutationThatChangesPerEpoch) {
+TEST(TwinTrainer, ShuffleIsAPermutationThatChangesPerEpoch) {
   const std::uint64_t seed = test::fresh_seed();
   const int n = 54000;
   const std::vector<std::int32_t> first = shuffled_indices(n, seed, 1);
@@ -183,7 +183,7 @@ Dataset fake_dataset(int train, int test) {
   return d;
 }
 
-TEST(RefTrainer, ValidationIsTheHeldOutTailOfTheTrainingImages) {
+TEST(TwinTrainer, ValidationIsTheHeldOutTailOfTheTrainingImages) {
   const Dataset d = fake_dataset(1000, 100);
   TrainConfig config;
   config.batch_size = 10;

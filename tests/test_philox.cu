@@ -23,7 +23,7 @@ void expect_block(const Philox4x32& got, std::uint32_t w0, std::uint32_t w1, std
 }
 
 // Random123 1.14, examples/kat_vectors: "philox4x32 10 <counter ×4> <key ×2> <result ×4>".
-TEST(RefPhilox, KnownAnswerVectors) {
+TEST(TwinPhilox, KnownAnswerVectors) {
   expect_block(philox4x32_10(Philox4x32{{0u, 0u, 0u, 0u}}, 0u, 0u), 0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu,
                0x9b00dbd8u);
   expect_block(philox4x32_10(Philox4x32{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu,
@@ -37,7 +37,7 @@ TEST(RefPhilox, KnownAnswerVectors) {
 // philox_word(seed, step, stream, 4b + k) is word k of the block with counter
 // {b lo, b hi, step lo, stream ^ step hi} and key {seed lo, seed hi}. The dropout kernel draws
 // whole blocks with this layout, so it is pinned here.
-TEST(RefPhilox, WordIsOneWordOfItsBlock) {
+TEST(TwinPhilox, WordIsOneWordOfItsBlock) {
   std::mt19937_64 rng(test::fresh_seed());
   for (int trial = 0; trial < 1000; ++trial) {
     const std::uint64_t seed = rng(), step = rng() >> (trial % 40), block = rng() >> 2;
@@ -52,7 +52,7 @@ TEST(RefPhilox, WordIsOneWordOfItsBlock) {
 
 // 2^20 draws: mean within 6 standard errors of 1/2 (σ = sqrt(1/12 / n) ≈ 2.8e-4), every draw a
 // multiple of 2^-24 in [0, 1).
-TEST(RefPhilox, UniformIsInUnitIntervalWithMeanOneHalf) {
+TEST(TwinPhilox, UniformIsInUnitIntervalWithMeanOneHalf) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::uint64_t seed = rng(), step = rng() % 100000;
   constexpr int kDraws = 1 << 20;
@@ -72,7 +72,7 @@ TEST(RefPhilox, UniformIsInUnitIntervalWithMeanOneHalf) {
 // sd 22.6). By the Wilson–Hilferty approximation P(χ² > 400) ≈ 2e-8 and P(χ² < 150) ≈ 3e-8, so
 // a correct generator essentially never fails [150, 400]; the lower end catches a "too regular"
 // stream (e.g. a counter leaking through).
-TEST(RefPhilox, UniformPassesChiSquare) {
+TEST(TwinPhilox, UniformPassesChiSquare) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::uint64_t seed = rng(), step = rng() % 100000;
   constexpr int kBuckets = 256, kDraws = 1 << 20;
@@ -86,7 +86,7 @@ TEST(RefPhilox, UniformPassesChiSquare) {
 }
 
 // Each of the 32 bits of a word is set in half of 2^20 draws, within 6σ (σ = sqrt(n/4) = 512).
-TEST(RefPhilox, EveryBitIsBalanced) {
+TEST(TwinPhilox, EveryBitIsBalanced) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::uint64_t seed = rng(), step = rng() % 100000;
   constexpr int kDraws = 1 << 20;
@@ -100,7 +100,7 @@ TEST(RefPhilox, EveryBitIsBalanced) {
 
 // Changing any one of seed, step, stream or the index offset gives an unrelated stream: two
 // independent 32-bit words agree with probability 2^-32, so among 4096 positions we expect 0.
-TEST(RefPhilox, DistinctStreamsDiffer) {
+TEST(TwinPhilox, DistinctStreamsDiffer) {
   std::mt19937_64 rng(test::fresh_seed());
   const std::uint64_t seed = rng(), step = rng() % 100000;
   const std::uint32_t stream = 2;
@@ -121,7 +121,7 @@ TEST(RefPhilox, DistinctStreamsDiffer) {
 }
 
 // dropout_threshold is p·2^24 truncated; dropout_keep keeps a word iff its top 24 bits reach it.
-TEST(RefPhilox, DropoutThresholdAndKeep) {
+TEST(TwinPhilox, DropoutThresholdAndKeep) {
   EXPECT_EQ(dropout_threshold(0.f), 0u);
   EXPECT_EQ(dropout_threshold(0.5f), 1u << 23);
   EXPECT_EQ(dropout_threshold(0.25f), 1u << 22);
@@ -136,7 +136,7 @@ TEST(RefPhilox, DropoutThresholdAndKeep) {
 
 // dropout_keep_mask (whole Philox blocks, for the CPU twin) decides as dropout_keep does, for
 // lengths that are and are not multiples of 4 (one of a million), steps past 2^32, and p = 0.
-TEST(RefPhilox, DropoutKeepMaskAgreesWithDropoutKeep) {
+TEST(TwinPhilox, DropoutKeepMaskAgreesWithDropoutKeep) {
   std::mt19937_64 rng(test::fresh_seed());
   for (int trial = 0; trial < 20; ++trial) {
     const std::uint64_t seed = rng(), step = rng() >> (trial % 2 ? 8 : 40);

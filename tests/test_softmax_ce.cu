@@ -62,7 +62,7 @@ CeResult ref_ce(const std::vector<float>& logits, const std::vector<std::uint8_t
                 float smoothing) {
   const int rows = static_cast<int>(labels.size());
   CeResult out{test::nan_filled(rows), test::nan_filled(logits.size())};
-  ref::softmax_cross_entropy(logits.data(), labels.data(), out.loss.data(), out.dlogits.data(), rows, classes,
+  twin::softmax_cross_entropy(logits.data(), labels.data(), out.loss.data(), out.dlogits.data(), rows, classes,
                              smoothing);
   return out;
 }
@@ -89,9 +89,9 @@ double grad_error(const std::vector<float>& got, const std::vector<float>& want,
   return worst;
 }
 
-// ---- CPU reference against the math -------------------------------------------------------------
+// ---- CPU twin against the math -------------------------------------------------------------
 
-TEST(RefSoftmaxCe, LossIsMinusLogSoftmaxOfTheLabel) {
+TEST(TwinSoftmaxCe, LossIsMinusLogSoftmaxOfTheLabel) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 37;
   const auto logits = random_floats(rng, rows * kTen, -4.f, 4.f);
@@ -111,7 +111,7 @@ TEST(RefSoftmaxCe, LossIsMinusLogSoftmaxOfTheLabel) {
   EXPECT_LE(max_rel_error(got.loss, want, 1.0), 1e-6);
 }
 
-TEST(RefSoftmaxCe, GradientMatchesFiniteDifferencesOfTheMeanLoss) {
+TEST(TwinSoftmaxCe, GradientMatchesFiniteDifferencesOfTheMeanLoss) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 8;
   for (const float smoothing : {0.f, 0.1f}) {
@@ -142,7 +142,7 @@ TEST(RefSoftmaxCe, GradientMatchesFiniteDifferencesOfTheMeanLoss) {
   }
 }
 
-TEST(RefSoftmaxCe, GradientMatchesFiniteDifferencesOfTheFloatLoss) {
+TEST(TwinSoftmaxCe, GradientMatchesFiniteDifferencesOfTheFloatLoss) {
   // The float function's own loss and gradient agree: differentiate the loss it returns.
   std::mt19937_64 rng(fresh_seed());
   const int rows = 5;
@@ -175,7 +175,7 @@ TEST(RefSoftmaxCe, GradientMatchesFiniteDifferencesOfTheFloatLoss) {
   }
 }
 
-TEST(RefSoftmaxCe, LabelSmoothingByHand) {
+TEST(TwinSoftmaxCe, LabelSmoothingByHand) {
   // classes 4, s = 0.25 (exact in binary): t = 0.0625 off the label, 0.75 + 0.0625 = 0.8125 on it.
   // Row 0: z = {1, 0, 0, 0}, label 0: sum exp = e + 3;  loss = log(e + 3) - 0.8125·1 = 0.9311683806
   //        p = {e/(e+3), 1/(e+3) ×3} = {0.4753668864, 0.1748777045 ×3};  d = (p - t)/2.
@@ -196,7 +196,7 @@ TEST(RefSoftmaxCe, LabelSmoothingByHand) {
   EXPECT_LE(max_rel_error(got.dlogits, want_d), 1e-6);
 }
 
-TEST(RefSoftmaxCe, SmoothedLossIsTheMixOfOneHotAndUniformLosses) {
+TEST(TwinSoftmaxCe, SmoothedLossIsTheMixOfOneHotAndUniformLosses) {
   // Identity: CE(t_s) = (1 - s)·CE(onehot) + s·mean_c CE(onehot_c), each term independently computed.
   std::mt19937_64 rng(fresh_seed());
   const int rows = 50;
@@ -219,7 +219,7 @@ TEST(RefSoftmaxCe, SmoothedLossIsTheMixOfOneHotAndUniformLosses) {
   EXPECT_LE(max_rel_error(smoothed.loss, want, 1.0), 1e-6);
 }
 
-TEST(RefSoftmaxCe, ExtremeLogitsGiveFiniteExactValues) {
+TEST(TwinSoftmaxCe, ExtremeLogitsGiveFiniteExactValues) {
   // Rows of ±1e4: exp of everything below the max underflows to 0 (or is exp(0) = 1).
   const int rows = 5;
   std::vector<float> logits(rows * kTen, 0.f);
@@ -258,7 +258,7 @@ TEST(RefSoftmaxCe, ExtremeLogitsGiveFiniteExactValues) {
   for (const float d : smoothed.dlogits) EXPECT_TRUE(std::isfinite(d));
 }
 
-TEST(RefSoftmaxCe, GradientInPlaceAndNullGradient) {
+TEST(TwinSoftmaxCe, GradientInPlaceAndNullGradient) {
   std::mt19937_64 rng(fresh_seed());
   const int rows = 33;
   auto logits = random_floats(rng, rows * kTen, -5.f, 5.f);
@@ -266,16 +266,16 @@ TEST(RefSoftmaxCe, GradientInPlaceAndNullGradient) {
   const auto separate = ref_ce(logits, labels, kTen, 0.1f);
 
   std::vector<float> loss_null = test::nan_filled(rows);
-  ref::softmax_cross_entropy(logits.data(), labels.data(), loss_null.data(), nullptr, rows, kTen, 0.1f);
+  twin::softmax_cross_entropy(logits.data(), labels.data(), loss_null.data(), nullptr, rows, kTen, 0.1f);
   EXPECT_EQ(loss_null, separate.loss);
 
   std::vector<float> loss_in_place = test::nan_filled(rows);
-  ref::softmax_cross_entropy(logits.data(), labels.data(), loss_in_place.data(), logits.data(), rows, kTen, 0.1f);
+  twin::softmax_cross_entropy(logits.data(), labels.data(), loss_in_place.data(), logits.data(), rows, kTen, 0.1f);
   EXPECT_EQ(loss_in_place, separate.loss);
   EXPECT_EQ(logits, separate.dlogits);
 }
 
-TEST(RefSoftmaxCe, LabelOutOfRangeHasNoOneHotPart) {
+TEST(TwinSoftmaxCe, LabelOutOfRangeHasNoOneHotPart) {
   // Documented behaviour: label >= classes targets only the smoothing mass; nothing out of bounds.
   const std::vector<float> logits = {0, 0, 0, 0};
   const auto got = ref_ce(logits, {200}, 4, 0.f);
@@ -388,14 +388,14 @@ TotalsCase totals_case(std::mt19937_64& rng, int rows) {
 }
 
 // The twin's totals are the metrics twin's loss sum, correct and count (no confusion matrix).
-TEST(RefSoftmaxCe, BatchTotalsAreTheMetricsTwinsWithoutTheConfusionMatrix) {
+TEST(TwinSoftmaxCe, BatchTotalsAreTheMetricsTwinsWithoutTheConfusionMatrix) {
   std::mt19937_64 rng(fresh_seed());
   for (const int rows : {1, 100, 1000}) {
     const TotalsCase c = totals_case(rng, rows);
     std::vector<float> loss(rows), dlogits(c.logits.size());
     EvalTotals got = c.start, want = c.start;
-    ref::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f, &got);
-    ref::accumulate_metrics(c.logits.data(), c.labels.data(), loss.data(), rows, &want, nullptr);
+    twin::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f, &got);
+    twin::accumulate_metrics(c.logits.data(), c.labels.data(), loss.data(), rows, &want, nullptr);
     EXPECT_EQ(got.loss_sum, want.loss_sum) << rows;
     EXPECT_EQ(got.correct, want.correct) << rows;
     EXPECT_EQ(got.count, want.count) << rows;
@@ -417,7 +417,7 @@ TEST(GpuSoftmaxCe, BatchTotalsMatchTheCpuTwinAndRepeatBitForBit) {
     const TotalsCase c = totals_case(rng, rows);
     std::vector<float> loss(rows), dlogits(c.logits.size());
     EvalTotals want = c.start;
-    ref::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f,
+    twin::softmax_cross_entropy(c.logits.data(), c.labels.data(), loss.data(), dlogits.data(), rows, kTen, 0.1f,
                                &want);
 
     const DeviceBuffer<float> d_logits(c.logits);

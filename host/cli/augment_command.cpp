@@ -74,7 +74,7 @@ void run_augment(const TrainConfig& config, const AugmentPicture& picture) {
       tiles[0][std::size_t(i) * kPixels + k] = data.train.pixels[std::size_t(indices[i]) * kPixels + k] / 255.0f;
   std::int64_t step = 0;
   for (int v = 1; v <= picture.versions; ++v)
-    ref::gather_augmented_batch(data.train.pixels.data(), data.train.labels.data(), indices.data(), rows, params,
+    twin::gather_augmented_batch(data.train.pixels.data(), data.train.labels.data(), indices.data(), rows, params,
                                 tiles[v].data(), labels.data(), &step);
 
   const int zoom = picture.zoom;

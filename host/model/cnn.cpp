@@ -2,7 +2,7 @@
 // convolution, and CpuCnn, the twin of GpuCnn (host/model/gpu_cnn.cu).
 //
 // Every step is one of the reference ops of include/mnist/ops, except the convolution, which
-// runs as im2col + GEMM (below) because ref::conv2d's direct double loops are ~6× slower (conv2's
+// runs as im2col + GEMM (below) because twin::conv2d's direct double loops are ~6× slower (conv2's
 // forward at batch 128 on 2 cores: 290 ms against 47 ms); the test holds the two to the same
 // results up to float rounding.
 #include "mnist/model/cnn.h"
@@ -44,7 +44,7 @@ std::vector<float> he_uniform_init(const CnnShape& shape, std::uint64_t seed) {
 //   backward data    dcol[K, P] = W[O, K]^T · dy[O, P], then dx = col2im(dcol), the transpose of im2col
 //   backward filter  dW[O, K] += dy[O, P] · col[K, P]^T        (summed over the images)
 // The image's NCHW output [O, OH, OW] is exactly the row-major [O, P] of the GEMM, so nothing is
-// transposed. The GEMMs are the dense layer's three (ref::dense_*), with W or col as the "batch".
+// transposed. The GEMMs are the dense layer's three (twin::dense_*), with W or col as the "batch".
 
 namespace im2col {
 namespace {
@@ -112,7 +112,7 @@ void conv2d_forward(const float* x, const float* w, const float* b, float* y, co
   for (int n = 0; n < s.batch; ++n) {
     im2col_image(x + n * image_in(s), col, s);
     float* yn = y + n * image_out(s);
-    ref::dense_forward(w, col, yn, s.out_channels, col_rows(s), P);
+    twin::dense_forward(w, col, yn, s.out_channels, col_rows(s), P);
     if (b)
       for (int o = 0; o < s.out_channels; ++o)
         for (int p = 0; p < P; ++p) yn[std::size_t(o) * P + p] += b[o];
@@ -124,7 +124,7 @@ void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv
   validate(s);
   float* dcol = scratch_for(s, scratch);
   for (int n = 0; n < s.batch; ++n) {
-    ref::dense_backward_weights(w, dy + n * image_out(s), dcol, s.out_channels, col_rows(s), col_cols(s));
+    twin::dense_backward_weights(w, dy + n * image_out(s), dcol, s.out_channels, col_rows(s), col_cols(s));
     col2im_image(dcol, dx + n * image_in(s), s);
   }
 }
@@ -138,7 +138,7 @@ void conv2d_backward_filter(const float* x, const float* dy, float* dw, const Co
   std::fill(dw, dw + n_w, 0.f);
   for (int n = 0; n < s.batch; ++n) {
     im2col_image(x + n * image_in(s), col, s);
-    ref::dense_backward_input(dy + n * image_out(s), col, dw_image, s.out_channels, col_rows(s), col_cols(s));
+    twin::dense_backward_input(dy + n * image_out(s), col, dw_image, s.out_channels, col_rows(s), col_cols(s));
     for (std::size_t i = 0; i < n_w; ++i) dw[i] += dw_image[i];
   }
 }
@@ -154,10 +154,10 @@ namespace {
 // N·C of the maps [N·C, H·W]. Its backward reads the ReLU's output, which is positive exactly
 // where its input was.
 void relu_forward(float* c, const float* zeros, int maps, int plane) {
-  ref::bias_relu_dropout_forward(c, zeros, c, maps, plane, true, DropoutKey{}, 0);
+  twin::bias_relu_dropout_forward(c, zeros, c, maps, plane, true, DropoutKey{}, 0);
 }
 void relu_backward(float* dc, const float* c, const float* zeros, int maps, int plane) {
-  ref::bias_relu_dropout_backward(dc, c, zeros, dc, maps, plane, true, DropoutKey{}, 0);
+  twin::bias_relu_dropout_backward(dc, c, zeros, dc, maps, plane, true, DropoutKey{}, 0);
 }
 
 void grow(std::vector<float>& buffer, std::size_t size) {
@@ -198,19 +198,19 @@ void CpuCnn::forward(const float* x, int rows, bool train, std::int64_t step) {
 
   im2col::conv2d_forward(x, weights(0), bias(0), c1_.data(), s1, scratch_);
   relu_forward(c1_.data(), zeros_.data(), rows * c1, s1.out_height() * s1.out_width());
-  ref::maxpool2x2_forward(c1_.data(), p1_.data(), rows, c1, s1.out_height(), s1.out_width());
+  twin::maxpool2x2_forward(c1_.data(), p1_.data(), rows, c1, s1.out_height(), s1.out_width());
 
   im2col::conv2d_forward(p1_.data(), weights(1), bias(1), c2_.data(), s2, scratch_);
   relu_forward(c2_.data(), zeros_.data(), rows * c2, s2.out_height() * s2.out_width());
-  ref::maxpool2x2_forward(c2_.data(), p2_.data(), rows, c2, s2.out_height(), s2.out_width());
+  twin::maxpool2x2_forward(c2_.data(), p2_.data(), rows, c2, s2.out_height(), s2.out_width());
 
   // p2 [rows, C2, H/4, W/4] read as [rows, flat]: the flatten is free.
-  ref::dense_forward(p2_.data(), weights(2), z3_.data(), rows, shape_.flat(), shape_.hidden);
+  twin::dense_forward(p2_.data(), weights(2), z3_.data(), rows, shape_.flat(), shape_.hidden);
   const DropoutKey key{seed_, CnnShape::kDropoutLayer, train ? dropout_ : 0.f};
-  ref::bias_relu_dropout_forward(z3_.data(), bias(2), a3_.data(), rows, shape_.hidden, true, key, step);
+  twin::bias_relu_dropout_forward(z3_.data(), bias(2), a3_.data(), rows, shape_.hidden, true, key, step);
 
-  ref::dense_forward(a3_.data(), weights(3), logits_.data(), rows, shape_.hidden, shape_.classes);
-  ref::bias_relu_dropout_forward(logits_.data(), bias(3), logits_.data(), rows, shape_.classes, false,
+  twin::dense_forward(a3_.data(), weights(3), logits_.data(), rows, shape_.hidden, shape_.classes);
+  twin::bias_relu_dropout_forward(logits_.data(), bias(3), logits_.data(), rows, shape_.classes, false,
                                  DropoutKey{}, step);
 }
 
@@ -228,43 +228,43 @@ void CpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int r
   const auto dw = [&](int l) { return grads_.data() + shape_.weight_offset(l); };
   const auto db = [&](int l) { return grads_.data() + shape_.bias_offset(l); };
 
-  ref::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_,
+  twin::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_,
                              totals);
 
   // dense2 (the classifier head): logits = a3·W3 + b3 with a3 = dropout(relu(p2·W2 + b2)); its
   // backward gives W3's and b3's gradients, dL/dz3 in d_a3 and b2's gradient, as on the GPU.
   const HiddenBelow below{z3_.data(), bias(2), DropoutKey{seed_, CnnShape::kDropoutLayer, dropout_}, d_a3_.data(),
                           db(2)};
-  ref::classifier_head_backward(a3_.data(), d_logits_.data(), weights(3), dw(3), db(3), rows, hidden, classes,
+  twin::classifier_head_backward(a3_.data(), d_logits_.data(), weights(3), dw(3), db(3), rows, hidden, classes,
                                 &below, step);
 
   // dense1: z3 = p2·W2 + b2.
-  ref::dense_backward_weights(p2_.data(), d_a3_.data(), dw(2), rows, shape_.flat(), hidden);
-  ref::dense_backward_input(d_a3_.data(), weights(2), d_p2_.data(), rows, shape_.flat(), hidden);
+  twin::dense_backward_weights(p2_.data(), d_a3_.data(), dw(2), rows, shape_.flat(), hidden);
+  twin::dense_backward_input(d_a3_.data(), weights(2), d_p2_.data(), rows, shape_.flat(), hidden);
 
   // conv2 → ReLU → pool.
-  ref::maxpool2x2_backward(c2_.data(), d_p2_.data(), d_c2_.data(), rows, c2, s2.out_height(), s2.out_width());
+  twin::maxpool2x2_backward(c2_.data(), d_p2_.data(), d_c2_.data(), rows, c2, s2.out_height(), s2.out_width());
   relu_backward(d_c2_.data(), c2_.data(), zeros_.data(), rows * c2, s2.out_height() * s2.out_width());
   im2col::conv2d_backward_filter(p1_.data(), d_c2_.data(), dw(1), s2, scratch_);
-  ref::conv2d_backward_bias(d_c2_.data(), db(1), s2);
+  twin::conv2d_backward_bias(d_c2_.data(), db(1), s2);
   im2col::conv2d_backward_data(d_c2_.data(), weights(1), d_p1_.data(), s2, scratch_);
 
   // conv1 → ReLU → pool (the input needs no gradient).
-  ref::maxpool2x2_backward(c1_.data(), d_p1_.data(), d_c1_.data(), rows, c1, s1.out_height(), s1.out_width());
+  twin::maxpool2x2_backward(c1_.data(), d_p1_.data(), d_c1_.data(), rows, c1, s1.out_height(), s1.out_width());
   relu_backward(d_c1_.data(), c1_.data(), zeros_.data(), rows * c1, s1.out_height() * s1.out_width());
   im2col::conv2d_backward_filter(x, d_c1_.data(), dw(0), s1, scratch_);
-  ref::conv2d_backward_bias(d_c1_.data(), db(0), s1);
+  twin::conv2d_backward_bias(d_c1_.data(), db(0), s1);
 }
 
 void CpuCnn::apply_adam(const AdamConfig& config, std::int64_t step) {
-  ref::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
+  twin::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
 }
 
 void CpuCnn::evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
                             std::int32_t* predictions) {
   forward(x, rows, false, 0);
-  ref::softmax_cross_entropy(logits_.data(), labels, loss_.data(), nullptr, rows, shape_.classes, label_smoothing_);
-  ref::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, predictions);
+  twin::softmax_cross_entropy(logits_.data(), labels, loss_.data(), nullptr, rows, shape_.classes, label_smoothing_);
+  twin::accumulate_metrics(logits_.data(), labels, loss_.data(), rows, totals, predictions);
 }
 
 }  // namespace mnist

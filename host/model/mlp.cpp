@@ -66,14 +66,14 @@ void CpuMlp::forward(const float* x, int rows, bool train, std::int64_t step) {
     float* z = pre_activations_[l].data();
     const float* w = params_.data() + shape_.weight_offset(l);
     const float* b = params_.data() + shape_.bias_offset(l);
-    ref::dense_forward(a, w, z, rows, shape_.in(l), shape_.out(l));
+    twin::dense_forward(a, w, z, rows, shape_.in(l), shape_.out(l));
     if (shape_.is_hidden(l)) {
       const DropoutKey key{seed_, static_cast<std::uint32_t>(l), train ? dropout_ : 0.f};
-      ref::bias_relu_dropout_forward(z, b, activations_[l].data(), rows, shape_.out(l), true, key, step);
+      twin::bias_relu_dropout_forward(z, b, activations_[l].data(), rows, shape_.out(l), true, key, step);
       a = activations_[l].data();
     } else {
       // Output layer: logits = z + b, in place (its z is not needed by the backward pass).
-      ref::bias_relu_dropout_forward(z, b, z, rows, shape_.out(l), false, DropoutKey{}, step);
+      twin::bias_relu_dropout_forward(z, b, z, rows, shape_.out(l), false, DropoutKey{}, step);
     }
   }
 }
@@ -84,7 +84,7 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
   const int last = shape_.layers() - 1;
   float* logits = pre_activations_[last].data();
   // delta = d(mean loss)/d(logits), and the batch's loss, correct and count added to totals.
-  ref::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last), label_smoothing_,
+  twin::softmax_cross_entropy(logits, labels, loss_.data(), delta_.data(), rows, shape_.out(last), label_smoothing_,
                              totals);
 
   // The classifier head's backward: the output layer's gradients and, through the ReLU-dropout of
@@ -96,32 +96,32 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
   const auto weights = [&](int l) { return params_.data() + shape_.weight_offset(l); };
   const auto bias = [&](int l) { return params_.data() + shape_.bias_offset(l); };
   if (last == 0) {
-    ref::classifier_head_backward(input_, delta_.data(), weights(0), weight_grad(0), bias_grad(0), rows,
+    twin::classifier_head_backward(input_, delta_.data(), weights(0), weight_grad(0), bias_grad(0), rows,
                                   shape_.in(0), shape_.out(0));
     return;
   }
   const int top = last - 1;  // the last hidden layer
   const HiddenBelow below{pre_activations_[top].data(), bias(top), DropoutKey{seed_, std::uint32_t(top), dropout_},
                           delta_prev_.data(), bias_grad(top)};
-  ref::classifier_head_backward(activations_[top].data(), delta_.data(), weights(last), weight_grad(last),
+  twin::classifier_head_backward(activations_[top].data(), delta_.data(), weights(last), weight_grad(last),
                                 bias_grad(last), rows, shape_.in(last), shape_.out(last), &below, step);
   float* delta = delta_prev_.data();  // dL/dz_l of the layer l below
   float* spare = delta_.data();
   for (int l = top; l >= 0; --l) {
     const float* a = l == 0 ? input_ : activations_[l - 1].data();
-    ref::dense_backward_weights(a, delta, weight_grad(l), rows, shape_.in(l), shape_.out(l));
+    twin::dense_backward_weights(a, delta, weight_grad(l), rows, shape_.in(l), shape_.out(l));
     if (l == 0) break;
-    ref::dense_backward_input(delta, weights(l), spare, rows, shape_.in(l), shape_.out(l));
+    twin::dense_backward_input(delta, weights(l), spare, rows, shape_.in(l), shape_.out(l));
     // Through the dropout and ReLU of hidden layer l-1, in place: dL/da_l → dL/dz_{l-1}.
     const DropoutKey key{seed_, static_cast<std::uint32_t>(l - 1), dropout_};
-    ref::bias_relu_dropout_backward(spare, pre_activations_[l - 1].data(), bias(l - 1), spare, rows,
+    twin::bias_relu_dropout_backward(spare, pre_activations_[l - 1].data(), bias(l - 1), spare, rows,
                                     shape_.out(l - 1), true, key, step, bias_grad(l - 1));
     std::swap(delta, spare);
   }
 }
 
 void CpuMlp::apply_adam(const AdamConfig& config, std::int64_t step) {
-  ref::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
+  twin::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
 }
 
 void CpuMlp::evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
@@ -129,8 +129,8 @@ void CpuMlp::evaluate_batch(const float* x, const std::uint8_t* labels, int rows
   forward(x, rows, false, 0);
   const int last = shape_.layers() - 1;
   const float* logits = pre_activations_[last].data();
-  ref::softmax_cross_entropy(logits, labels, loss_.data(), nullptr, rows, shape_.out(last), label_smoothing_);
-  ref::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions);
+  twin::softmax_cross_entropy(logits, labels, loss_.data(), nullptr, rows, shape_.out(last), label_smoothing_);
+  twin::accumulate_metrics(logits, labels, loss_.data(), rows, totals, predictions);
 }
 
 }  // namespace mnist

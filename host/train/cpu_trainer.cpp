@@ -1,4 +1,4 @@
-// The Trainer on the CPU references: the twin of the GPU driver, with the same model,
+// The Trainer on the CPU twins: the twin of the GPU driver, with the same model,
 // initialisation, dropout masks and optimizer, run through plain C++ and OpenBLAS. One trainer
 // for both models: CpuMlp (mlp.h) and CpuCnn (cnn.h) have the same API.
 #include <algorithm>
@@ -52,7 +52,7 @@ class CpuTrainer final : public Trainer {
 
   // The thread count is part of what reproduces a run (gemm.h: blas_threads).
   std::string device_name() const override {
-    const int threads = ref::blas_threads();
+    const int threads = twin::blas_threads();
     return "CPU (OpenBLAS, " + std::to_string(threads) + (threads == 1 ? " thread)" : " threads)");
   }
 
@@ -72,17 +72,17 @@ class CpuTrainer final : public Trainer {
       const int rows = std::min(batch, images - first);  // the last batch may be partial
       // ++step_ with the batch, as the GPU trainer does
       if (config_.augment != "none")
-        ref::gather_augmented_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, augment_,
+        twin::gather_augmented_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, augment_,
                                     x_.data(), y_.data(), &step_);
       else
-        ref::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
+        twin::gather_batch(data_.train.pixels, data_.train.labels, order.data() + first, rows, kPixels, x_.data(),
                           y_.data(), &step_);
       model_.compute_gradients(x_.data(), y_.data(), rows, step_, &totals);
       if (!std::isfinite(totals.loss_sum))
         throw TrainingDiverged(describe_non_finite(std::isnan(totals.loss_sum) ? kLossNaN : kLossInf), epoch, s + 1,
                                step_);
       model_.apply_adam(adam_, step_);
-      const std::int64_t flag = ref::finite_check(nullptr, 0, model_.params().data(), model_.params().size(), step_);
+      const std::int64_t flag = twin::finite_check(nullptr, 0, model_.params().data(), model_.params().size(), step_);
       if (flag != kAllFinite) throw TrainingDiverged(describe_non_finite(non_finite_code(flag)), epoch, s + 1, step_);
       progress.update(long(first + rows));
       if (stop_requested()) break;  // Ctrl-C: this step is done; the loop saves it
@@ -95,7 +95,7 @@ class CpuTrainer final : public Trainer {
     for (int first = 0; first < slice.count; first += kEvalChunk) {
       const int rows = std::min(kEvalChunk, slice.count - first);
       std::iota(indices_.begin(), indices_.begin() + rows, first);
-      ref::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
+      twin::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
       model_.evaluate_batch(x_.data(), y_.data(), rows, &totals, predictions ? predictions + first : nullptr);
     }
     return totals;
@@ -107,7 +107,7 @@ class CpuTrainer final : public Trainer {
     for (int first = 0; first < slice.count; first += kEvalChunk) {
       const int rows = std::min(kEvalChunk, slice.count - first);
       std::iota(indices_.begin(), indices_.begin() + rows, first);
-      ref::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
+      twin::gather_batch(slice.pixels, slice.labels, indices_.data(), rows, kPixels, x_.data(), y_.data());
       model_.evaluate_batch(x_.data(), y_.data(), rows, &unused);
       std::copy(model_.logits(), model_.logits() + std::size_t(rows) * kClasses,
                 out.begin() + std::size_t(first) * kClasses);

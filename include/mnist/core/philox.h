@@ -1,7 +1,7 @@
 #pragma once
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11),
 // the counter-based generator of Random123 and cuRAND. Pure integer arithmetic, so the
-// CPU references and the CUDA kernels draw bit-identical numbers from the same key.
+// CPU twins and the CUDA kernels draw bit-identical numbers from the same key.
 #include <cstddef>
 #include <cstdint>
 #include <vector>

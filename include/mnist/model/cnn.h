@@ -76,8 +76,8 @@ struct CnnShape {
 // layer l drawn as philox_uniform(seed, 0, kInitStream + l, i), as he_uniform_init does for the MLP.
 std::vector<float> he_uniform_init(const CnnShape& shape, std::uint64_t seed);
 
-// The convolution of ref::conv2d_* (same shapes, same formulas: include/mnist/ops/conv2d.h)
-// computed as im2col + one OpenBLAS GEMM per image, the fast path of the CPU model; ref::conv2d's
+// The convolution of twin::conv2d_* (same shapes, same formulas: include/mnist/ops/conv2d.h)
+// computed as im2col + one OpenBLAS GEMM per image, the fast path of the CPU model; twin::conv2d's
 // direct double loops are what it is tested against. Sums are float (BLAS), not double.
 // `scratch` holds one image's column matrix [C_in·k·k, OH·OW] and a [C_out, C_in·k·k] product;
 // it grows on first use and is reused.

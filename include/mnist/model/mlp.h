@@ -30,7 +30,7 @@ struct MlpShape {
 // from Philox so that every platform starts from the same weights for the same seed.
 std::vector<float> he_uniform_init(const MlpShape& shape, std::uint64_t seed);
 
-// The model trained on the CPU references: parameters, Adam state and the activations of
+// The model trained on the CPU twins: parameters, Adam state and the activations of
 // one batch. The GPU trainer mirrors it with device buffers.
 class CpuMlp {
  public:

@@ -110,7 +110,7 @@ MNIST_HD AdamScalars at_step(AdamScalars s, std::int64_t t) {
   return s;
 }
 
-namespace ref {
+namespace twin {
 // non_finite: the divergence flag (finite_check.h) to fold the updated parameters into, or null.
 void adam_step(float* params, const float* grads, float* m, float* v, std::size_t n, const AdamConfig& config,
                std::int64_t step, std::int64_t* non_finite = nullptr);

@@ -133,7 +133,7 @@ MNIST_HD float blur_at(const AugmentParams& p, const float* plane, int k, bool a
   return sum;
 }
 
-namespace ref {
+namespace twin {
 // `step` (required): advanced first; the draws use the advanced value, as dropout does.
 void gather_augmented_batch(const std::uint8_t* images, const std::uint8_t* labels, const std::int32_t* indices,
                             int count, const AugmentParams& params, float* x, std::uint8_t* y, std::int64_t* step);
@@ -141,7 +141,7 @@ void gather_augmented_batch(const std::uint8_t* images, const std::uint8_t* labe
 void elastic_displacement(const AugmentParams& params, std::uint64_t step, std::uint64_t row, float* out);
 // One image through one warp and (elastic) displacement planes ex, ey of kPixels each (null: none).
 void warp_image(const std::uint8_t* image, const ImageWarp& warp, const float* ex, const float* ey, float* out);
-}  // namespace ref
+}  // namespace twin
 
 namespace gpu {
 // Scratch of a launch: a ticket counter, 0 between launches (the last block resets it).

@@ -4,7 +4,7 @@
 #include <cuda_runtime_api.h>
 
 namespace mnist {
-namespace ref {
+namespace twin {
 void bias_grad(const float* dz, float* db, int rows, int cols);
 }
 namespace gpu {

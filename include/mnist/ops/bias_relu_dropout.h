@@ -15,13 +15,13 @@ struct DropoutKey {
   float p = 0.f;  // drop probability in [0, 1); 0 disables dropout (evaluation)
 };
 
-namespace ref {
+namespace twin {
 void bias_relu_dropout_forward(const float* z, const float* bias, float* y, int rows, int cols, bool relu,
                                DropoutKey key, std::int64_t step);
 // db: the layer's bias gradient (bias_grad of dz), or null.
 void bias_relu_dropout_backward(const float* dy, const float* z, const float* bias, float* dz, int rows, int cols,
                                 bool relu, DropoutKey key, std::int64_t step, float* db = nullptr);
-}  // namespace ref
+}  // namespace twin
 
 namespace gpu {
 // `step` points to the device-side step counter (see adam.h), so a captured graph replays

@@ -28,7 +28,7 @@ struct HiddenBelow {
   float* db = nullptr;
 };
 
-namespace ref {
+namespace twin {
 // labels null: the logits only. dlogits null: no gradient (evaluation). The rest as
 // softmax_cross_entropy (softmax_ce.h), which this is followed by.
 void classifier_head_forward(const float* x, const float* w, const float* b, float* logits,
@@ -38,7 +38,7 @@ void classifier_head_forward(const float* x, const float* w, const float* b, flo
 // below null: x is the input, no gradient flows further down.
 void classifier_head_backward(const float* x, const float* dlogits, const float* w, float* dw, float* db, int rows,
                               int in, int classes, const HiddenBelow* below = nullptr, std::int64_t step = 0);
-}  // namespace ref
+}  // namespace twin
 
 namespace gpu {
 // Device pointers; `step` is the device step counter (read only with dropout below, and with

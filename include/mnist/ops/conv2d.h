@@ -18,7 +18,7 @@
 // tensor with C = 1, and the flatten into the dense layer ([N, C·H·W]) is a no-op in PyTorch's
 // flatten order.
 //
-// CPU twin (namespace ref): direct loops; every sum in double (float × float products are exact
+// CPU twin (namespace twin): direct loops; every sum in double (float × float products are exact
 // in double) and rounded once to float, so the twin is within half an ulp of the exact result
 // (up to a negligible double error): a reference more accurate than any float algorithm.
 //
@@ -78,13 +78,13 @@ inline void validate(const Conv2dShape& s) {
         std::to_string(s.width) + ", kernel " + std::to_string(s.kernel) + ", pad " + std::to_string(s.pad) + ")");
 }
 
-namespace ref {
+namespace twin {
 // b may be null: no bias. Outputs are written, never read.
 void conv2d_forward(const float* x, const float* w, const float* b, float* y, const Conv2dShape& shape);
 void conv2d_backward_data(const float* dy, const float* w, float* dx, const Conv2dShape& shape);
 void conv2d_backward_filter(const float* x, const float* dy, float* dw, const Conv2dShape& shape);
 void conv2d_backward_bias(const float* dy, float* db, const Conv2dShape& shape);
-}  // namespace ref
+}  // namespace twin
 
 
 namespace gpu {

@@ -12,7 +12,7 @@
 namespace mnist {
 
 
-namespace ref {
+namespace twin {
 // predictions may be null.
 void accumulate_metrics(const float* logits, const std::uint8_t* labels, const float* loss, int rows,
                         EvalTotals* totals, std::int32_t* predictions);

@@ -23,11 +23,11 @@ inline int non_finite_code(std::int64_t flag) { return static_cast<int>(flag % k
 // "loss is NaN", "loss is infinite", "a parameter is NaN", "a parameter is infinite".
 const char* describe_non_finite(int code);
 
-namespace ref {
+namespace twin {
 // kAllFinite when every value is finite, else step·4 + the lowest code found: what the kernels
 // leave in a flag that held kAllFinite. Either array may be empty (null, 0).
 std::int64_t finite_check(const float* losses, std::size_t loss_count, const float* params, std::size_t param_count,
                           std::int64_t step);
-}  // namespace ref
+}  // namespace twin
 
 }  // namespace mnist

@@ -8,7 +8,7 @@
 #include <cstdint>
 
 namespace mnist {
-namespace ref {
+namespace twin {
 void gather_batch(const std::uint8_t* images, const std::uint8_t* labels, const std::int32_t* indices, int count,
                   int pixels, float* x, std::uint8_t* y, std::int64_t* step = nullptr);
 }

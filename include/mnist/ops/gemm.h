@@ -10,7 +10,7 @@ namespace mnist {
 
 enum class GemmMath { kFp32, kTf32 };
 
-namespace ref {
+namespace twin {
 void dense_forward(const float* x, const float* w, float* y, int batch, int in, int out);
 void dense_backward_weights(const float* x, const float* dy, float* dw, int batch, int in, int out);
 void dense_backward_input(const float* dy, const float* w, float* dx, int batch, int in, int out);
@@ -19,7 +19,7 @@ void dense_forward_naive(const float* x, const float* w, float* y, int batch, in
 // The threads OpenBLAS splits a GEMM over (OPENBLAS_NUM_THREADS, else the cores). Results repeat
 // bit for bit for one count; another count may sum in another order and round differently.
 int blas_threads();
-}  // namespace ref
+}  // namespace twin
 
 namespace gpu {
 // The handle carries the stream. All pointers are device pointers.

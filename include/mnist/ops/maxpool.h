@@ -17,11 +17,11 @@
 #include <cuda_runtime_api.h>
 
 namespace mnist {
-namespace ref {
+namespace twin {
 // Sizes >= 0; a map smaller than 2×2 gives an empty y (and an all-zero dx).
 void maxpool2x2_forward(const float* x, float* y, int batch, int channels, int height, int width);
 void maxpool2x2_backward(const float* x, const float* dy, float* dx, int batch, int channels, int height, int width);
-}  // namespace ref
+}  // namespace twin
 namespace gpu {
 // Device pointers; y and dx are written, never read, and must not alias the inputs.
 void maxpool2x2_forward(const float* x, float* y, int batch, int channels, int height, int width,

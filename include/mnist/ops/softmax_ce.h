@@ -35,7 +35,7 @@ struct SoftmaxCeTraining {
   std::int64_t* non_finite = nullptr;
 };
 
-namespace ref {
+namespace twin {
 // dlogits may be null (evaluation). dlogits may alias logits. totals: the host totals to add the
 // batch to, or null; non_finite: the divergence flag to fold the losses into at `step`, or null.
 void softmax_cross_entropy(const float* logits, const std::uint8_t* labels, float* loss, float* dlogits, int rows,

@@ -72,7 +72,7 @@ struct StepPhaseTimes {
 };
 
 // What the training loop needs from a device: the steps of one epoch, evaluation, and the
-// model state for checkpoints. The CPU references and the CUDA driver each implement it.
+// model state for checkpoints. The CPU twins and the CUDA driver each implement it.
 class Trainer {
  public:
   virtual ~Trainer() = default;
