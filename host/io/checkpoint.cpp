@@ -17,7 +17,7 @@
 #include <utility>
 
 #include "mnist/data/idx.h"
-#include "mnist/model/cnn.h"
+#include "mnist/model/cnn_shape.h"
 #include "mnist/model/model.h"
 #include "mnist/core/printable.h"
 #include "mnist/core/files.h"

@@ -1,12 +1,13 @@
-// CnnShape (include/mnist/model/cnn.h): the CNN's sizes and where each layer's parameters lie in the
-// flat buffer. Apart from the model (host/model/cnn.cpp) so that the checkpoint reader, which needs only
-// the layout, links without the CPU model and its BLAS (tests/fuzz builds it alone).
+// CnnShape (include/mnist/model/cnn_shape.h): the CNN's sizes and where each layer's parameters
+// lie in the flat buffer. Apart from the model (host/model/cnn.cpp) so that the checkpoint reader,
+// which needs only the layout, builds without CUDA headers and links without the CPU model and
+// its BLAS (tests/fuzz builds it alone).
 #include <algorithm>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 
-#include "mnist/model/cnn.h"
+#include "mnist/model/cnn_shape.h"
 
 namespace mnist {
 

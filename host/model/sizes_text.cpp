@@ -3,7 +3,7 @@
 #include <string>
 #include <vector>
 
-#include "mnist/model/cnn.h"
+#include "mnist/model/cnn_shape.h"
 #include "mnist/model/model.h"
 
 namespace mnist {

@@ -7,24 +7,12 @@
 #include <cstdint>
 #include <vector>
 
+#include "mnist/model/mlp_shape.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/eval_metrics.h"
 
 namespace mnist {
 
-struct MlpShape {
-  std::vector<int> sizes;  // input, hidden..., classes
-
-  MlpShape(int inputs, const std::vector<int>& hidden, int classes);
-  int layers() const { return static_cast<int>(sizes.size()) - 1; }
-  int in(int layer) const { return sizes[layer]; }
-  int out(int layer) const { return sizes[layer + 1]; }
-  bool is_hidden(int layer) const { return layer < layers() - 1; }
-  std::size_t weight_offset(int layer) const;
-  std::size_t bias_offset(int layer) const { return weight_offset(layer) + std::size_t(in(layer)) * out(layer); }
-  std::size_t param_count() const { return weight_offset(layers()); }
-  int max_width() const;
-};
 
 // He (Kaiming) uniform for ReLU layers: W ~ U(-sqrt(6/fan_in), sqrt(6/fan_in)), b = 0, drawn
 // from Philox so that every platform starts from the same weights for the same seed.

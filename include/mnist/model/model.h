@@ -11,9 +11,9 @@
 #include <string>
 #include <vector>
 
-#include "mnist/model/cnn.h"
 #include "mnist/core/config.h"
-#include "mnist/model/mlp.h"
+#include "mnist/model/cnn_shape.h"
+#include "mnist/model/mlp_shape.h"
 
 namespace mnist {
 
