@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <iterator>
 #include <optional>
 
@@ -176,11 +177,14 @@ Checkpoint load_resume_point(const TrainConfig& config) {
                       " (--epochs is " + std::to_string(config.epochs) + "); pass --epochs larger than " +
                       std::to_string(checkpoint.epoch) + " to train further");
 
+  // Every other setting the run stores (to_json) is compared, so a new option needs no list here:
+  // all but the model's shape (checked above), --epochs (below) and where and how it runs.
   const nlohmann::json now = to_json(config);
-  for (const char* key : {"dropout", "lr", "lr_schedule", "warmup_epochs", "min_lr", "lr_decay", "lr_step", "early_stop",
-                          "augment", "shift", "rotate", "scale", "elastic_alpha", "elastic_sigma", "weight_decay", "optimizer", "label_smoothing", "batch_size", "val_split", "seed", "dataset",
-                          "train_subset", "drop_last"}) {
-    if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], now[key])) continue;
+  for (const auto& [key, value] : now.items()) {
+    static const char* const kNotCompared[] = {"model", "hidden", "channels", "kernel", "epochs",
+                                               "data_dir", "device", "graph", "tf32"};
+    if (std::find(std::begin(kNotCompared), std::end(kNotCompared), key) != std::end(kNotCompared)) continue;
+    if (!checkpoint.config.contains(key) || same_setting(checkpoint.config[key], value)) continue;
     std::string option = std::string("--") + key;
     for (char& c : option) c = c == '_' ? '-' : c;
     if (option == "--optimizer") option = "--adamw";
@@ -189,7 +193,7 @@ Checkpoint load_resume_point(const TrainConfig& config) {
     std::string stored = checkpoint.config[key].dump(-1, ' ', true);
     if (stored.size() > 40) stored = stored.substr(0, 37) + "...";
     std::fprintf(stderr, "mnist: warning: %s is %s here but %s in %s; the resumed run will differ from an "
-                 "uninterrupted one\n", option.c_str(), now[key].dump().c_str(), stored.c_str(),
+                 "uninterrupted one\n", option.c_str(), value.dump().c_str(), stored.c_str(),
                  printable(config.resume).c_str());
   }
   // A schedule laid over the run's steps stretches with --epochs (the step schedule does not).
