@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "mnist/optim/adam.h"
 #include "mnist/model/cnn.h"
 #include "mnist/core/device.h"
 #include "mnist/model/gpu_cnn.h"
@@ -147,7 +148,7 @@ TEST(TwinCnn, HeUniformInitHasTheRightBoundsAndVariance) {
   }
   EXPECT_EQ(he_uniform_init(shape, seed), params);
   EXPECT_NE(he_uniform_init(shape, seed + 1), params);
-  EXPECT_EQ(CpuCnn(shape, seed, 0.5f, 0.f, 1).params(), params);
+  EXPECT_EQ(CpuCnn(shape, seed, 0.5f, 0.f, 1).buffers().params, params);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,11 +374,11 @@ void check_gradient(const CnnShape& shape, int rows, std::size_t dense1_stride) 
   // Nonzero biases (they start at zero), so that a bias applied to the wrong channel or unit shows.
   std::uniform_real_distribution<float> bias(-0.2f, 0.2f);
   for (int l = 0; l < CnnShape::kLayers; ++l)
-    for (std::size_t i = 0; i < shape.bias_size(l); ++i) model.params()[shape.bias_offset(l) + i] = bias(rng);
+    for (std::size_t i = 0; i < shape.bias_size(l); ++i) model.buffers().params[shape.bias_offset(l) + i] = bias(rng);
 
   EvalTotals totals;
   model.compute_gradients(x.data(), labels.data(), rows, step, &totals);
-  std::vector<double> params(model.params().begin(), model.params().end());
+  std::vector<double> params(model.buffers().params.begin(), model.buffers().params.end());
   Branches branches;
   const double loss = reference_loss(shape, params, x, labels, rows, seed, p, smoothing, step, branches);
   branches.replay();
@@ -422,7 +423,7 @@ void check_gradient(const CnnShape& shape, int rows, std::size_t dense1_stride) 
       EXPECT_GT(scale, 0.0) << tensor << ": no gradient reaches the tensor";
       int bad = 0;
       for (std::size_t k = 0; k < checked.size(); ++k) {
-        const double analytic = model.grads()[checked[k]];
+        const double analytic = model.buffers().grads[checked[k]];
         const double tolerance = 1e-3 * std::fabs(numeric[k]) + 1e-5 * scale;
         worst = std::max(worst, std::fabs(analytic - numeric[k]) / tolerance);
         if (!(std::fabs(analytic - numeric[k]) <= tolerance) && ++bad <= 5)
@@ -468,7 +469,7 @@ TEST(TwinCnn, AdamStepsLowerTheLossOfAFixedBatch) {
   for (int step = 1; step <= 30; ++step) {
     EvalTotals totals;
     model.compute_gradients(x.data(), labels.data(), rows, step, &totals);
-    model.apply_adam(adam, step);
+    adam_update(adam, model.buffers(), step);
     (step == 1 ? first : last) = totals.loss_sum / rows;
   }
   // 16 random labels are memorised within 30 steps at lr 1e-2.
@@ -588,7 +589,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   EvalTotals cpu_totals;
   cpu.compute_gradients(x.data(), labels.data(), rows, 1, &cpu_totals);
   const std::vector<float> cpu_logits(cpu.logits(), cpu.logits() + std::size_t(rows) * shape.classes);
-  cpu.apply_adam(adam, 1);
+  adam_update(adam, cpu.buffers(), 1);
 
   Stream stream;
   GpuCnn gpu(shape, seed, dropout, smoothing, rows, max_train_batch, stream.get());
@@ -602,7 +603,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   gpu.compute_gradients(d_x.data(), d_labels.data(), rows, d_totals.data());
   const std::vector<float> gpu_logits = gpu.download_logits(rows);
   const std::vector<float> gpu_grads = gpu.download_grads();
-  gpu.apply_adam(adam);
+  adam_update(adam, gpu.buffers(), gpu.step(), gpu.stream());
   EXPECT_EQ(gpu.download_step(), 1);
 
   // The forward pass is continuous in the decisions: always compared. Loss and metrics as in
@@ -631,7 +632,7 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
 
   // Gradients: within 1e-4 of the largest magnitude of their tensor (the weights or the biases of
   // one layer), the same sums in other orders (cuDNN and cuBLAS against OpenBLAS image by image).
-  const Disagreement grads = compare_tensors(shape, gpu_grads, cpu.grads(), 1e-4);
+  const Disagreement grads = compare_tensors(shape, gpu_grads, cpu.buffers().grads, 1e-4);
   EXPECT_EQ(grads.outliers, 0u) << "gradients outside 1e-4 of their tensor's scale; worst " << grads.worst_scaled
                                 << " in " << grads.where;
   ::testing::Test::RecordProperty("grad_worst_scaled", std::to_string(grads.worst_scaled));
@@ -648,8 +649,8 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
   EXPECT_LE(test::max_rel_error(gpu_v, want_v, 1e-30), 1e-6);
 
   // Against the CPU's step: m = 0.1·g and v = 0.001·g², within the gradients' 1e-4.
-  const Disagreement m = compare_tensors(shape, gpu_m, cpu.adam_m(), 1e-4);
-  const Disagreement v = compare_tensors(shape, gpu_v, cpu.adam_v(), 1e-4);
+  const Disagreement m = compare_tensors(shape, gpu_m, cpu.buffers().adam_m, 1e-4);
+  const Disagreement v = compare_tensors(shape, gpu_v, cpu.buffers().adam_v, 1e-4);
   EXPECT_EQ(m.outliers, 0u) << "worst " << m.worst_scaled << " in " << m.where;
   EXPECT_EQ(v.outliers, 0u) << "worst " << v.worst_scaled << " in " << v.where;
   // The parameters: the first Adam step moves θ by lr·u(g), u(g) = g/(|g| + ε) (m̂ = g, v̂ = g²),
@@ -667,11 +668,11 @@ bool one_step_agrees(const CnnShape& shape, int rows, int max_train_batch, std::
       const std::size_t begin = part == 0 ? shape.weight_offset(l) : shape.bias_offset(l);
       const std::size_t end = part == 0 ? shape.bias_offset(l) : shape.bias_offset(l) + shape.bias_size(l);
       double scale = 0;
-      for (std::size_t i = begin; i < end; ++i) scale = std::max(scale, double(std::fabs(cpu.params()[i])));
+      for (std::size_t i = begin; i < end; ++i) scale = std::max(scale, double(std::fabs(cpu.buffers().params[i])));
       for (std::size_t i = begin; i < end; ++i) {
         const auto u = [&](double g) { return g / (std::fabs(g) + adam.eps); };
-        const double explained = adam.lr * std::fabs(u(gpu_grads[i]) - u(cpu.grads()[i]));
-        const double diff = std::fabs(double(gpu_params[i]) - cpu.params()[i]);
+        const double explained = adam.lr * std::fabs(u(gpu_grads[i]) - u(cpu.buffers().grads[i]));
+        const double diff = std::fabs(double(gpu_params[i]) - cpu.buffers().params[i]);
         worst_abs = std::max(worst_abs, diff);
         if (!(diff <= 1e-4 * scale + 1.01 * explained)) ++outliers;
       }
@@ -721,12 +722,12 @@ TEST(GpuCnn, EvaluationMatchesTheCpu) {
     const std::vector<float> x = pixel_batch(rng, train_rows, shape);
     const std::vector<std::uint8_t> labels = test::random_labels(rng, train_rows);
     cpu.compute_gradients(x.data(), labels.data(), train_rows, step, nullptr);
-    cpu.apply_adam(adam, step);
+    adam_update(adam, cpu.buffers(), step);
   }
   Stream stream;
   GpuCnn gpu(shape, seed + 1, 0.5f, 0.f, eval_rows, train_rows, stream.get());  // another init, overwritten
-  gpu.upload_state(cpu.params(), cpu.adam_m(), cpu.adam_v(), 2);
-  EXPECT_TRUE(gpu.download_params() == cpu.params());
+  gpu.upload_state(cpu.buffers().params, cpu.buffers().adam_m, cpu.buffers().adam_v, 2);
+  EXPECT_TRUE(gpu.download_params() == cpu.buffers().params);
   EXPECT_EQ(gpu.download_step(), 2);
 
   const std::vector<float> x = pixel_batch(rng, eval_rows, shape);
@@ -789,7 +790,7 @@ TEST(GpuCnn, RunsAreBitIdenticalForTheSameSeed) {
       const DeviceBuffer<float> x(xs[b]);
       const DeviceBuffer<std::uint8_t> y(ys[b]);
       gpu.compute_gradients(x.data(), y.data(), static_cast<int>(ys[b].size()), totals.data());
-      gpu.apply_adam(adam);
+      adam_update(adam, gpu.buffers(), gpu.step(), gpu.stream());
       stream.synchronize();  // before x and y are freed
     }
     EXPECT_EQ(gpu.download_step(), 3);

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "mnist/optim/adam.h"
 #include "mnist/model/mlp.h"
 #include "mnist/core/philox.h"
 #include "mnist/train/trainer.h"
@@ -68,7 +69,7 @@ TEST(TwinMlp, GradientMatchesFiniteDifferences) {
   // pre-activation within h of it is ~1e-4 per run.
   for (int l = 0; l < shape.layers(); ++l) {
     const std::vector<float> b = test::random_floats(rng, std::size_t(shape.out(l)), -0.5f, 0.5f);
-    std::copy(b.begin(), b.end(), model.params().begin() + std::ptrdiff_t(shape.bias_offset(l)));
+    std::copy(b.begin(), b.end(), model.buffers().params.begin() + std::ptrdiff_t(shape.bias_offset(l)));
   }
   // Larger inputs than pixel values make the hidden pre-activations O(1), so the check
   // exercises ReLU and dropout in every layer.
@@ -77,7 +78,7 @@ TEST(TwinMlp, GradientMatchesFiniteDifferences) {
 
   EvalTotals totals;
   model.compute_gradients(x.data(), labels.data(), rows, step, &totals);
-  std::vector<double> params(model.params().begin(), model.params().end());
+  std::vector<double> params(model.buffers().params.begin(), model.buffers().params.end());
   const double loss = reference_loss(shape, params, x, labels, rows, seed, p, step);
   // Float forward against double forward: float rounding of O(10)-term dot products.
   EXPECT_NEAR(totals.loss_sum / rows, loss, 1e-5 * std::max(1.0, loss));
@@ -94,7 +95,7 @@ TEST(TwinMlp, GradientMatchesFiniteDifferences) {
     const double down = reference_loss(shape, params, x, labels, rows, seed, p, step);
     params[i] = saved;
     const double numeric = (up - down) / (2 * h);
-    const double analytic = model.grads()[i];
+    const double analytic = model.buffers().grads[i];
     ASSERT_TRUE(std::isfinite(analytic)) << "parameter " << i;
     EXPECT_NEAR(analytic, numeric, 1e-3 * std::fabs(numeric) + 1e-5) << "parameter " << i;
     ++checked;
@@ -115,7 +116,7 @@ TEST(TwinMlp, AdamStepsMemoriseAFixedBatch) {
   for (int step = 1; step <= 200; ++step) {
     EvalTotals totals;
     model.compute_gradients(x.data(), labels.data(), rows, step, &totals);
-    model.apply_adam(adam, step);
+    adam_update(adam, model.buffers(), step);
     (step == 1 ? first : last) = totals.loss_sum / rows;
   }
   // 32 random labels are memorised by 16 hidden units within 200 steps at lr 1e-2.

@@ -730,7 +730,7 @@ TEST(Handwriting, DrawnDigitsReadAsWellAsTheOriginals) {
   set_model(config, checkpoint.state.kind, checkpoint.state.sizes);
   constexpr int kDigits = 1000;
   CpuMlp model(mlp_shape(config), 0, 0.f, 0.f, kDigits);
-  model.params() = checkpoint.state.params;
+  model.buffers().params = checkpoint.state.params;
 
   const ImageSet images = load_idx_images("data/mnist/t10k-images-idx3-ubyte.gz");
   const std::vector<std::uint8_t> labels = load_idx_labels("data/mnist/t10k-labels-idx1-ubyte.gz");

@@ -172,11 +172,9 @@ CpuCnn::CpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_sm
       dropout_(dropout),
       label_smoothing_(label_smoothing),
       max_batch_(max_batch),
-      params_(he_uniform_init(shape_, seed)),
-      grads_(params_.size(), 0.f),
-      m_(params_.size(), 0.f),
-      v_(params_.size(), 0.f) {
+      buffers_(shape_.param_count()) {
   if (max_batch < 1) throw std::invalid_argument("CpuCnn: max_batch must be at least 1");
+  buffers_.params = he_uniform_init(shape_, seed);
   const std::size_t n = std::size_t(max_batch);
   c1_.resize(shape_.conv(0, max_batch).y_size());
   p1_.resize(shape_.conv(1, max_batch).x_size());
@@ -225,8 +223,8 @@ void CpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int r
   grow(d_c2_, s2.y_size());
   grow(d_p1_, s2.x_size());
   grow(d_c1_, s1.y_size());
-  const auto dw = [&](int l) { return grads_.data() + shape_.weight_offset(l); };
-  const auto db = [&](int l) { return grads_.data() + shape_.bias_offset(l); };
+  const auto dw = [&](int l) { return buffers_.grads.data() + shape_.weight_offset(l); };
+  const auto db = [&](int l) { return buffers_.grads.data() + shape_.bias_offset(l); };
 
   twin::softmax_cross_entropy(logits_.data(), labels, loss_.data(), d_logits_.data(), rows, classes, label_smoothing_,
                              totals);
@@ -254,10 +252,6 @@ void CpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int r
   relu_backward(d_c1_.data(), c1_.data(), zeros_.data(), rows * c1, s1.out_height() * s1.out_width());
   im2col::conv2d_backward_filter(x, d_c1_.data(), dw(0), s1, scratch_);
   twin::conv2d_backward_bias(d_c1_.data(), db(0), s1);
-}
-
-void CpuCnn::apply_adam(const AdamConfig& config, std::int64_t step) {
-  twin::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
 }
 
 void CpuCnn::evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,

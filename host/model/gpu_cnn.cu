@@ -69,10 +69,7 @@ GpuCnn::GpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_sm
   d_c1_ = DeviceBuffer<float>(t * s1.y_size());
 
   const std::size_t count = shape_.param_count();
-  params_ = DeviceBuffer<float>(count);
-  grads_ = DeviceBuffer<float>(count);
-  m_ = DeviceBuffer<float>(count);
-  v_ = DeviceBuffer<float>(count);
+  buffers_ = ParamBuffers<DeviceBuffer<float>>(count);
   step_ = DeviceBuffer<std::int64_t>(1);
   zeros_ = DeviceBuffer<float>(std::size_t(shape_.height) * shape_.width);  // the larger of the two planes
   scratch_ = DeviceBuffer<SoftmaxCeScratch>(1);
@@ -80,10 +77,10 @@ GpuCnn::GpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_sm
 
   // The same initial weights as the CPU: drawn on the host from Philox, uploaded once.
   const std::vector<float> init = he_uniform_init(shape_, seed_);
-  copy_to_device(params_.data(), init.data(), init.size(), stream_);
-  MNIST_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_));
-  MNIST_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_));
-  MNIST_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_));
+  copy_to_device(buffers_.params.data(), init.data(), init.size(), stream_);
+  MNIST_CHECK(cudaMemsetAsync(buffers_.grads.data(), 0, buffers_.grads.bytes(), stream_));
+  MNIST_CHECK(cudaMemsetAsync(buffers_.adam_m.data(), 0, buffers_.adam_m.bytes(), stream_));
+  MNIST_CHECK(cudaMemsetAsync(buffers_.adam_v.data(), 0, buffers_.adam_v.bytes(), stream_));
   MNIST_CHECK(cudaMemsetAsync(step_.data(), 0, step_.bytes(), stream_));
   MNIST_CHECK(cudaMemsetAsync(zeros_.data(), 0, zeros_.bytes(), stream_));
 
@@ -191,11 +188,6 @@ void GpuCnn::backward(int rows, const std::int64_t* step) {
   plan.conv1.backward_bias(d_c1_.data(), bias_grad(0));
 }
 
-void GpuCnn::apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite) {
-  gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_,
-                 non_finite);
-}
-
 void GpuCnn::compute_gradients(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals) {
   gpu::advance_step(step_.data(), stream_);  // ++step before the step, as the trainers do
   forward(x, rows, /*train=*/true, step_.data());
@@ -210,10 +202,10 @@ void GpuCnn::evaluate_batch(const float* x, const std::uint8_t* labels, int rows
   loss(labels, rows, /*gradient=*/false, totals, predictions);
 }
 
-std::vector<float> GpuCnn::download_params() const { return copy_to_host(params_.data(), params_.size(), stream_); }
-std::vector<float> GpuCnn::download_grads() const { return copy_to_host(grads_.data(), grads_.size(), stream_); }
-std::vector<float> GpuCnn::download_adam_m() const { return copy_to_host(m_.data(), m_.size(), stream_); }
-std::vector<float> GpuCnn::download_adam_v() const { return copy_to_host(v_.data(), v_.size(), stream_); }
+std::vector<float> GpuCnn::download_params() const { return buffers_.params.copy_to_host(stream_); }
+std::vector<float> GpuCnn::download_grads() const { return buffers_.grads.copy_to_host(stream_); }
+std::vector<float> GpuCnn::download_adam_m() const { return buffers_.adam_m.copy_to_host(stream_); }
+std::vector<float> GpuCnn::download_adam_v() const { return buffers_.adam_v.copy_to_host(stream_); }
 std::int64_t GpuCnn::download_step() const { return copy_to_host(step_.data(), 1, stream_).at(0); }
 
 std::vector<float> GpuCnn::download_logits(int rows) const {
@@ -234,13 +226,13 @@ std::vector<float> GpuCnn::download_hidden_delta(int rows) const {
 
 void GpuCnn::upload_state(const std::vector<float>& params, const std::vector<float>& adam_m,
                           const std::vector<float>& adam_v, std::int64_t step) {
-  const std::size_t n = params_.size();
+  const std::size_t n = buffers_.params.size();
   if (params.size() != n || adam_m.size() != n || adam_v.size() != n)
     throw std::invalid_argument("GpuCnn::upload_state: the state does not match the model's shape");
   // Into the same buffers: a captured graph stays valid.
-  copy_to_device(params_.data(), params.data(), n, stream_);
-  copy_to_device(m_.data(), adam_m.data(), n, stream_);
-  copy_to_device(v_.data(), adam_v.data(), n, stream_);
+  copy_to_device(buffers_.params.data(), params.data(), n, stream_);
+  copy_to_device(buffers_.adam_m.data(), adam_m.data(), n, stream_);
+  copy_to_device(buffers_.adam_v.data(), adam_v.data(), n, stream_);
   copy_to_device(step_.data(), &step, 1, stream_);
 }
 

@@ -23,10 +23,7 @@ GpuMlp::GpuMlp(MlpShape shape, const TrainConfig& config, int max_batch, int max
       max_train_batch_(max_train_batch),
       cublas_(cublas),
       stream_(stream),
-      params_(shape_.param_count()),
-      grads_(shape_.param_count()),
-      m_(shape_.param_count()),
-      v_(shape_.param_count()),
+      buffers_(shape_.param_count()),
       loss_(std::size_t(max_batch)),
       delta_(std::size_t(max_train_batch) * shape_.max_width()),
       delta_prev_(std::size_t(max_train_batch) * shape_.max_width()),
@@ -37,10 +34,10 @@ GpuMlp::GpuMlp(MlpShape shape, const TrainConfig& config, int max_batch, int max
   }
   // The same initial weights as the CPU: drawn on the host from Philox, uploaded once.
   const std::vector<float> init = he_uniform_init(shape_, seed_);
-  copy_to_device(params_.data(), init.data(), init.size(), stream_);
-  MNIST_CHECK(cudaMemsetAsync(grads_.data(), 0, grads_.bytes(), stream_));
-  MNIST_CHECK(cudaMemsetAsync(m_.data(), 0, m_.bytes(), stream_));
-  MNIST_CHECK(cudaMemsetAsync(v_.data(), 0, v_.bytes(), stream_));
+  copy_to_device(buffers_.params.data(), init.data(), init.size(), stream_);
+  MNIST_CHECK(cudaMemsetAsync(buffers_.grads.data(), 0, buffers_.grads.bytes(), stream_));
+  MNIST_CHECK(cudaMemsetAsync(buffers_.adam_m.data(), 0, buffers_.adam_m.bytes(), stream_));
+  MNIST_CHECK(cudaMemsetAsync(buffers_.adam_v.data(), 0, buffers_.adam_v.bytes(), stream_));
   MNIST_CHECK(cudaMemsetAsync(scratch_.data(), 0, scratch_.bytes(), stream_));
 }
 
@@ -107,9 +104,5 @@ void GpuMlp::backward(int rows, const std::int64_t* step) {
   }
 }
 
-void GpuMlp::apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite) {
-  gpu::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step, stream_,
-                 non_finite);
-}
 
 }  // namespace mnist

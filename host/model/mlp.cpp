@@ -45,13 +45,11 @@ CpuMlp::CpuMlp(MlpShape shape, std::uint64_t seed, float dropout, float label_sm
       dropout_(dropout),
       label_smoothing_(label_smoothing),
       max_batch_(max_batch),
-      params_(he_uniform_init(shape_, seed)),
-      grads_(params_.size(), 0.f),
-      m_(params_.size(), 0.f),
-      v_(params_.size(), 0.f),
+      buffers_(shape_.param_count()),
       loss_(max_batch),
       delta_(std::size_t(max_batch) * shape_.max_width()),
       delta_prev_(std::size_t(max_batch) * shape_.max_width()) {
+  buffers_.params = he_uniform_init(shape_, seed);
   for (int l = 0; l < shape_.layers(); ++l) {
     pre_activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
     if (shape_.is_hidden(l)) activations_.emplace_back(std::size_t(max_batch) * shape_.out(l));
@@ -64,8 +62,8 @@ void CpuMlp::forward(const float* x, int rows, bool train, std::int64_t step) {
   const float* a = x;
   for (int l = 0; l < shape_.layers(); ++l) {
     float* z = pre_activations_[l].data();
-    const float* w = params_.data() + shape_.weight_offset(l);
-    const float* b = params_.data() + shape_.bias_offset(l);
+    const float* w = buffers_.params.data() + shape_.weight_offset(l);
+    const float* b = buffers_.params.data() + shape_.bias_offset(l);
     twin::dense_forward(a, w, z, rows, shape_.in(l), shape_.out(l));
     if (shape_.is_hidden(l)) {
       const DropoutKey key{seed_, static_cast<std::uint32_t>(l), train ? dropout_ : 0.f};
@@ -91,10 +89,10 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
   // the last hidden layer, its delta and bias gradient. Then per hidden layer from the top, the
   // weight gradient and, below it, the input gradient taken through the ReLU-dropout of the layer
   // below with that layer's bias gradient: the twin of GpuMlp::backward, op for op.
-  const auto weight_grad = [&](int l) { return grads_.data() + shape_.weight_offset(l); };
-  const auto bias_grad = [&](int l) { return grads_.data() + shape_.bias_offset(l); };
-  const auto weights = [&](int l) { return params_.data() + shape_.weight_offset(l); };
-  const auto bias = [&](int l) { return params_.data() + shape_.bias_offset(l); };
+  const auto weight_grad = [&](int l) { return buffers_.grads.data() + shape_.weight_offset(l); };
+  const auto bias_grad = [&](int l) { return buffers_.grads.data() + shape_.bias_offset(l); };
+  const auto weights = [&](int l) { return buffers_.params.data() + shape_.weight_offset(l); };
+  const auto bias = [&](int l) { return buffers_.params.data() + shape_.bias_offset(l); };
   if (last == 0) {
     twin::classifier_head_backward(input_, delta_.data(), weights(0), weight_grad(0), bias_grad(0), rows,
                                   shape_.in(0), shape_.out(0));
@@ -118,10 +116,6 @@ void CpuMlp::compute_gradients(const float* x, const std::uint8_t* labels, int r
                                     shape_.out(l - 1), true, key, step, bias_grad(l - 1));
     std::swap(delta, spare);
   }
-}
-
-void CpuMlp::apply_adam(const AdamConfig& config, std::int64_t step) {
-  twin::adam_step(params_.data(), grads_.data(), m_.data(), v_.data(), params_.size(), config, step);
 }
 
 void CpuMlp::evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,

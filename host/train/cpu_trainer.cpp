@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "mnist/data/augmentation.h"
+#include "mnist/optim/adam.h"
 #include "mnist/optim/adam_config.h"
 #include "mnist/model/cnn.h"
 #include "mnist/model/mlp.h"
@@ -81,8 +82,9 @@ class CpuTrainer final : public Trainer {
       if (!std::isfinite(totals.loss_sum))
         throw TrainingDiverged(describe_non_finite(std::isnan(totals.loss_sum) ? kLossNaN : kLossInf), epoch, s + 1,
                                step_);
-      model_.apply_adam(adam_, step_);
-      const std::int64_t flag = twin::finite_check(nullptr, 0, model_.params().data(), model_.params().size(), step_);
+      adam_update(adam_, model_.buffers(), step_);
+      const std::vector<float>& params = model_.buffers().params;
+      const std::int64_t flag = twin::finite_check(nullptr, 0, params.data(), params.size(), step_);
       if (flag != kAllFinite) throw TrainingDiverged(describe_non_finite(non_finite_code(flag)), epoch, s + 1, step_);
       progress.update(long(first + rows));
       if (stop_requested()) break;  // Ctrl-C: this step is done; the loop saves it
@@ -116,27 +118,27 @@ class CpuTrainer final : public Trainer {
   }
 
   ModelState state() const override {
-    return ModelState{kind_of(model_.shape()), sizes_of(model_.shape()), model_.params(), model_.adam_m(),
-                      model_.adam_v(), step_};
+    return ModelState{kind_of(model_.shape()), sizes_of(model_.shape()), model_.buffers().params,
+                      model_.buffers().adam_m, model_.buffers().adam_v, step_};
   }
 
   void copy_state(ModelState& out) const override {
     out.kind = kind_of(model_.shape());
     out.sizes = sizes_of(model_.shape());
-    out.params.assign(model_.params().begin(), model_.params().end());
-    out.adam_m.assign(model_.adam_m().begin(), model_.adam_m().end());
-    out.adam_v.assign(model_.adam_v().begin(), model_.adam_v().end());
+    out.params.assign(model_.buffers().params.begin(), model_.buffers().params.end());
+    out.adam_m.assign(model_.buffers().adam_m.begin(), model_.buffers().adam_m.end());
+    out.adam_v.assign(model_.buffers().adam_v.begin(), model_.buffers().adam_v.end());
     out.step = step_;
   }
 
   void load_state(const ModelState& state) override {
     if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
-        state.params.size() != model_.params().size() ||
+        state.params.size() != model_.buffers().size() ||
         state.adam_m.size() != state.params.size() || state.adam_v.size() != state.params.size())
       throw std::invalid_argument("model state does not match the model's shape");
-    model_.params() = state.params;
-    model_.adam_m() = state.adam_m;
-    model_.adam_v() = state.adam_v;
+    model_.buffers().params = state.params;
+    model_.buffers().adam_m = state.adam_m;
+    model_.buffers().adam_v = state.adam_v;
     step_ = state.step;
   }
 

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "mnist/data/augmentation.h"
+#include "mnist/optim/adam.h"
 #include "mnist/optim/adam_config.h"
 #include "mnist/core/check.h"
 #include "mnist/core/device.h"
@@ -300,9 +301,9 @@ class GpuTrainer final : public Trainer {
     const cudaStream_t stream = stream_.get();
     out.kind = kind_of(model_.shape());
     out.sizes = sizes_of(model_.shape());
-    enqueue_copy_to_host(model_.params(), out.params, stream);
-    enqueue_copy_to_host(model_.adam_m(), out.adam_m, stream);
-    enqueue_copy_to_host(model_.adam_v(), out.adam_v, stream);
+    enqueue_copy_to_host(model_.buffers().params, out.params, stream);
+    enqueue_copy_to_host(model_.buffers().adam_m, out.adam_m, stream);
+    enqueue_copy_to_host(model_.buffers().adam_v, out.adam_v, stream);
     MNIST_CHECK(cudaMemcpyAsync(&out.step, step_.data(), sizeof out.step, cudaMemcpyDeviceToHost, stream));
     stream_.synchronize();
   }
@@ -346,15 +347,15 @@ class GpuTrainer final : public Trainer {
   }
 
   void load_state(const ModelState& state) override {
-    const std::size_t n = model_.params().size();
+    const std::size_t n = model_.buffers().params.size();
     if (state.kind != kind_of(model_.shape()) || state.sizes != sizes_of(model_.shape()) ||
         state.params.size() != n || state.adam_m.size() != n || state.adam_v.size() != n)
       throw std::invalid_argument("model state does not match the model's shape");
     // Into the same buffers: a captured epoch graph stays valid.
     const cudaStream_t stream = stream_.get();
-    copy_to_device(model_.params().data(), state.params.data(), n, stream);
-    copy_to_device(model_.adam_m().data(), state.adam_m.data(), n, stream);
-    copy_to_device(model_.adam_v().data(), state.adam_v.data(), n, stream);
+    copy_to_device(model_.buffers().params.data(), state.params.data(), n, stream);
+    copy_to_device(model_.buffers().adam_m.data(), state.adam_m.data(), n, stream);
+    copy_to_device(model_.buffers().adam_v.data(), state.adam_v.data(), n, stream);
     copy_to_device(step_.data(), &state.step, 1, stream);
     copy_to_device(first_bad_.data(), &kAllFinite, 1, stream);
     host_step_ = state.step;
@@ -455,7 +456,7 @@ class GpuTrainer final : public Trainer {
       }
       if (runs(Phase::kOptimizer)) {
         NvtxRange range("optimizer");
-        model_.apply_adam(adam_, step, first_bad_.data());
+        adam_update(adam_, model_.buffers(), step, stream, first_bad_.data());
       }
     }
   }

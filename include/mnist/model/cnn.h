@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "mnist/model/cnn_shape.h"
-#include "mnist/ops/adam.h"
+#include "mnist/model/param_buffers.h"
 #include "mnist/ops/conv2d.h"
 #include "mnist/ops/eval_metrics.h"
 
@@ -53,25 +53,19 @@ class CpuCnn {
   // batch compute_gradients has seen (an evaluation chunk may be much larger than a training batch).
   CpuCnn(CnnShape shape, std::uint64_t seed, float dropout, float label_smoothing, int max_batch);
 
-  // Forward and backward for one batch of `rows` images ([rows, inputs()] floats); grads() then
+  // Forward and backward for one batch of `rows` images ([rows, inputs()] floats); buffers().grads then
   // holds d(mean loss)/dθ. The dense1 dropout mask is keyed by (seed, step, layer 2). Adds the
   // batch to `totals` when given.
   void compute_gradients(const float* x, const std::uint8_t* labels, int rows, std::int64_t step,
                          EvalTotals* totals);
-  // One Adam/AdamW update from grads() at step `step` (1-based).
-  void apply_adam(const AdamConfig& config, std::int64_t step);
   // Forward without dropout; per-sample losses and metrics added to `totals`.
   void evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
                       std::int32_t* predictions = nullptr);
 
   const CnnShape& shape() const { return shape_; }
-  std::vector<float>& params() { return params_; }
-  const std::vector<float>& params() const { return params_; }
-  const std::vector<float>& grads() const { return grads_; }
-  std::vector<float>& adam_m() { return m_; }
-  std::vector<float>& adam_v() { return v_; }
-  const std::vector<float>& adam_m() const { return m_; }
-  const std::vector<float>& adam_v() const { return v_; }
+  // The parameters, gradients and Adam moments (optim/adam.h updates them).
+  ParamBuffers<std::vector<float>>& buffers() { return buffers_; }
+  const ParamBuffers<std::vector<float>>& buffers() const { return buffers_; }
   const float* logits() const { return logits_.data(); }  // [rows, classes] of the last forward pass
   // For tests and debugging, from the last compute_gradients: d(mean loss)/d(output of conv l)
   // [rows, C_l, H_l, W_l], 0 wherever its ReLU or max-pool passed nothing back, and d(mean loss)/dz
@@ -82,15 +76,15 @@ class CpuCnn {
 
  private:
   void forward(const float* x, int rows, bool train, std::int64_t step);
-  const float* weights(int l) const { return params_.data() + shape_.weight_offset(l); }
-  const float* bias(int l) const { return params_.data() + shape_.bias_offset(l); }
+  const float* weights(int l) const { return buffers_.params.data() + shape_.weight_offset(l); }
+  const float* bias(int l) const { return buffers_.params.data() + shape_.bias_offset(l); }
 
   CnnShape shape_;
   std::uint64_t seed_;
   float dropout_;
   float label_smoothing_;
   int max_batch_;
-  std::vector<float> params_, grads_, m_, v_;
+  ParamBuffers<std::vector<float>> buffers_;
   // Forward: conv outputs after ReLU (c), pooled (p), dense1 before (z3) and after (a3) its fused
   // bias-ReLU-dropout, the logits. The ReLU runs in place: relu(z) > 0 exactly where z > 0, so its
   // backward needs only the output.

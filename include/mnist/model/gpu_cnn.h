@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "mnist/model/cnn.h"
+#include "mnist/model/param_buffers.h"
 #include "mnist/core/device.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/conv2d.h"
@@ -62,15 +63,12 @@ class GpuCnn {
   // (device, may be null) at *step.
   void loss(const std::uint8_t* labels, int rows, bool gradient, EvalTotals* totals, std::int32_t* predictions,
             const std::int64_t* step = nullptr, std::int64_t* non_finite = nullptr);
-  // grads() ← d(mean loss)/dθ from the last forward pass and loss(gradient = true).
+  // buffers().grads ← d(mean loss)/dθ from the last forward pass and loss(gradient = true).
   void backward(int rows, const std::int64_t* step);
-  // Adam at *step; a non-finite parameter goes into the divergence flag (device, may be null).
-  void apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite = nullptr);
 
   // --- the CpuCnn API on the model's own step counter step() (device, 0 at construction).
   // ++step, then forward (dropout keyed by the new step), loss and backward. totals: device, may be null.
   void compute_gradients(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals);
-  void apply_adam(const AdamConfig& config) { apply_adam(config, step_.data()); }
   // Forward without dropout, loss and metrics (totals: device pointer, required).
   void evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
                       std::int32_t* predictions = nullptr);
@@ -93,13 +91,9 @@ class GpuCnn {
   cudaStream_t stream() const { return stream_; }
   const float* logits() const { return logits_.data(); }
   const float* losses() const { return loss_.data(); }  // [rows] per-sample losses of the last loss()
-  DeviceBuffer<float>& params() { return params_; }
-  const DeviceBuffer<float>& params() const { return params_; }
-  const DeviceBuffer<float>& grads() const { return grads_; }
-  DeviceBuffer<float>& adam_m() { return m_; }
-  DeviceBuffer<float>& adam_v() { return v_; }
-  const DeviceBuffer<float>& adam_m() const { return m_; }
-  const DeviceBuffer<float>& adam_v() const { return v_; }
+  // The parameters, gradients and Adam moments on the device (optim/adam.h updates them).
+  ParamBuffers<DeviceBuffer<float>>& buffers() { return buffers_; }
+  const ParamBuffers<DeviceBuffer<float>>& buffers() const { return buffers_; }
   std::int64_t* step() { return step_.data(); }
   // The convolution algorithms chosen for batches of `rows` (prepared) images, e.g. for a log.
   std::string describe(int rows) const;
@@ -109,10 +103,10 @@ class GpuCnn {
     gpu::Conv2d conv1, conv2;
   };
   ConvPlans& plans(int rows);
-  const float* weights(int l) const { return params_.data() + shape_.weight_offset(l); }
-  const float* bias(int l) const { return params_.data() + shape_.bias_offset(l); }
-  float* weight_grad(int l) { return grads_.data() + shape_.weight_offset(l); }
-  float* bias_grad(int l) { return grads_.data() + shape_.bias_offset(l); }
+  const float* weights(int l) const { return buffers_.params.data() + shape_.weight_offset(l); }
+  const float* bias(int l) const { return buffers_.params.data() + shape_.bias_offset(l); }
+  float* weight_grad(int l) { return buffers_.grads.data() + shape_.weight_offset(l); }
+  float* bias_grad(int l) { return buffers_.grads.data() + shape_.bias_offset(l); }
 
   CnnShape shape_;
   std::uint64_t seed_;
@@ -128,7 +122,7 @@ class GpuCnn {
   CublasHandle cublas_;
   CudnnHandle cudnn_;
   std::map<int, ConvPlans> plans_;  // by batch size; a map keeps every plan at its address
-  DeviceBuffer<float> params_, grads_, m_, v_;
+  ParamBuffers<DeviceBuffer<float>> buffers_;
   DeviceBuffer<std::int64_t> step_;
   // Forward: conv outputs after ReLU (c), pooled (p), dense1 before (z3) and after (a3) its
   // bias-ReLU-dropout, the logits, the per-sample loss. Backward: the gradients of the same.

@@ -1,6 +1,6 @@
 #pragma once
 // The MLP of mlp.h on the device: the twin of CpuMlp, as GpuCnn (gpu_cnn.h) is of CpuCnn. Flat
-// parameters, gradients and Adam moments (one adam_step launch updates everything) and the
+// parameters, gradients and Adam moments (ParamBuffers: one Adam launch updates them all) and the
 // activations of one batch, in the layout of MlpShape, with the same He-uniform draw (uploaded
 // from the host), dropout keys and Adam, run through the ops of include/mnist/ops:
 //   hidden layers  a cuBLAS GEMM and the fused bias-ReLU-dropout
@@ -18,6 +18,7 @@
 #include "mnist/core/device.h"
 #include "mnist/core/mnist.h"
 #include "mnist/model/mlp.h"
+#include "mnist/model/param_buffers.h"
 #include "mnist/ops/adam.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/softmax_ce.h"
@@ -53,23 +54,18 @@ class GpuMlp {
   // gradient taken through the ReLU-dropout of the layer below with that layer's bias gradient.
   void backward(int rows, const std::int64_t* step);
 
-  void apply_adam(const AdamConfig& config, const std::int64_t* step, std::int64_t* non_finite);
-
   const MlpShape& shape() const { return shape_; }
   // The logits of the last forward pass, [rows, classes] on the device.
   const float* logits() const { return pre_activations_.back().data(); }
-  DeviceBuffer<float>& params() { return params_; }
-  DeviceBuffer<float>& adam_m() { return m_; }
-  DeviceBuffer<float>& adam_v() { return v_; }
-  const DeviceBuffer<float>& params() const { return params_; }
-  const DeviceBuffer<float>& adam_m() const { return m_; }
-  const DeviceBuffer<float>& adam_v() const { return v_; }
+  // The parameters, gradients and Adam moments on the device (optim/adam.h updates them).
+  ParamBuffers<DeviceBuffer<float>>& buffers() { return buffers_; }
+  const ParamBuffers<DeviceBuffer<float>>& buffers() const { return buffers_; }
 
  private:
-  const float* weights(int l) const { return params_.data() + shape_.weight_offset(l); }
-  const float* bias(int l) const { return params_.data() + shape_.bias_offset(l); }
-  float* weight_grad(int l) { return grads_.data() + shape_.weight_offset(l); }
-  float* bias_grad(int l) { return grads_.data() + shape_.bias_offset(l); }
+  const float* weights(int l) const { return buffers_.params.data() + shape_.weight_offset(l); }
+  const float* bias(int l) const { return buffers_.params.data() + shape_.bias_offset(l); }
+  float* weight_grad(int l) { return buffers_.grads.data() + shape_.weight_offset(l); }
+  float* bias_grad(int l) { return buffers_.grads.data() + shape_.bias_offset(l); }
   // What the classifier head reads: the last hidden layer's activations, or the input.
   const float* head_input() const {
     return shape_.layers() == 1 ? input_ : activations_[std::size_t(shape_.layers()) - 2].data();
@@ -84,7 +80,7 @@ class GpuMlp {
   int max_train_batch_;  // rows of the backward buffers
   cublasHandle_t cublas_;
   cudaStream_t stream_;
-  DeviceBuffer<float> params_, grads_, m_, v_;
+  ParamBuffers<DeviceBuffer<float>> buffers_;
   std::vector<DeviceBuffer<float>> pre_activations_;  // z_l; the last one becomes the logits
   std::vector<DeviceBuffer<float>> activations_;      // a_{l+1} for hidden layers
   DeviceBuffer<float> loss_, delta_, delta_prev_;

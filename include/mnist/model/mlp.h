@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "mnist/model/mlp_shape.h"
-#include "mnist/ops/adam.h"
+#include "mnist/model/param_buffers.h"
 #include "mnist/ops/eval_metrics.h"
 
 namespace mnist {
@@ -28,20 +28,14 @@ class CpuMlp {
   // Dropout masks are keyed by (seed, step, layer). Adds the batch to `totals` when given.
   void compute_gradients(const float* x, const std::uint8_t* labels, int rows, std::int64_t step,
                          EvalTotals* totals);
-  // One Adam/AdamW update from grads() at step `step` (1-based).
-  void apply_adam(const AdamConfig& config, std::int64_t step);
   // Forward without dropout; per-sample losses and metrics added to `totals`.
   void evaluate_batch(const float* x, const std::uint8_t* labels, int rows, EvalTotals* totals,
                       std::int32_t* predictions = nullptr);
 
   const MlpShape& shape() const { return shape_; }
-  std::vector<float>& params() { return params_; }
-  const std::vector<float>& params() const { return params_; }
-  const std::vector<float>& grads() const { return grads_; }
-  std::vector<float>& adam_m() { return m_; }
-  std::vector<float>& adam_v() { return v_; }
-  const std::vector<float>& adam_m() const { return m_; }
-  const std::vector<float>& adam_v() const { return v_; }
+  // The parameters, gradients and Adam moments (optim/adam.h updates them).
+  ParamBuffers<std::vector<float>>& buffers() { return buffers_; }
+  const ParamBuffers<std::vector<float>>& buffers() const { return buffers_; }
   const float* logits() const { return pre_activations_.back().data(); }
 
  private:
@@ -52,7 +46,7 @@ class CpuMlp {
   float dropout_;
   float label_smoothing_;
   int max_batch_;
-  std::vector<float> params_, grads_, m_, v_;
+  ParamBuffers<std::vector<float>> buffers_;
   std::vector<std::vector<float>> pre_activations_;  // z_l = a_l·W_l; the last one becomes the logits
   std::vector<std::vector<float>> activations_;      // a_{l+1} = dropout(relu(z_l + b_l)) for hidden layers
   std::vector<float> loss_, delta_, delta_prev_;
