@@ -236,13 +236,8 @@ class GpuTrainer final : public Trainer {
     NvtxRange range("evaluate");
     if (slice.count <= 0) return EvalTotals{};
     const cudaStream_t stream = stream_.get();
-    // The splits are resident; any other slice is uploaded for this call.
     DeviceImages uploaded;
-    const DeviceImages* images = resident_copy(slice);
-    if (images == nullptr) {
-      uploaded = upload_images(slice, stream);
-      images = &uploaded;
-    }
+    const DeviceImages* images = on_device(slice, uploaded);
 
     MNIST_CHECK(cudaMemsetAsync(eval_totals_.data(), 0, eval_totals_.bytes(), stream));
     for (int first = 0; first < slice.count; first += eval_chunk_) {
@@ -269,11 +264,7 @@ class GpuTrainer final : public Trainer {
     if (slice.count <= 0) return out;
     const cudaStream_t stream = stream_.get();
     DeviceImages uploaded;
-    const DeviceImages* images = resident_copy(slice);
-    if (images == nullptr) {
-      uploaded = upload_images(slice, stream);
-      images = &uploaded;
-    }
+    const DeviceImages* images = on_device(slice, uploaded);
 
     for (int first = 0; first < slice.count; first += eval_chunk_) {
       const int rows = std::min(eval_chunk_, slice.count - first);
@@ -459,6 +450,14 @@ class GpuTrainer final : public Trainer {
         adam_update(adam_, model_.buffers(), step, stream, first_bad_.data());
       }
     }
+  }
+
+  // `slice` on the device: the splits are resident; any other slice is uploaded into `uploaded`
+  // for the caller's call.
+  const DeviceImages* on_device(const ImageSlice& slice, DeviceImages& uploaded) {
+    if (const DeviceImages* resident = resident_copy(slice)) return resident;
+    uploaded = upload_images(slice, stream_.get());
+    return &uploaded;
   }
 
   // The resident copy of `slice` when it is one of the splits the trainer was built with (the
