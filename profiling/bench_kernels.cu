@@ -48,6 +48,7 @@
 #include "mnist/ops/bias_relu_dropout.h"
 #include "mnist/ops/conv2d.h"
 #include "mnist/ops/eval_metrics.h"
+#include "mnist/ops/augment.h"
 #include "mnist/ops/gather.h"
 #include "mnist/ops/gemm.h"
 #include "mnist/ops/softmax_ce.h"
@@ -183,6 +184,28 @@ void bench_gather(int count, const DeviceBuffer<std::uint8_t>& images, const Dev
   // read indices, one uint8 image row and label per sample; write float x and uint8 y
   const double bytes = 4.0 * count + 1.0 * count * kPixels + count + 4.0 * count * kPixels + count;
   table.push_back({"gather (uint8 -> float)", dims(count, kPixels), ms, bytes});
+}
+
+// The training batch gather with --augment affine or elastic (the defaults): one block an image,
+// bilinear reads, and for elastic the smoothing of two noise planes. Counted as the plain
+// gather's traffic (the four taps of a read mostly hit the cache).
+void bench_gather_augmented(int count, bool elastic, const DeviceBuffer<std::uint8_t>& images,
+                            const DeviceBuffer<std::uint8_t>& labels, const Timing& timing, cudaStream_t stream,
+                            std::vector<Row>& table) {
+  DeviceBuffer<std::int32_t> indices(count);
+  DeviceBuffer<float> x(static_cast<std::size_t>(count) * kPixels);
+  DeviceBuffer<std::uint8_t> y(count);
+  DeviceBuffer<std::int64_t> step(std::vector<std::int64_t>{kFirstStep});
+  DeviceBuffer<mnist::gpu::AugmentScratch> scratch(1);
+  scratch.fill_bytes(0);
+  fill_below(indices, kTrainImages, 6, stream);
+  const mnist::AugmentParams params = mnist::make_augment_params(1, 2.f, 10.f, 0.1f, elastic, 34.f, 4.f);
+  const float ms = median_ms(stream, timing, [&] {
+    mnist::gpu::gather_augmented_batch(images.data(), labels.data(), indices.data(), count, params, x.data(),
+                                       y.data(), step.data(), scratch.data(), stream);
+  });
+  const double bytes = 4.0 * count + 1.0 * count * kPixels + count + 4.0 * count * kPixels + count;
+  table.push_back({elastic ? "gather + augment elastic" : "gather + augment affine", dims(count, kPixels), ms, bytes});
 }
 
 void bench_softmax_ce(int rows, const Timing& timing, cudaStream_t stream, std::vector<Row>& table) {
@@ -515,6 +538,10 @@ int run(const Timing& timing) {
   bench_bias_grad(train_batch, hidden, timing, stream.get(), table);
   bench_gather(big_rows, images, labels, timing, stream.get(), table);
   bench_gather(train_batch, images, labels, timing, stream.get(), table);
+  for (const bool elastic : {false, true}) {
+    bench_gather_augmented(big_rows, elastic, images, labels, timing, stream.get(), table);
+    bench_gather_augmented(train_batch, elastic, images, labels, timing, stream.get(), table);
+  }
   bench_softmax_ce(big_logit_rows, timing, stream.get(), table);
   bench_softmax_ce(train_batch, timing, stream.get(), table);
   bench_adam(std::size_t{1} << 26, timing, stream.get(), step.data(), table);
