@@ -40,12 +40,11 @@ std::vector<std::uint8_t> read_file(const std::string& path, const FileReading& 
   if (!file) fail(std::string("cannot open for reading: ") + std::strerror(errno));
   std::vector<std::uint8_t> bytes;
   std::uint8_t chunk[1 << 16];
-  for (;;) {
+  for (bool first = true;; first = false) {
     const std::size_t n = std::fread(chunk, 1, sizeof chunk, file.get());
     bytes.insert(bytes.end(), chunk, chunk + n);
-    const bool end = n < sizeof chunk;
-    if (reading.after_chunk && !reading.after_chunk(bytes, file_size, end)) break;
-    if (end) break;
+    if (reading.after_chunk && !reading.after_chunk(bytes, file_size, first)) break;
+    if (n < sizeof chunk) break;  // the end, or a read error (below)
   }
   if (std::ferror(file.get())) fail(std::string("read error: ") + std::strerror(errno));
   return bytes;

@@ -65,9 +65,9 @@ std::vector<std::uint8_t> read_idx_file(const std::string& path, Foreign foreign
   reading.before = [&](std::int64_t size) {
     if (size > std::int64_t(kMaxInflatedBytes)) too_large(std::to_string(size) + " bytes is");
   };
-  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t, bool) {
+  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t, bool first) {
     if (bytes.size() > kMaxInflatedBytes) too_large("it holds");
-    return !(foreign == Foreign::kStopAfterFirstChunk && bytes.size() <= (1u << 16) && !may_be_idx(bytes));
+    return !(foreign == Foreign::kStopAfterFirstChunk && first && !may_be_idx(bytes));
   };
   return read_file<DataError>(path, reading);
 }

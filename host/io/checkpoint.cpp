@@ -277,8 +277,8 @@ std::vector<std::uint8_t> read_checkpoint_file(const std::string& path) {
   FileReading reading;
   reading.not_found = "checkpoint not found";
   reading.directory = "is a directory, not a checkpoint (give the last.ckpt or best.ckpt inside a run directory)";
-  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t file_size, bool) {
-    if (bytes.size() <= (1u << 16)) check_magic(bytes, path);  // the first chunk
+  reading.after_chunk = [&](const std::vector<std::uint8_t>& bytes, std::int64_t file_size, bool first) {
+    if (first) check_magic(bytes, path);
     if (longest == 0) longest = longest_checkpoint(bytes);
     const bool size_known = file_size >= 0;
     if (longest != 0 && (bytes.size() > longest || (size_known && std::uint64_t(file_size) > longest))) {

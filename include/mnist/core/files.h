@@ -16,10 +16,10 @@ struct FileReading {
   // Before reading, with the size of a regular file (-1 for anything else): throws (through
   // the kind's error) for a file too large for its kind. Optional.
   std::function<void(std::int64_t file_size)> before;
-  // After each chunk of 64 KiB, with every byte read so far and `end` once there is no more:
+  // After each chunk of 64 KiB, with every byte read so far and `first` for the first chunk:
   // throws for a file too large for its kind, or returns false to read no further (the bytes
   // read already tell the parser the file is not of its kind). Optional.
-  std::function<bool(const std::vector<std::uint8_t>& so_far, std::int64_t file_size, bool end)> after_chunk;
+  std::function<bool(const std::vector<std::uint8_t>& so_far, std::int64_t file_size, bool first)> after_chunk;
 };
 
 // The bytes of the file at `path`, read to its end (a pipe or a device too, not trusting any
