@@ -1,4 +1,3 @@
-#include "mnist/data/augmentation.h"
 #include "mnist/cli/augment_command.h"
 
 #include <png.h>
@@ -10,10 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "mnist/data/idx.h"
-#include "mnist/ops/augment.h"
+#include "mnist/core/files.h"
 #include "mnist/core/printable.h"
-#include "mnist/train/run_dir.h"
+#include "mnist/data/augmentation.h"
+#include "mnist/data/idx.h"
+#include "mnist/ops/gather.h"
 
 namespace mnist {
 
@@ -69,9 +69,8 @@ void run_augment(const TrainConfig& config, const AugmentPicture& picture) {
   // tiles[v]: the batch of version v (0: the originals), rows × 784 floats in [0, 1].
   std::vector<std::vector<float>> tiles(picture.versions + 1, std::vector<float>(std::size_t(rows) * kPixels));
   std::vector<std::uint8_t> labels(rows);
-  for (int i = 0; i < rows; ++i)
-    for (int k = 0; k < kPixels; ++k)
-      tiles[0][std::size_t(i) * kPixels + k] = data.train.pixels[std::size_t(indices[i]) * kPixels + k] / 255.0f;
+  twin::gather_batch(data.train.pixels.data(), data.train.labels.data(), indices.data(), rows, kPixels,
+                     tiles[0].data(), labels.data());
   std::int64_t step = 0;
   for (int v = 1; v <= picture.versions; ++v)
     twin::gather_augmented_batch(data.train.pixels.data(), data.train.labels.data(), indices.data(), rows, params,

@@ -197,6 +197,14 @@ void apply_recipe(CLI::App& train, const std::string& name) {
   }
 }
 
+// Which augmentation parameters a command line of add_augmentation_options gave.
+mnist::GivenOptions augmentation_given(const CLI::App& app) {
+  mnist::GivenOptions given;
+  given.affine = app.count("--shift") + app.count("--rotate") + app.count("--scale") > 0;
+  given.elastic = app.count("--elastic-alpha") + app.count("--elastic-sigma") > 0;
+  return given;
+}
+
 void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& lists) {
   train.add_option("--recipe", lists.recipe,
                    "A measured recipe: mlp-best or cnn-best (the README's table); options given beside it win");
@@ -479,18 +487,16 @@ int main(int argc, char** argv) {
       if (!lists.recipe.empty()) apply_recipe(*train, lists.recipe);
       if (train->count("--hidden")) config.hidden = whole_numbers(lists.hidden);
       if (train->count("--channels")) config.channels = whole_numbers(lists.channels);
-      mnist::apply_model_defaults(
-          config, {train->count("--hidden") > 0, train->count("--dropout") > 0, train->count("--channels") > 0,
-                   train->count("--kernel") > 0,
-                   train->count("--shift") + train->count("--rotate") + train->count("--scale") > 0,
-                   train->count("--elastic-alpha") + train->count("--elastic-sigma") > 0});
+      mnist::GivenOptions given = augmentation_given(*train);
+      given.hidden = train->count("--hidden") > 0;
+      given.dropout = train->count("--dropout") > 0;
+      given.channels = train->count("--channels") > 0;
+      given.kernel = train->count("--kernel") > 0;
+      mnist::apply_model_defaults(config, given);
       return status_after_flushing_stdout(mnist::run_train(config), /*training=*/true);
     }
     if (augment->parsed()) {
-      mnist::apply_model_defaults(
-          augment_config, {false, false, false, false,
-                           augment->count("--shift") + augment->count("--rotate") + augment->count("--scale") > 0,
-                           augment->count("--elastic-alpha") + augment->count("--elastic-sigma") > 0});
+      mnist::apply_model_defaults(augment_config, augmentation_given(*augment));
       mnist::run_augment(augment_config, augment_picture);
       return status_after_flushing_stdout(0, false);
     }

@@ -202,10 +202,18 @@ void GpuCnn::evaluate_batch(const float* x, const std::uint8_t* labels, int rows
   loss(labels, rows, /*gradient=*/false, totals, predictions);
 }
 
-std::vector<float> GpuCnn::download_params() const { return buffers_.params.copy_to_host(stream_); }
-std::vector<float> GpuCnn::download_grads() const { return buffers_.grads.copy_to_host(stream_); }
-std::vector<float> GpuCnn::download_adam_m() const { return buffers_.adam_m.copy_to_host(stream_); }
-std::vector<float> GpuCnn::download_adam_v() const { return buffers_.adam_v.copy_to_host(stream_); }
+std::vector<float> GpuCnn::download_params() const {
+  return copy_to_host(buffers_.params.data(), buffers_.params.size(), stream_);
+}
+std::vector<float> GpuCnn::download_grads() const {
+  return copy_to_host(buffers_.grads.data(), buffers_.grads.size(), stream_);
+}
+std::vector<float> GpuCnn::download_adam_m() const {
+  return copy_to_host(buffers_.adam_m.data(), buffers_.adam_m.size(), stream_);
+}
+std::vector<float> GpuCnn::download_adam_v() const {
+  return copy_to_host(buffers_.adam_v.data(), buffers_.adam_v.size(), stream_);
+}
 std::int64_t GpuCnn::download_step() const { return copy_to_host(step_.data(), 1, stream_).at(0); }
 
 std::vector<float> GpuCnn::download_logits(int rows) const {

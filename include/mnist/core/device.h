@@ -94,8 +94,6 @@ class DeviceBuffer {
     if (count_ > 0) MNIST_CHECK(cudaMemcpy(host.data(), data_, bytes(), cudaMemcpyDeviceToHost));
     return host;
   }
-  // The contents, copied on `stream` after the work enqueued there (and waited for).
-  std::vector<T> copy_to_host(cudaStream_t stream) const;
   // Fill every byte with `byte` (0xFF turns floats into NaN: the poison of the tests).
   void fill_bytes(int byte) {
     if (count_ == 0) return;
@@ -198,10 +196,6 @@ std::vector<T> copy_to_host(const T* device, std::size_t count, cudaStream_t str
   MNIST_CHECK(cudaMemcpyAsync(host.data(), device, count * sizeof(T), cudaMemcpyDeviceToHost, stream));
   MNIST_CHECK(cudaStreamSynchronize(stream));
   return host;
-}
-template <class T>
-std::vector<T> DeviceBuffer<T>::copy_to_host(cudaStream_t stream) const {
-  return mnist::copy_to_host(data_, count_, stream);
 }
 
 // Into `host`, in the memory it already has where that is large enough (resize keeps the
