@@ -22,7 +22,7 @@
 #include "mnist/data/idx.h"
 #include "mnist/cli/predict.h"
 #include "mnist/core/printable.h"
-#include "mnist/cli/report_command.h"
+#include "mnist/cli/script_commands.h"
 #include "mnist/cli/train_command.h"
 #include "mnist/train/trainer.h"
 #include "mnist/cli/versions.h"
@@ -290,6 +290,9 @@ void add_train_options(CLI::App& train, mnist::TrainConfig& c, ListOptions& list
   train.add_flag("--no-report", c.no_report,
                  "Do not draw the report (curves.png, confusion.png, errors.png, report.md) at the end; "
                  "`mnist report RUN_DIR` draws it later");
+  train.add_flag("--dry-run", c.dry_run,
+                 "Check the options, the checkpoint to resume and the data, say what would be trained, and exit "
+                 "without training or writing anything");
   train.add_flag("--no-graph", c.no_graph, "GPU: launch each kernel on the stream instead of replaying a CUDA graph");
   train.add_flag("--tf32", c.tf32, "GPU: TF32 tensor-core GEMMs and convolutions (default: full fp32)");
   train.add_option("--resume", c.resume,
@@ -453,6 +456,9 @@ int main(int argc, char** argv) {
   report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")
       ->required()
       ->check(kNonEmptyPath);
+  // Listed here for `mnist --help`; its options are the tune script's own (mnist tune --help).
+  app.add_subcommand("tune", "Search hyperparameters with Optuna, each trial an `mnist train` process; one "
+                             "study shared by any number of workers through PostgreSQL (mnist tune --help)");
 
   // CLI11 answers a word that is no command with "A subcommand is required", naming neither.
   if (argc >= 2 && argv[1][0] != '-') {
@@ -466,6 +472,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mnist: error: unknown command '%s'; the commands are %s (see mnist --help)\n",
                    mnist::printable(argv[1]).c_str(), names.c_str());
       return 2;
+    }
+  }
+
+  if (argc >= 2 && std::strcmp(argv[1], "tune") == 0) {
+    try {
+      mnist::exec_tune(std::vector<std::string>(argv + 2, argv + argc));
+    } catch (const std::exception& error) {
+      std::fprintf(stderr, "mnist: error: %s\n", error.what());
+      return 1;
     }
   }
 

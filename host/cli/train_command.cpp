@@ -18,7 +18,7 @@
 #include "mnist/train/misclassified.h"
 #include "mnist/model/model.h"
 #include "mnist/core/printable.h"
-#include "mnist/cli/report_command.h"
+#include "mnist/cli/script_commands.h"
 #include "mnist/train/run_dir.h"
 #include "mnist/train/trainer.h"
 #include "mnist/cli/versions.h"
@@ -287,6 +287,13 @@ int run_train(const TrainConfig& config) {
 
   const Dataset dataset = load_dataset(config.resolved_data_dir());
   const DataSplit split = split_dataset(dataset, config);
+  if (config.dry_run) {
+    std::printf("dry run: the options and the data are fine; would train %s on %d images (validating on %d, "
+                "testing on %d) on the %s; nothing was written\n",
+                describe_model(model_kind(config), model_sizes(config)).c_str(),
+                split.train.count, split.validation.count, split.test.count, on_gpu ? "GPU" : "CPU");
+    return 0;
+  }
 
   // A resumed run continues in its checkpoint's directory unless --out names another one.
   std::string out = config.out_dir;

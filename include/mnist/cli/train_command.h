@@ -8,7 +8,7 @@ namespace mnist {
 
 // `mnist train`: validate → (load the --resume checkpoint) → load → split → pick the device →
 // train, checkpointing every epoch → write report.json and errors.json → draw the report
-// (report_command.h) unless config.no_report. Returns the process exit status. Ctrl-C before
+// (script_commands.h) unless config.no_report. Returns the process exit status. Ctrl-C before
 // training exits 130 at once (SIGTERM: 143, SIGHUP: 129, SIGPIPE: 141); during training each
 // saves last.ckpt and throws TrainingInterrupted (trainer.h). A divergence throws
 // TrainingDiverged and saves nothing.

@@ -53,6 +53,7 @@ struct TrainConfig {
   bool tf32 = false;      // GPU: TF32 tensor-core GEMMs instead of fp32
   std::string resume;     // a checkpoint to continue from; empty: start from scratch
   bool no_report = false;  // skip drawing the report at the end (not part of the run: to_json leaves it out)
+  bool dry_run = false;    // check the options and the data, train nothing (to_json leaves it out)
 
   std::string resolved_data_dir() const { return data_dir.empty() ? "data/" + dataset : data_dir; }
 };
