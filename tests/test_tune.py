@@ -98,6 +98,11 @@ class TuneStudy(unittest.TestCase):
         # The same --out again continues the study: 2 more trials, numbered on.
         tune("--out", out, "--trials", "2", "--pruner", "none", "--space", space, "--", *TINY, "--epochs", "1")
         self.assertEqual([t["number"] for t in load(out)["trials"]], [0, 1, 2, 3, 4, 5])
+        # Another study in the same --out would number its trials from 0 again: refused.
+        other = tune("--out", out, "--study", "other", "--trials", "1", "--space", space, "--", *TINY, check=False)
+        self.assertEqual(other.returncode, 2)
+        self.assertEqual(other.stderr.strip(), f"mnist tune: error: --out {out} holds the trials of study mnist-mlp; "
+                         "continue it with --study mnist-mlp, or give study other another --out")
 
     def test_pruning_stops_hopeless_trials_early(self):
         # A learning rate of 1e-6 leaves a trial near chance while 3e-3 learns: the median pruner
@@ -168,6 +173,27 @@ class TuneStudy(unittest.TestCase):
         self.assertEqual(retries[0]["params"], trials[killed]["params"])
         self.assertIn(f"run again as trial {retries[0]['number']}", trials[killed]["error"])
         self.assertEqual(len(trials), len(before) + 2)
+
+    def test_sigterm_stops_the_running_trial_cleanly_and_keeps_the_study(self):
+        space = write_space(self.dir, {"lr": {"type": "float", "low": 1e-3, "high": 2e-3}, "hidden": "16"})
+        out = os.path.join(self.dir, "study")
+        worker = subprocess.Popen([BINARY, "tune", "--out", out, "--trials", "3", "--pruner", "none", "--space", space,
+                                   "--", *TINY, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True)
+        deadline = time.monotonic() + 60
+        while len(metrics_lines(os.path.join(out, "trials", "0000"))) < 2:
+            self.assertLess(time.monotonic(), deadline, "the first trial did not start")
+            time.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)
+        stdout, stderr = worker.communicate(timeout=60)
+        self.assertEqual(worker.returncode, 130, stderr)
+        self.assertIn("interrupted; the finished trials are kept", stderr)
+        trials = load(out)["trials"]
+        self.assertEqual([(t["state"], t["error"]) for t in trials],
+                         [("FAIL", "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved")])
+        # The trial stopped at once, after saving, long before its 200 epochs.
+        self.assertLess(len(metrics_lines(os.path.join(out, "trials", "0000"))), 200)
+        self.assertTrue(os.path.isfile(os.path.join(out, "trials", "0000", "last.ckpt")))
 
     def test_jobs_run_trials_at_once(self):
         space = write_space(self.dir, {"lr": {"type": "float", "low": 1e-3, "high": 2e-3}, "hidden": "16"})

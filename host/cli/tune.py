@@ -496,6 +496,13 @@ class Trials:
             self.processes.add(process)
         try:
             epochs, pruned = self.follow(trial, process, os.path.join(run_dir, "metrics.jsonl"))
+        except KeyboardInterrupt:
+            # Ctrl-C reached the trial too (one process group); SIGTERM stops it when it did not.
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+            process.wait()
+            trial.set_user_attr("error", "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved")
+            raise
         finally:
             with self.lock:
                 self.processes.discard(process)
@@ -626,8 +633,10 @@ def write_tune_json(study, args, url, space, out, lock):
 
 def draw_tune_md(study, args, out, best):
     """tune.md with Optuna's matplotlib plots; a plot that cannot be drawn says why."""
+    import logging
     import matplotlib
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "No artists with labels" with no finished trial
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as plots
     lines = [f"# Study {study.study_name}", "",
@@ -764,6 +773,15 @@ def main(argv):
                                    .strftime("%Y%m%dT%H%M%SZ"))
     if os.path.exists(out) and not os.path.isdir(out):
         fail(f"--out {out} exists and is not a directory", EXIT_USAGE)
+    # Trial folders are numbered per study: two studies in one --out would share trials/0000.
+    try:
+        with open(os.path.join(out, "tune.json"), encoding="utf-8") as file:
+            earlier_study = json.load(file).get("study")
+    except (OSError, ValueError, AttributeError):
+        earlier_study = None
+    if earlier_study not in (None, args.study):
+        fail(f"--out {out} holds the trials of study {earlier_study}; continue it with --study {earlier_study}, "
+             f"or give study {args.study} another --out", EXIT_USAGE)
     try:
         os.makedirs(out, exist_ok=True)
     except OSError as error:
