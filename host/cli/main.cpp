@@ -23,6 +23,7 @@
 #include "mnist/cli/predict.h"
 #include "mnist/core/printable.h"
 #include "mnist/cli/script_commands.h"
+#include "mnist/cli/serve_command.h"
 #include "mnist/cli/train_command.h"
 #include "mnist/train/trainer.h"
 #include "mnist/cli/versions.h"
@@ -370,6 +371,40 @@ void add_predict_options(CLI::App& predict, std::string& model, std::vector<std:
                    "pixels (with --show), or file and error");
 }
 
+void add_serve_options(CLI::App& serve, mnist::ServeOptions& options) {
+  serve.add_option("--model", options.model, "Checkpoint to serve (a run's best.ckpt or last.ckpt), loaded once")
+      ->required()
+      ->check(kNonEmptyPath);
+  serve.add_option("--host", options.host,
+                   "Address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 every network (anyone who can "
+                   "reach it can use it)")
+      ->check(kNonEmptyPath)
+      ->capture_default_str();
+  serve.add_option("--port", options.port, "TCP port (0: any free one, named in the first line printed)")
+      ->transform(kDecimalWholeNumber)
+      ->capture_default_str();
+  serve.add_option("--device", options.device, "cpu, gpu or auto (GPU if present): where the model runs")
+      ->capture_default_str();
+  serve.add_option("--timeout", options.timeout, "Seconds to read a request or write a response before giving up")
+      ->transform(kDecimalNumber)
+      ->check(CLI::Range(0.1, 3600.0))
+      ->capture_default_str();
+  serve.add_option("--batch-window", options.batch_window_ms,
+                   "Milliseconds a request waits for others to share its forward pass (0: only those already "
+                   "waiting)")
+      ->transform(kDecimalNumber)
+      ->check(CLI::Range(0.0, 1000.0))
+      ->capture_default_str();
+  serve.add_option("--max-batch", options.max_batch, "Images in one forward pass at most")
+      ->transform(kDecimalWholeNumber)
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  serve.add_option("--threads", options.threads, "Connections served at once")
+      ->transform(kDecimalWholeNumber)
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+}
+
 // An argument as the shell must see it: bare when it is plainly safe, else single-quoted.
 std::string shell_quoted(const std::string& arg) {
   const bool plain = !arg.empty() && arg.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -456,6 +491,12 @@ int main(int argc, char** argv) {
   report->add_option("RUN_DIR", report_dir, "Run directory of a finished training (holds report.json)")
       ->required()
       ->check(kNonEmptyPath);
+  mnist::ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand(
+      "serve", std::string("A page to draw a digit on and see what the model reads, and a JSON API (POST /predict), "
+                           "over HTTP on 127.0.0.1:8080") +
+                   (mnist::serve_available() ? "" : " (not in this build: it needs libcpp-httplib-dev)"));
+  add_serve_options(*serve, serve_options);
   // Listed here for `mnist --help`; its options are the tune script's own (mnist tune --help).
   app.add_subcommand("tune", "Search hyperparameters with Optuna, each trial an `mnist train` process; one "
                              "study shared by any number of workers through PostgreSQL (mnist tune --help)");
@@ -515,6 +556,7 @@ int main(int argc, char** argv) {
       mnist::run_augment(augment_config, augment_picture);
       return status_after_flushing_stdout(0, false);
     }
+    if (serve->parsed()) return mnist::run_serve(serve_options);
     if (evaluate->parsed()) return status_after_flushing_stdout(mnist::run_evaluate(evaluate_config), false);
     if (predict->parsed()) return status_after_flushing_stdout(mnist::run_predict(predict_model, predict_files, predict_options), false);
     if (report->parsed()) {
