@@ -11,7 +11,9 @@ struct ServeOptions {
   int port = 8080;                 // 0: any free port (the first line printed names it)
   std::string device = "auto";
   double timeout = 5.0;            // seconds to read a request or write a response
-  double batch_window_ms = 2.0;    // how long a request waits for others to share its forward pass
+  // How long the first request of a batch waits for others to join it. 0: a batch is the
+  // requests that queued while the previous forward pass ran (measured best on a CPU: docs/serve.md).
+  double batch_window_ms = 0.0;
   int max_batch = 256;             // images in one forward pass at most
   int threads = 64;                // connections served at once
 };
