@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
@@ -299,6 +298,7 @@ class TuneRefusals(unittest.TestCase):
         self.refused(["--", "--out", "x"], 2, r"--out cannot be passed to the trials")
         self.refused(["--", "--lr", "0.01"], 2, r"search space: 'lr' and --lr after -- set the same option")
         self.refused(["--", "--epochs", "0"], 2, r"the mnist train options after --: --epochs")
+        self.refused(["--", "--val-split", "0"], 2, r"--val-split 0 leaves no validation images")
 
     def test_an_unreachable_storage_is_one_line_without_its_password(self):
         line = self.refused(["--storage", "postgresql://tuner:hunter2secret@127.0.0.1:1/study"], 1,

@@ -192,13 +192,22 @@ def train_options(binary):
     return {name: value_type == "" for name, value_type in found}
 
 
+def option_values(train_args, name):
+    """The values given to --NAME among `mnist train` options, in order."""
+    values = []
+    for i, arg in enumerate(train_args):
+        if arg.startswith(f"--{name}="):
+            values.append(arg.split("=", 1)[1])
+        elif arg == f"--{name}" and i + 1 < len(train_args):
+            values.append(train_args[i + 1])
+    return values
+
+
 def trial_epochs(binary, train_args):
     """The --epochs every trial trains for: the last one after `--`, else mnist train's default."""
-    for i in range(len(train_args) - 1, -1, -1):
-        if train_args[i].startswith("--epochs="):
-            return int(train_args[i].split("=", 1)[1])
-        if train_args[i] == "--epochs" and i + 1 < len(train_args):
-            return int(train_args[i + 1])
+    given = option_values(train_args, "epochs")
+    if given:
+        return int(given[-1])
     text = subprocess.run([binary, "train", "--help"], capture_output=True, text=True, check=True).stdout
     return int(re.search(r"--epochs INT=(\d+)", text).group(1))
 
@@ -353,6 +362,8 @@ def check_space(space, args, train_args, binary):
     # every value; only when one is refused are the keys tried alone, to name the one at fault.
     base = ["--model", args.model, *train_args]
     dry_run(binary, base, "the mnist train options after --")
+    if option_values(train_args, "val-split")[-1:] and float(option_values(train_args, "val-split")[-1]) == 0:
+        raise UsageError(f"--val-split 0 leaves no validation images, and the trials are compared on {args.metric}")
     values = {key: extremes(spec) for key, spec in checked.items()}
     for k in range(max(len(v) for v in values.values())):
         corner = {key: v[min(k, len(v) - 1)] for key, v in values.items()}
@@ -386,7 +397,7 @@ def last_error_line(text):
     return lines[-1] if lines else ""
 
 
-def suggest(trial, space, model):
+def suggest(trial, space):
     params = {}
     for key, spec in space.items():
         if key == "width" and "layers" in space:
@@ -475,12 +486,11 @@ class Trials:
         self.args, self.train_args, self.space, self.binary, self.out = args, train_args, space, binary, out
         self.epochs = trial_epochs(binary, train_args)  # checked by the dry run: a whole number
         self.lock = threading.Lock()
-        self.stopping = False
         self.processes = set()
 
     def objective(self, trial):
         import optuna
-        params = suggest(trial, self.space, self.args.model)
+        params = suggest(trial, self.space)
         run_dir = os.path.join(self.out, "trials", f"{trial.number:04d}")
         command = [self.binary, "train", "--model", self.args.model, *self.train_args,
                    *params_to_args(params, self.args.model)]
@@ -517,9 +527,12 @@ class Trials:
                 reason = f"mnist train was killed by signal {-process.returncode}"
             trial.set_user_attr("error", reason)
             raise TrialFailed(reason)
-        if not epochs:
-            trial.set_user_attr("error", "mnist train finished without a metrics.jsonl line")
-            raise TrialFailed("mnist train finished without a metrics.jsonl line")
+        values = [float(e[self.args.metric]) for e in epochs]
+        values = [v for v in values if math.isfinite(v)]
+        if not values:
+            reason = f"no epoch of the trial has a validation {self.args.metric[4:]} (with --val-split 0 there is none)"
+            trial.set_user_attr("error", reason)
+            raise TrialFailed(reason)
         try:
             with open(os.path.join(run_dir, "report.json"), encoding="utf-8") as file:
                 test = json.load(file).get("test", {})
@@ -527,7 +540,6 @@ class Trials:
                 trial.set_user_attr("test_accuracy", test["accuracy"])
         except (OSError, ValueError):
             pass
-        values = [e[self.args.metric] for e in epochs]
         return max(values) if self.args.metric == "val_accuracy" else min(values)
 
     def follow(self, trial, process, metrics_path):
@@ -715,7 +727,7 @@ def format_seconds(seconds):
     return f"{seconds / 3600:.1f} h"
 
 
-def summarize(study, args, out, url):
+def summarize(study, args, out):
     best = best_trial(study)
     if best is None:
         say(f"no trial completed; see {os.path.join(out, 'tune.json')} for why")
@@ -822,7 +834,7 @@ def main(argv):
         print(f"{PROG}: interrupted; the finished trials are kept. Continue the study with the same --study and "
               f"{'--storage' if args.storage else '--out ' + out}", file=sys.stderr, flush=True)
     write_tune_json(study, args, url, space, out, json_lock)
-    best = summarize(study, args, out, url)
+    best = summarize(study, args, out)
     try:
         draw_tune_md(study, args, out, best)
         say(f"wrote tune.json and tune.md in {out}")
