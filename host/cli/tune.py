@@ -764,6 +764,13 @@ def main(argv):
         fail(str(error), EXIT_USAGE)
     if not os.access(binary, os.X_OK):
         fail(f"the mnist binary {binary} is missing; run mnist tune through it (or set MNIST_BINARY)", EXIT_FAILED)
+    # The space first: a mistake in it is found without waiting for Optuna to load.
+    try:
+        space = load_space(args)
+        space = check_space(space, args, train_args, binary)
+    except UsageError as error:
+        fail(str(error), EXIT_USAGE)
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -774,12 +781,6 @@ def main(argv):
              "python3-sklearn python3-psycopg2)", EXIT_FAILED)
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-
-    try:
-        space = load_space(args)
-        space = check_space(space, args, train_args, binary)
-    except UsageError as error:
-        fail(str(error), EXIT_USAGE)
 
     out = args.out or os.path.join("runs", "tune-" + datetime.datetime.now(datetime.timezone.utc)
                                    .strftime("%Y%m%dT%H%M%SZ"))
