@@ -237,6 +237,30 @@ class Serve(unittest.TestCase):
 
 
 class ServeLifecycle(unittest.TestCase):
+    def test_a_fashion_model_names_the_class(self):
+        with temporary_directory() as directory:
+            out = os.path.join(directory, "fashion")
+            # Trained on MNIST's files but as --dataset fashion: the checkpoint says Fashion-MNIST.
+            subprocess.run([BINARY, "train", "--device", "cpu", "--dataset", "fashion", "--data-dir", "data/mnist",
+                            "--epochs", "1", "--train-subset", "2000", "--hidden", "32", "--no-report", "--out", out],
+                           check=True, capture_output=True)
+            model = os.path.join(out, "best.ckpt")
+            server = Server(model)
+            try:
+                images, _ = mnist_test_digits(5)
+                for i, image in enumerate(images):
+                    path = os.path.join(directory, f"{i}.png")
+                    with open(path, "wb") as file:
+                        file.write(png_bytes(image))
+                    status, answer = predict(server.port, png_bytes(image), "image/png")
+                    self.assertEqual(status, 200, answer)
+                    cli = json.loads(subprocess.run([BINARY, "predict", "--json", "--model", model, path],
+                                                    capture_output=True, text=True, check=True).stdout)
+                    self.assertEqual((answer["digit"], answer["class"]), (cli["digit"], cli["class"]))
+                self.assertEqual(json.loads(request(server.port, "GET", "/model")[2])["dataset"], "fashion")
+            finally:
+                server.stop()
+
     def test_sigterm_stops_it_cleanly_and_a_busy_port_is_one_line(self):
         with temporary_directory() as directory:
             model = train_model(directory)

@@ -26,6 +26,7 @@
 #include "mnist/core/errors.h"
 #include "mnist/core/mnist.h"
 #include "mnist/core/printable.h"
+#include "mnist/data/idx.h"
 #include "mnist/data/image_io.h"
 #include "mnist/io/checkpoint.h"
 #include "mnist/model/model.h"
@@ -219,6 +220,7 @@ int run_serve(const ServeOptions& options) {
   std::unique_ptr<Trainer> trainer = on_gpu ? make_gpu_trainer(config, DataSplit{}) : make_cpu_trainer(config, DataSplit{});
   trainer->load_state(checkpoint.state);
   const std::string description = describe_model(checkpoint.state.kind, checkpoint.state.sizes);
+  const std::string dataset = trained_dataset(checkpoint);
   const nlohmann::json model_info = model_description(checkpoint, options.model, on_gpu ? "gpu" : "cpu");
 
   StopSignals signals;
@@ -315,13 +317,14 @@ int run_serve(const ServeOptions& options) {
       std::vector<double> probabilities;
       for (float l : logits) probabilities.push_back(std::exp(double(l) - logits[std::size_t(digit)]) / sum);
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      res.set_content(nlohmann::json{{"digit", digit},
-                                     {"probabilities", probabilities},
-                                     {"input", pixels},
-                                     {"model", description},
-                                     {"seconds", elapsed}}
-                          .dump(),
-                      "application/json");
+      nlohmann::json answer{{"digit", digit},
+                            {"probabilities", probabilities},
+                            {"input", pixels},
+                            {"model", description},
+                            {"seconds", elapsed}};
+      const std::string name = class_name(dataset, digit);  // Fashion-MNIST's classes have names
+      if (!name.empty()) answer["class"] = name;
+      res.set_content(answer.dump(), "application/json");
     } catch (const BadRequest& bad) {
       answer_error(res, bad.status, bad.message);
     }

@@ -24,7 +24,8 @@ struct ServeOptions {
 //   GET  /         the page (embedded: host/cli/serve_page.html)
 //   POST /predict  a PNG, JPEG or PGM body (prepared as `mnist predict` prepares files), or
 //                  application/json {"pixels": [784 numbers 0..255]} (a 28×28 MNIST digit, white
-//                  on black, used as it is) → {"digit", "probabilities", "input", "model", "seconds"}
+//                  on black, used as it is) → {"digit", "probabilities", "input", "model", "seconds"}, and
+//                  "class" for a model of a dataset whose classes have names (Fashion-MNIST)
 //   GET  /healthz  {"status": "ok", "requests", "batches", "largest_batch"}
 //   GET  /model    the checkpoint: kind, sizes, description, dataset, epoch, test accuracy (from
 //                  the report.json beside it, else null)
