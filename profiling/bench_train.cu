@@ -29,6 +29,8 @@
 //   unfused step must move if nothing stays in L2 between kernels.
 // Floor = work / measured ceiling; the ratio printed is measured time over floor.
 //
+// Serving: the forward pass of `mnist serve` (Trainer::logits) at batches of 1, 8, 32 and 256.
+//
 // Phases (after the test set; the trainer restores its state): Trainer::time_step_phases cuts
 // --phase-steps full steps after each phase (gather, forward, loss, backward, optimizer, finite
 // check) and replays each cut as a CUDA graph: which part of a step costs most, without Nsight.
@@ -291,6 +293,17 @@ int run(const Options& options) {
   for (int r = 0; r < options.eval_repeats; ++r)
     eval_samples.push_back(wall_ms([&] { test = trainer->evaluate(split.test); }));
   const double eval_ms = median(eval_samples);
+  // What one forward pass of `mnist serve` costs at the batch sizes its batching forms: logits()
+  // of the first N test images, uploads and downloads included (as the server pays them), the
+  // median of 50 after 5 warm-ups. Its growth from batch 1 to 256 says what a batching window buys.
+  nlohmann::ordered_json logits_ms;
+  for (const int batch : {1, 8, 32, 256}) {
+    const mnist::ImageSlice images{split.test.pixels, split.test.labels, std::min(batch, split.test.count)};
+    for (int r = 0; r < 5; ++r) trainer->logits(images);
+    std::vector<double> samples;
+    for (int r = 0; r < 50; ++r) samples.push_back(wall_ms([&] { trainer->logits(images); }));
+    logits_ms[std::to_string(batch)] = median(samples);
+  }
   const mnist::StepPhaseTimes phases = trainer->time_step_phases(options.phase_steps, options.phase_repeats);
 
   const Ceilings ceilings = measure_ceilings(options.gemm_size);
@@ -354,6 +367,7 @@ int run(const Options& options) {
     j["eval_target_ms"] = kEvalTargetMs;
     j["test_accuracy"] = std::isfinite(test_accuracy) ? nlohmann::json(test_accuracy) : nlohmann::json();
     j["test_loss"] = std::isfinite(mnist::mean_loss(test)) ? nlohmann::json(mnist::mean_loss(test)) : nlohmann::json();
+    j["logits_ms_by_batch"] = logits_ms;
     j["step_phases"] = bench::step_phases_json(phases);
     std::printf("%s\n", j.dump().c_str());
     return 0;
@@ -381,6 +395,10 @@ int run(const Options& options) {
               options.eval_repeats, kEvalTargetMs, eval_ms <= kEvalTargetMs ? "met" : "MISSED");
   std::printf("test       accuracy %.2f%% after %d epochs (1 warm-up + %d timed)\n", 100 * test_accuracy, trained,
               options.epochs);
+  std::printf("serve      one forward pass (logits, copies included, median of 50): batch 1 %.3f ms, 8 %.3f ms, "
+              "32 %.3f ms, 256 %.3f ms\n",
+              logits_ms["1"].get<double>(), logits_ms["8"].get<double>(), logits_ms["32"].get<double>(),
+              logits_ms["256"].get<double>());
   bench::print_step_phases(phases, event_median_ms * 1e3 / work.steps);
   std::printf("RESULT system=mnist-cuda ms_per_epoch=%.4f images_per_s=%.0f test_accuracy=%.4f epochs=%d "
               "event_ms_per_epoch=%.4f\n",
