@@ -100,6 +100,20 @@ class ServePage(unittest.TestCase):
                 time.sleep(0.5)  # the bars' width transition ends before the picture is taken
                 os.makedirs(ARTIFACTS, exist_ok=True)
                 browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page.png"))
+
+                # On a phone's width (390 CSS pixels) nothing runs off the side, and the pad fits.
+                browser.set_window_size(390, 844)
+                browser.get(server.url + "/")
+                WebDriverWait(browser, 20).until(lambda b: "MLP" in b.find_element(By.ID, "model").text)
+                overflow = browser.execute_script(
+                    "return [document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+                    " document.getElementById('pad').getBoundingClientRect().right];")
+                self.assertLessEqual(overflow[0], overflow[1], overflow)
+                self.assertLessEqual(overflow[2], overflow[1], overflow)
+                pad = browser.find_element(By.ID, "pad")
+                one, status = answer_after(browser, lambda: stroke(browser, pad, [(150, 40), (140, 240)]))
+                self.assertEqual(one, "1", status)
+                browser.save_screenshot(os.path.join(ARTIFACTS, "serve-page-phone.png"))
             finally:
                 if browser is not None:
                     browser.quit()
