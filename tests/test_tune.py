@@ -173,26 +173,28 @@ class TuneStudy(unittest.TestCase):
         self.assertIn(f"run again as trial {retries[0]['number']}", trials[killed]["error"])
         self.assertEqual(len(trials), len(before) + 2)
 
-    def test_sigterm_stops_the_running_trial_cleanly_and_keeps_the_study(self):
+    def test_sigterm_stops_the_running_trials_cleanly_and_keeps_the_study(self):
         space = write_space(self.dir, {"lr": {"type": "float", "low": 1e-3, "high": 2e-3}, "hidden": "16"})
-        out = os.path.join(self.dir, "study")
-        worker = subprocess.Popen([BINARY, "tune", "--out", out, "--trials", "3", "--pruner", "none", "--space", space,
-                                   "--", *TINY, "--epochs", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
-        deadline = time.monotonic() + 60
-        while len(metrics_lines(os.path.join(out, "trials", "0000"))) < 2:
-            self.assertLess(time.monotonic(), deadline, "the first trial did not start")
-            time.sleep(0.05)
-        worker.send_signal(signal.SIGTERM)
-        stdout, stderr = worker.communicate(timeout=60)
-        self.assertEqual(worker.returncode, 130, stderr)
-        self.assertIn("interrupted; the finished trials are kept", stderr)
-        trials = load(out)["trials"]
-        self.assertEqual([(t["state"], t["error"]) for t in trials],
-                         [("FAIL", "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved")])
-        # The trial stopped at once, after saving, long before its 200 epochs.
-        self.assertLess(len(metrics_lines(os.path.join(out, "trials", "0000"))), 200)
-        self.assertTrue(os.path.isfile(os.path.join(out, "trials", "0000", "last.ckpt")))
+        for jobs in (1, 2):
+            out = os.path.join(self.dir, f"study-{jobs}")
+            worker = subprocess.Popen([BINARY, "tune", "--out", out, "--trials", "3", "--jobs", str(jobs), "--pruner",
+                                       "none", "--space", space, "--", *TINY, "--epochs", "200"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 60
+            runs = [os.path.join(out, "trials", f"{n:04d}") for n in range(jobs)]
+            while any(len(metrics_lines(run)) < 2 for run in runs):
+                self.assertLess(time.monotonic(), deadline, "the first trials did not start")
+                time.sleep(0.05)
+            worker.send_signal(signal.SIGTERM)  # to mnist tune alone, not to its trials
+            stdout, stderr = worker.communicate(timeout=60)
+            self.assertEqual(worker.returncode, 130, stderr)
+            self.assertIn("interrupted; the finished trials are kept", stderr)
+            trials = load(out)["trials"]
+            self.assertEqual([(t["state"], t["error"]) for t in trials],
+                             [("FAIL", "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved")] * jobs)
+            for run in runs:  # each stopped at once, after saving, long before its 200 epochs
+                self.assertLess(len(metrics_lines(run)), 200)
+                self.assertTrue(os.path.isfile(os.path.join(run, "last.ckpt")))
 
     def test_jobs_run_trials_at_once(self):
         space = write_space(self.dir, {"lr": {"type": "float", "low": 1e-3, "high": 2e-3}, "hidden": "16"})

@@ -479,6 +479,9 @@ def open_study(optuna, args, url, direction):
 
 # --- one trial ----------------------------------------------------------------------------
 
+STOPPED = "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved"
+
+
 class Trials:
     """Runs each trial's `mnist train` and reports its epochs; shared by the optimize threads."""
 
@@ -487,6 +490,7 @@ class Trials:
         self.epochs = trial_epochs(binary, train_args)  # checked by the dry run: a whole number
         self.lock = threading.Lock()
         self.processes = set()
+        self.stopping = False  # set by stop_all: a trial that ends now was stopped by us
 
     def objective(self, trial):
         import optuna
@@ -511,11 +515,14 @@ class Trials:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
             process.wait()
-            trial.set_user_attr("error", "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved")
+            trial.set_user_attr("error", STOPPED)
             raise
         finally:
             with self.lock:
                 self.processes.discard(process)
+        if self.stopping and process.returncode != 0:  # a trial of another thread (--jobs), stopped by the signal
+            trial.set_user_attr("error", STOPPED)
+            raise TrialFailed(STOPPED)
         trial.set_user_attr("epochs", len(epochs))
         if pruned:
             trial.set_user_attr("stopped_after_epoch", len(epochs))
@@ -578,10 +585,12 @@ class Trials:
                 pass
 
     def stop_all(self):
-        with self.lock:
-            for process in self.processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
+        """SIGTERM to every running trial. Called from the signal handler, so it takes no lock:
+        list() copies the set in one step, which no other thread can interleave with."""
+        self.stopping = True
+        for process in list(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
 
 
 # --- reporting ----------------------------------------------------------------------------
@@ -818,6 +827,8 @@ def main(argv):
         f"{args.metric} by {args.sampler} with {args.pruner} pruning; trials in {os.path.join(out, 'trials')}")
     started = time.monotonic()
     trials = Trials(args, train_args, space, binary, out)
+    global RUNNING_TRIALS
+    RUNNING_TRIALS = trials
     json_lock = threading.Lock()
     progress = Progress(args, started)
 
@@ -848,10 +859,20 @@ def main(argv):
     return status
 
 
-def stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt  # a batch scheduler's kill stops the study as Ctrl-C does
+RUNNING_TRIALS = None  # the study's Trials, once it runs: what a signal stops
+
+
+def stop_on_signal(signum, frame):
+    """Ctrl-C and SIGTERM (a batch scheduler's kill): the running trials get SIGTERM here, at once
+    (with --jobs, Optuna's thread pool would otherwise wait for them to finish), then the study
+    stops as on Ctrl-C."""
+    if RUNNING_TRIALS is not None:
+        RUNNING_TRIALS.stop_all()
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    signal.signal(signal.SIGTERM, stop_on_signal)
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored when started in the background
+        signal.signal(signal.SIGINT, stop_on_signal)
     sys.exit(main(sys.argv[1:]))
