@@ -80,6 +80,10 @@ class TuneStudy(unittest.TestCase):
             self.assertTrue(os.path.isfile(os.path.join(out, name)), name)
         self.assertEqual(len(re.findall(r"^trial +\d+ +COMPLETE", result.stdout, flags=re.M)), 4)
         self.assertIn(f"best: trial {best['number']}, val_accuracy {best['value']:.4f}", result.stdout)
+        with open(os.path.join(out, "tune.md")) as file:
+            markdown = file.read()
+        self.assertIn(f"| {best['number']} | {best['value']:.4f} | {best['test_accuracy']:.4f} |", markdown)
+        self.assertIn("![Parameter importances](importances.png)", markdown)
 
         # The printed command trains the best trial again, to the same validation accuracy.
         command = re.search(r"^reproduce: mnist train (.*)$", result.stdout, flags=re.M).group(1).split()

@@ -670,6 +670,15 @@ def draw_tune_md(study, args, out, best):
     if best:
         lines += [f"Best: trial {best.number}, {args.metric} {best.value:.4f}", "", "```",
                   reproduce_command(best), "```", ""]
+        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+        complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+        lines += [f"| trial | {args.metric} | test accuracy | seconds | parameters |", "|--:|--:|--:|--:|---|"]
+        for trial in complete[:5]:
+            test = trial.user_attrs.get("test_accuracy")
+            seconds = trial.duration.total_seconds() if trial.duration else 0.0
+            lines.append(f"| {trial.number} | {trial.value:.4f} | {'-' if test is None else f'{test:.4f}'} | "
+                         f"{seconds:.1f} | {param_text(trial.params)} |")
+        lines.append("")
     pictures = [("history.png", "Optimization history", plots.plot_optimization_history),
                 ("importances.png", "Parameter importances", plots.plot_param_importances),
                 ("slice.png", "Slice plot", plots.plot_slice),
