@@ -480,6 +480,7 @@ def open_study(optuna, args, url, direction):
 # --- one trial ----------------------------------------------------------------------------
 
 STOPPED = "stopped with mnist tune (Ctrl-C or SIGTERM); its last.ckpt is saved"
+NOT_STARTED = "not started: mnist tune was stopped (Ctrl-C or SIGTERM)"
 
 
 class Trials:
@@ -494,6 +495,10 @@ class Trials:
 
     def objective(self, trial):
         import optuna
+        if self.stopping:  # the signal came between two trials
+            trial.study.stop()
+            trial.set_user_attr("error", NOT_STARTED)
+            raise TrialFailed(NOT_STARTED)
         params = suggest(trial, self.space)
         run_dir = os.path.join(self.out, "trials", f"{trial.number:04d}")
         command = [self.binary, "train", "--model", self.args.model, *self.train_args,
@@ -508,19 +513,15 @@ class Trials:
                                        stdin=subprocess.DEVNULL)
         with self.lock:
             self.processes.add(process)
+        if self.stopping:  # the signal came while it started: stop_all may not have seen it
+            process.send_signal(signal.SIGTERM)
         try:
             epochs, pruned = self.follow(trial, process, os.path.join(run_dir, "metrics.jsonl"))
-        except KeyboardInterrupt:
-            # Ctrl-C reached the trial too (one process group); SIGTERM stops it when it did not.
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-            process.wait()
-            trial.set_user_attr("error", STOPPED)
-            raise
         finally:
             with self.lock:
                 self.processes.discard(process)
-        if self.stopping and process.returncode != 0:  # a trial of another thread (--jobs), stopped by the signal
+        if self.stopping and process.returncode != 0:  # stopped by Ctrl-C or SIGTERM (stop_all)
+            trial.study.stop()
             trial.set_user_attr("error", STOPPED)
             raise TrialFailed(STOPPED)
         trial.set_user_attr("epochs", len(epochs))
@@ -585,8 +586,10 @@ class Trials:
                 pass
 
     def stop_all(self):
-        """SIGTERM to every running trial. Called from the signal handler, so it takes no lock:
-        list() copies the set in one step, which no other thread can interleave with."""
+        """SIGTERM to every running trial, and no trial after them (the objective and the callback
+        then stop Optuna's loop). Called from the signal handler, so it takes no lock and raises
+        nothing into the code it interrupts (an Optuna storage write, say): list() copies the set
+        in one step, which no other thread can interleave with."""
         self.stopping = True
         for process in list(self.processes):
             if process.poll() is None:
@@ -844,13 +847,16 @@ def main(argv):
     def after_trial(study, trial):
         progress(study, trial)
         write_tune_json(study, args, url, space, out, json_lock)
+        if trials.stopping:
+            study.stop()
 
     status = 0
     try:
         study.optimize(trials.objective, n_trials=args.trials, timeout=args.timeout, n_jobs=args.jobs,
                        catch=(TrialFailed,), callbacks=[after_trial], gc_after_trial=False)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a Ctrl-C that the handler did not take (none should come)
         trials.stop_all()
+    if trials.stopping:
         status = EXIT_INTERRUPTED
         print(f"{PROG}: interrupted; the finished trials are kept. Continue the study with the same --study and "
               f"{'--storage' if args.storage else '--out ' + out}", file=sys.stderr, flush=True)
@@ -872,16 +878,19 @@ RUNNING_TRIALS = None  # the study's Trials, once it runs: what a signal stops
 
 
 def stop_on_signal(signum, frame):
-    """Ctrl-C and SIGTERM (a batch scheduler's kill): the running trials get SIGTERM here, at once
-    (with --jobs, Optuna's thread pool would otherwise wait for them to finish), then the study
-    stops as on Ctrl-C."""
-    if RUNNING_TRIALS is not None:
-        RUNNING_TRIALS.stop_all()
-    raise KeyboardInterrupt
+    """Ctrl-C and SIGTERM (a batch scheduler's kill): once the study runs, the running trials get
+    SIGTERM at once (with --jobs too) and no new one starts; before, it stops as Ctrl-C does."""
+    if RUNNING_TRIALS is None:
+        raise KeyboardInterrupt
+    RUNNING_TRIALS.stop_all()
 
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, stop_on_signal)
     if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored when started in the background
         signal.signal(signal.SIGINT, stop_on_signal)
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted before the study started", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)
