@@ -50,15 +50,9 @@ struct Prepared {
 
 void print_prediction(const Prepared& item, const float* logits, const std::string& dataset,
                       const PredictOptions& options) {
-  // Softmax of the logits, shifted by their maximum so exp() cannot overflow; the digit is the
-  // first maximum, as the metrics kernels decide.
-  int digit = 0;
-  for (int c = 1; c < kClasses; ++c)
-    if (logits[c] > logits[digit]) digit = c;
-  double sum = 0.0;
-  for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - logits[digit]);
-  std::vector<double> p(kClasses);
-  for (int c = 0; c < kClasses; ++c) p[c] = std::exp(double(logits[c]) - logits[digit]) / sum;
+  const Reading reading = read_logits(logits);
+  const int digit = reading.digit;
+  const std::vector<double>& p = reading.probabilities;
   // The predicted digit first, then by probability.
   std::vector<int> order(kClasses);
   std::iota(order.begin(), order.end(), 0);
@@ -92,15 +86,31 @@ void print_prediction(const Prepared& item, const float* logits, const std::stri
 
 }  // namespace
 
+std::unique_ptr<Trainer> trainer_for_predicting(const Checkpoint& checkpoint, bool on_gpu) {
+  TrainConfig config;
+  set_model(config, checkpoint.state.kind, checkpoint.state.sizes);
+  std::unique_ptr<Trainer> trainer = on_gpu ? make_gpu_trainer(config, DataSplit{}) : make_cpu_trainer(config, DataSplit{});
+  trainer->load_state(checkpoint.state);
+  return trainer;
+}
+
+Reading read_logits(const float* logits) {
+  Reading reading;
+  for (int c = 1; c < kClasses; ++c)
+    if (logits[c] > logits[reading.digit]) reading.digit = c;
+  double sum = 0.0;
+  for (int c = 0; c < kClasses; ++c) sum += std::exp(double(logits[c]) - logits[reading.digit]);
+  reading.probabilities.resize(kClasses);
+  for (int c = 0; c < kClasses; ++c)
+    reading.probabilities[c] = std::exp(double(logits[c]) - logits[reading.digit]) / sum;
+  return reading;
+}
+
 int run_predict(const std::string& model_path, const std::vector<std::string>& files,
                 const PredictOptions& options) {
   check_device_option(options.device);
+  // The reader has checked that the sizes are a model's and the parameters fit them.
   const Checkpoint checkpoint = read_checkpoint(model_path);
-  // The model's shape is all the trainer needs: the weights come from the checkpoint, evaluation
-  // never drops out, and the loss on the way is not used. The reader has checked that the sizes
-  // are a model's and the parameters fit them.
-  TrainConfig config;
-  set_model(config, checkpoint.state.kind, checkpoint.state.sizes);
   const std::string dataset = trained_dataset(checkpoint);
 
   // Every file prepared first (one at a time, on the CPU), then all of them as one batch through
@@ -120,10 +130,8 @@ int run_predict(const std::string& model_path, const std::vector<std::string>& f
   const int count = static_cast<int>(batch.size() / kPixels);
   std::vector<float> logits;
   if (count > 0) {
-    const bool on_gpu = choose_device(options.device, "predicting");
     const std::unique_ptr<Trainer> trainer =
-        on_gpu ? make_gpu_trainer(config, DataSplit{}) : make_cpu_trainer(config, DataSplit{});
-    trainer->load_state(checkpoint.state);
+        trainer_for_predicting(checkpoint, choose_device(options.device, "predicting"));
     const std::vector<std::uint8_t> labels(count, 0);  // unused: logits only
     logits = trainer->logits(ImageSlice{batch.data(), labels.data(), count});
   }

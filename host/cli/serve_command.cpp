@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "mnist/cli/batched_model.h"
+#include "mnist/cli/predict.h"
 #include "mnist/cli/train_command.h"
 #include "mnist/core/config.h"
 #include "mnist/core/errors.h"
@@ -214,11 +215,8 @@ int run_serve(const ServeOptions& options) {
   if (options.port < 0 || options.port > 65535)
     throw ConfigError("--port must be in 0..65535 (0: any free port), got " + std::to_string(options.port));
   const Checkpoint checkpoint = read_checkpoint(options.model);
-  TrainConfig config;
-  set_model(config, checkpoint.state.kind, checkpoint.state.sizes);
   const bool on_gpu = choose_device(options.device, "serving");
-  std::unique_ptr<Trainer> trainer = on_gpu ? make_gpu_trainer(config, DataSplit{}) : make_cpu_trainer(config, DataSplit{});
-  trainer->load_state(checkpoint.state);
+  std::unique_ptr<Trainer> trainer = trainer_for_predicting(checkpoint, on_gpu);
   const std::string description = describe_model(checkpoint.state.kind, checkpoint.state.sizes);
   const std::string dataset = trained_dataset(checkpoint);
   const nlohmann::json model_info = model_description(checkpoint, options.model, on_gpu ? "gpu" : "cpu");
@@ -309,20 +307,14 @@ int run_serve(const ServeOptions& options) {
         throw BadRequest{415, (type.empty() ? std::string("no Content-Type") : "Content-Type " + printable(type.substr(0, 80))) +
                                   ": send image/png, image/jpeg, image/x-portable-graymap or application/json"};
       }
-      const std::vector<float> logits = model.logits(pixels);
-      // Softmax, shifted by the largest logit so exp() cannot overflow; the digit is the first maximum.
-      const int digit = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      double sum = 0;
-      for (float l : logits) sum += std::exp(double(l) - logits[std::size_t(digit)]);
-      std::vector<double> probabilities;
-      for (float l : logits) probabilities.push_back(std::exp(double(l) - logits[std::size_t(digit)]) / sum);
+      const Reading reading = read_logits(model.logits(pixels).data());
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      nlohmann::json answer{{"digit", digit},
-                            {"probabilities", probabilities},
+      nlohmann::json answer{{"digit", reading.digit},
+                            {"probabilities", reading.probabilities},
                             {"input", pixels},
                             {"model", description},
                             {"seconds", elapsed}};
-      const std::string name = class_name(dataset, digit);  // Fashion-MNIST's classes have names
+      const std::string name = class_name(dataset, reading.digit);  // Fashion-MNIST's classes have names
       if (!name.empty()) answer["class"] = name;
       res.set_content(answer.dump(), "application/json");
     } catch (const BadRequest& bad) {

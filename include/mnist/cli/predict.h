@@ -1,9 +1,12 @@
 #pragma once
 // `mnist predict`: the digit in each image file according to a checkpoint.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "mnist/data/image_io.h"
+#include "mnist/io/checkpoint.h"
+#include "mnist/train/trainer.h"
 
 namespace mnist {
 
@@ -25,5 +28,18 @@ struct PredictOptions {
 // returns the exit status (1 when any file failed). A bad checkpoint throws CheckpointError.
 int run_predict(const std::string& model_path, const std::vector<std::string>& files,
                 const PredictOptions& options = {});
+
+// A trainer holding the checkpoint's model, for forward passes only (its shape is all it needs:
+// the weights come from the checkpoint, and evaluation never drops out). `mnist predict` and
+// `mnist serve` read digits with it.
+std::unique_ptr<Trainer> trainer_for_predicting(const Checkpoint& checkpoint, bool on_gpu);
+
+// What one image's 10 logits say: the digit (the first maximum, as the metrics kernels decide)
+// and the softmax probabilities, shifted by the largest logit so exp() cannot overflow.
+struct Reading {
+  int digit = 0;
+  std::vector<double> probabilities;
+};
+Reading read_logits(const float* logits);
 
 }  // namespace mnist
