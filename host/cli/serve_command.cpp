@@ -161,7 +161,8 @@ nlohmann::json model_description(const Checkpoint& checkpoint, const std::string
 }
 
 // Ctrl-C, SIGTERM and SIGHUP: the handler (run by whichever thread the signal lands on, OpenBLAS's
-// included) only records it; a watching thread then stops the server, outside the handler.
+// included) only records it; a watching thread then stops the server, outside the handler. A
+// signal that was ignored when mnist started (SIGHUP under nohup) stays ignored, as in training.
 std::atomic<int> g_stop_signal{0};
 extern "C" void record_stop_signal(int signal) { g_stop_signal = signal; }
 
@@ -171,7 +172,10 @@ class StopSignals {
     struct sigaction action {};
     action.sa_handler = record_stop_signal;
     sigemptyset(&action.sa_mask);
-    for (int i = 0; i < 3; ++i) sigaction(kSignals[i], &action, &previous_[i]);
+    for (int i = 0; i < 3; ++i) {
+      sigaction(kSignals[i], nullptr, &previous_[i]);
+      if (previous_[i].sa_handler != SIG_IGN) sigaction(kSignals[i], &action, nullptr);
+    }
   }
   ~StopSignals() {
     stop_watching();
