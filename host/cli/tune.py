@@ -10,6 +10,7 @@ trial's process gets SIGTERM, saves and stops.
 """
 import argparse
 import datetime
+import functools
 import json
 import math
 import os
@@ -184,10 +185,16 @@ def option_name(arg):
     return arg[2:].split("=", 1)[0] if arg.startswith("--") else None
 
 
+@functools.lru_cache(maxsize=None)
+def train_help(binary):
+    """`mnist train --help`, read once: the options and their defaults as mnist itself has them."""
+    return subprocess.run([binary, "train", "--help"], capture_output=True, text=True, check=True).stdout
+
+
 def train_options(binary):
     """The options `mnist train --help` lists, each with whether it is a flag (takes no value),
     so a space key is checked against the real ones."""
-    text = subprocess.run([binary, "train", "--help"], capture_output=True, text=True, check=True).stdout
+    text = train_help(binary)
     found = re.findall(r"^\s+(?:-\w,)?--([a-z0-9-]+)( [A-Z]+)?", text, flags=re.M)
     return {name: value_type == "" for name, value_type in found}
 
@@ -208,8 +215,7 @@ def trial_epochs(binary, train_args):
     given = option_values(train_args, "epochs")
     if given:
         return int(given[-1])
-    text = subprocess.run([binary, "train", "--help"], capture_output=True, text=True, check=True).stdout
-    return int(re.search(r"--epochs INT=(\d+)", text).group(1))
+    return int(re.search(r"--epochs INT=(\d+)", train_help(binary)).group(1))
 
 
 def load_space(args):
@@ -456,7 +462,8 @@ def open_study(optuna, args, url, direction):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 storage = open_storage(optuna, url, args.heartbeat)
-                # A continued study draws from the seed plus its number of trials, not the same values again.
+                # A continued study's sampler starts from --seed plus its number of trials, so it does not
+                # draw the values of its first trials again.
                 seed = None
                 if args.seed is not None:
                     existing = [s for s in optuna.get_all_study_summaries(storage) if s.study_name == args.study]
@@ -604,8 +611,18 @@ def param_text(params):
     return " ".join(f"{key}={one(value)}" for key, value in params.items())
 
 
+def trial_seconds(trial):
+    """How long a finished trial took; None for one that never finished."""
+    return trial.duration.total_seconds() if trial.duration else None
+
+
+def complete_best_first(study):
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    return sorted(complete, key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+
+
 def trial_record(trial):
-    seconds = trial.duration.total_seconds() if trial.duration else None
+    seconds = trial_seconds(trial)
     return {"number": trial.number, "state": trial.state.name, "value": trial.value, "params": trial.params,
             "seconds": seconds, "epochs": trial.user_attrs.get("epochs"),
             "test_accuracy": trial.user_attrs.get("test_accuracy"), "error": trial.user_attrs.get("error"),
@@ -673,12 +690,10 @@ def draw_tune_md(study, args, out, best):
     if best:
         lines += [f"Best: trial {best.number}, {args.metric} {best.value:.4f}", "", "```",
                   reproduce_command(best), "```", ""]
-        complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
         lines += [f"| trial | {args.metric} | test accuracy | seconds | parameters |", "|--:|--:|--:|--:|---|"]
-        for trial in complete[:5]:
+        for trial in complete_best_first(study)[:5]:
             test = trial.user_attrs.get("test_accuracy")
-            seconds = trial.duration.total_seconds() if trial.duration else 0.0
+            seconds = trial_seconds(trial) or 0.0
             lines.append(f"| {trial.number} | {trial.value:.4f} | {'-' if test is None else f'{test:.4f}'} | "
                          f"{seconds:.1f} | {param_text(trial.params)} |")
         lines.append("")
@@ -714,7 +729,7 @@ class Progress:
         with self.lock:
             state = trial.state.name
             self.done[state] = self.done.get(state, 0) + 1
-            seconds = trial.duration.total_seconds() if trial.duration else 0.0
+            seconds = trial_seconds(trial) or 0.0
             self.durations.append(seconds)
             if state == "PRUNED":
                 value = f"after epoch {trial.user_attrs.get('epochs', 0)}"
@@ -755,14 +770,13 @@ def summarize(study, args, out):
         return None
     say(f"best: trial {best.number}, {args.metric} {best.value:.4f}: {param_text(best.params)}")
     say(f"reproduce: {reproduce_command(best)}")
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    complete.sort(key=lambda t: t.value, reverse=study.direction.name == "MAXIMIZE")
+    complete = complete_best_first(study)
     say(f"top {min(5, len(complete))} of {len(complete)} complete trials:")
     say(f"  {'trial':>5}  {args.metric:>12}  {'test acc':>8}  {'seconds':>7}  parameters")
     for trial in complete[:5]:
         test = trial.user_attrs.get("test_accuracy")
         test_text = f"{test:.4f}" if test is not None else "-"
-        seconds = trial.duration.total_seconds() if trial.duration else 0.0
+        seconds = trial_seconds(trial) or 0.0
         say(f"  {trial.number:>5}  {trial.value:>12.4f}  {test_text:>8}  {seconds:>7.1f}  {param_text(trial.params)}")
     checkpoint = os.path.join(best.user_attrs.get("run_dir", ""), "best.ckpt")
     if best.user_attrs.get("host") == socket.gethostname() and os.path.isfile(checkpoint):
